@@ -1,0 +1,148 @@
+"""The ``llamavid`` lmms-eval model: released LLaMA-VID checkpoints on current transformers.
+
+Usage::
+
+    lmms-eval --model llamavid \\
+        --model_args pretrained=<checkpoint dir or hub id>,vision_tower=<eva_vit_g.pth>,fps=1 \\
+        --tasks msvd_qa --batch_size 16
+
+Data parallel: ``accelerate launch --num_processes N -m lmms_eval --model llamavid ...``; each
+process loads the model on its own GPU and lmms-eval gives it its share of the documents.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+
+from llamavid_model.inference import LlamaVidRunner, Question
+from llamavid_model.loading import load_llamavid
+from llamavid_model.lora import apply_lora
+from llamavid_model.video import load_visuals
+
+DTYPES = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+}
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` = bf16 on a GPU, fp32 on the CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+class LlamaVid(lmms):
+    """lmms-eval backend for LLaMA-VID (``generate_until`` batched by video, ``loglikelihood``)."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str,
+        vision_tower: str | None = None,
+        qformer: str | None = None,
+        qformer_tokenizer: str | None = None,
+        lora: str | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+        attn_implementation: str = "sdpa",
+        batch_size: int | str = 8,
+        vision_batch_size: int | str = 64,
+        decode_workers: int | str = 2,
+        fps: float | str = 1.0,
+        max_frames: int | str | None = 300,
+        image_size: int | str | None = None,
+        **unknown: Any,
+    ) -> None:
+        super().__init__()
+        if unknown:
+            raise ValueError(
+                f"unknown llamavid model argument(s) {sorted(unknown)}; valid: pretrained, vision_tower, qformer, "
+                "qformer_tokenizer, lora, device, dtype, attn_implementation, batch_size, vision_batch_size, "
+                "decode_workers, fps, max_frames, image_size"
+            )
+        if attn_implementation not in ATTENTION:
+            raise ValueError(f"attn_implementation={attn_implementation!r}; choose one of {ATTENTION}")
+        accelerator = Accelerator()
+        if accelerator.num_processes > 1:
+            self._device = torch.device(f"cuda:{accelerator.local_process_index}")
+        else:
+            self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._rank = accelerator.process_index
+        self._world_size = accelerator.num_processes
+        self.fps = float(fps)
+        self.max_frames = int(max_frames) if max_frames not in (None, "None", "none", "") else None
+
+        loaded = load_llamavid(
+            pretrained,
+            vision_tower=vision_tower,
+            qformer=qformer,
+            qformer_tokenizer=qformer_tokenizer,
+            image_size=int(image_size) if image_size else None,
+            dtype=resolve_dtype(str(dtype), self._device),
+            device=self._device,
+            attn_implementation=attn_implementation,
+        )
+        if lora:
+            loaded.model = apply_lora(loaded.model, lora)
+        self.runner = LlamaVidRunner(
+            loaded,
+            batch_size=int(batch_size),
+            vision_batch_size=int(vision_batch_size),
+            decode_workers=int(decode_workers),
+        )
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def _question(self, context: str, doc_to_visual, doc_id: int, task: str, split: str, gen: dict) -> Question:
+        doc = self.task_dict[task][split][doc_id]
+        visuals = [v for v in (doc_to_visual(doc) or []) if v is not None]
+        if not visuals:
+            raise ValueError(f"{task}/{split} doc {doc_id}: doc_to_visual returned no video or image")
+        key = tuple(v if isinstance(v, str) else f"{task}/{split}/{doc_id}/{i}" for i, v in enumerate(visuals))
+        loader = functools.partial(load_visuals, visuals, fps=self.fps, max_frames=self.max_frames)
+        return Question(question=context, video_key=key, load_frames=loader, generation=dict(gen))
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        questions = [self._question(ctx, visual, doc_id, task, split, gen)
+                     for ctx, gen, visual, doc_id, task, split in (r.args for r in requests)]
+        with tqdm(total=len(questions), disable=self.rank != 0, desc="llamavid generate") as bar:
+            answers = self.runner.answer(questions, progress=bar.update)
+        for request, answer in zip(requests, answers, strict=True):
+            self.cache_hook.add_partial("generate_until", request.args, answer)
+        return answers
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        results = []
+        for request in tqdm(requests, disable=self.rank != 0, desc="llamavid loglikelihood"):
+            context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
+            question = self._question(context, doc_to_visual, doc_id, task, split, {})
+            target = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(
+                self.task_dict[task][split][doc_id])
+            results.append(self.runner.continuation_logprob(question, str(target)))
+        return results
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise NotImplementedError("llamavid answers single-round prompts; multi-round tasks are not supported")

@@ -1,0 +1,113 @@
+"""Video and image decoding for LLaMA-VID: frames at a chosen rate, capped, as uint8 RGB arrays.
+
+decord is what the original evaluation used (random access is fast); PyAV is the fallback where
+decord is not installed (e.g. aarch64) or cannot open a file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class VideoDecodeError(RuntimeError):
+    """A video could not be decoded into frames; the message names the file and the decoders' errors."""
+
+
+def frame_indices(total_frames: int, average_fps: float, fps: float, max_frames: int | None) -> list[int]:
+    """Indices 0, s, 2s, ... with ``s = round(average_fps / fps)``, then evenly thinned to ``max_frames``.
+
+    With ``fps=1`` this is the original evaluation's "one frame per second" (``s = round(avg fps)``).
+    """
+    if total_frames <= 0:
+        return []
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    step = max(1, round(average_fps / fps)) if average_fps > 0 else 1
+    indices = list(range(0, total_frames, step))
+    if max_frames is not None and len(indices) > max_frames:
+        picks = np.linspace(0, len(indices) - 1, max_frames).round().astype(int)
+        indices = [indices[i] for i in picks]
+    return indices
+
+
+def load_video(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> np.ndarray:
+    """``[T, H, W, 3]`` uint8 frames sampled at ``fps`` (capped at ``max_frames``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    errors = []
+    for decode in (_decode_with_decord, _decode_with_pyav):
+        try:
+            frames = decode(path, fps, max_frames)
+        except ImportError as error:
+            errors.append(f"{decode.__name__}: {error}")
+            continue
+        except Exception as error:  # decoders raise many types for a damaged file
+            errors.append(f"{decode.__name__}: {type(error).__name__}: {error}")
+            continue
+        if len(frames) == 0:
+            errors.append(f"{decode.__name__}: decoded zero frames")
+            continue
+        return frames
+    raise VideoDecodeError(f"cannot decode video {path}: " + "; ".join(errors))
+
+
+def _decode_with_decord(path: Path, fps: float, max_frames: int | None) -> np.ndarray:
+    from decord import VideoReader, cpu
+
+    reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+    indices = frame_indices(len(reader), reader.get_avg_fps(), fps, max_frames)
+    if not indices:
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    return reader.get_batch(indices).asnumpy()
+
+
+def _decode_with_pyav(path: Path, fps: float, max_frames: int | None) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        average = float(stream.average_rate) if stream.average_rate else 0.0
+    indices = frame_indices(len(frames), average, fps, max_frames)
+    if not indices:
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    return np.stack([frames[i] for i in indices])
+
+
+def load_visual(
+    visual: str | os.PathLike | Image.Image | np.ndarray, fps: float = 1.0, max_frames: int | None = None
+) -> list[Image.Image] | np.ndarray:
+    """One lmms-eval visual (video path, image path, PIL image or array) -> frames."""
+    if isinstance(visual, Image.Image):
+        return [visual.convert("RGB")]
+    if isinstance(visual, np.ndarray):
+        return visual[None] if visual.ndim == 3 else visual
+    path = Path(visual)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        if not path.is_file():
+            raise FileNotFoundError(f"image file not found: {path}")
+        return [Image.open(path).convert("RGB")]
+    return load_video(path, fps=fps, max_frames=max_frames)
+
+
+def load_visuals(
+    visuals: Sequence[str | os.PathLike | Image.Image | np.ndarray], fps: float = 1.0, max_frames: int | None = None
+) -> list[Image.Image | np.ndarray]:
+    """All visuals of one document as one frame list (a multi-image doc is treated like a video)."""
+    frames: list[Image.Image | np.ndarray] = []
+    for visual in visuals:
+        frames.extend(list(load_visual(visual, fps=fps, max_frames=max_frames)))
+    if not frames:
+        raise VideoDecodeError("the document has no visual input (zero frames)")
+    if max_frames is not None and len(frames) > max_frames:
+        picks = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
+        frames = [frames[i] for i in picks]
+    return frames
