@@ -6,6 +6,9 @@ Usage::
         --model_args pretrained=<checkpoint dir or hub id>,vision_tower=<eva_vit_g.pth>,fps=1 \\
         --tasks msvd_qa --batch_size 16
 
+``--batch_size`` is the number of questions per LLM batch; questions about the same video share
+one decode and one vision-tower pass.
+
 Data parallel: ``accelerate launch --num_processes N -m lmms_eval --model llamavid ...``; each
 process loads the model on its own GPU and lmms-eval gives it its share of the documents.
 """
@@ -64,9 +67,11 @@ class LlamaVid(lmms):
         fps: float | str = 1.0,
         max_frames: int | str | None = 300,
         image_size: int | str | None = None,
+        max_batch_size: int | str | None = None,
         **unknown: Any,
     ) -> None:
         super().__init__()
+        del max_batch_size  # lmms-eval passes it to every model; batches are exactly --batch_size here
         if unknown:
             raise ValueError(
                 f"unknown llamavid model argument(s) {sorted(unknown)}; valid: pretrained, vision_tower, qformer, "

@@ -8,6 +8,7 @@ shards plus ``pytorch_model.bin.index.json``, or safetensors shards.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -15,6 +16,9 @@ from safetensors.torch import save_file
 
 from llamavid_model.modeling_llamavid import LlamaVidForCausalLM
 from llamavid_model.weights import VISION_PREFIX, model_key_to_checkpoint
+
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "generation_config.json")
 
 
 def released_state_dict(model: LlamaVidForCausalLM) -> dict[str, torch.Tensor]:
@@ -35,8 +39,13 @@ def save_released(
     max_shard_bytes: int = 5 * 1024**3,
     safetensors: bool = False,
     dtype: torch.dtype | None = None,
+    tokenizer_from: str | Path | None = None,
 ) -> Path:
-    """Save config + sharded weights; ``vision_tower_path`` is recorded as ``mm_vision_tower``."""
+    """Save config + sharded weights; ``vision_tower_path`` is recorded as ``mm_vision_tower``.
+
+    ``tokenizer_from`` (usually the base checkpoint) supplies the tokenizer and generation files,
+    so the result is a complete checkpoint that ``pretrained=`` accepts.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = released_state_dict(model)
@@ -72,4 +81,9 @@ def save_released(
     if image_processor is not None:
         config["image_processor"] = image_processor
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    if tokenizer_from is not None:
+        for name in TOKENIZER_FILES:
+            source = Path(tokenizer_from) / name
+            if source.is_file():
+                shutil.copy(source, out / name)
     return out

@@ -1,0 +1,149 @@
+"""A tiny checkpoint in the released layout: structure, determinism, batching, round trips, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from media import coloured_frames
+
+from llamavid_model.configuration_llamavid import LlamaVidConfig
+from llamavid_model.inference import LlamaVidRunner, Question
+from llamavid_model.loading import load_llamavid
+from llamavid_model.saving import save_released
+from llamavid_model.weights import WeightFileError
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_release):
+    return load_llamavid(tiny_release.checkpoint, qformer_tokenizer=tiny_release.bert_tokenizer)
+
+
+def _tokens(loaded, frames, questions):
+    from llamavid_model.processing import preprocess_frames, qformer_tokenizer_inputs
+
+    pixels = preprocess_frames(loaded.image_processor, frames)
+    ids, mask = qformer_tokenizer_inputs(loaded.qformer_tokenizer, questions)
+    with torch.no_grad():
+        features = loaded.model.encode_frames(pixels)
+        return loaded.model.visual_tokens(features, [(0, len(frames))] * len(questions), ids, mask)
+
+
+def test_released_layout_is_what_the_loader_reads(tiny_release):
+    names = {p.name for p in tiny_release.checkpoint.iterdir()}
+    assert {"config.json", "pytorch_model.bin.index.json", "tokenizer.model"} <= names
+    assert len([n for n in names if n.startswith("pytorch_model-")]) >= 2
+    config = json.loads((tiny_release.checkpoint / "config.json").read_text())
+    assert config["model_type"] == "llava" and config["architectures"] == ["LlavaLlamaAttForCausalLM"]
+    index = json.loads((tiny_release.checkpoint / "pytorch_model.bin.index.json").read_text())["weight_map"]
+    assert "model.vlm_att_encoder.bert.encoder.layer.0.crossattention.self.key.weight" in index
+    assert "model.vlm_att_query" in index and "model.mm_projector.2.weight" in index
+    assert not any(name.startswith("model.vision_tower") for name in index)
+    lavis = torch.load(tiny_release.vision_tower, weights_only=True)
+    assert "blocks.0.attn.q_bias" in lavis and "pos_embed" in lavis
+
+
+def test_two_tokens_per_frame_context_depends_on_question(loaded):
+    frames = list(coloured_frames(5))
+    first, second = _tokens(loaded, frames, ["what colour is it?", "how many shapes move left?"])
+    width = loaded.model.config.hidden_size
+    assert loaded.model.config.tokens_per_frame == 2
+    assert first.shape == (5 * 2, width)
+    context, content = first.view(5, 2, width).unbind(1)
+    other_context, other_content = second.view(5, 2, width).unbind(1)
+    torch.testing.assert_close(content, other_content)  # content tokens ignore the question
+    assert not torch.allclose(context, other_context)  # context tokens follow it
+    assert not torch.allclose(content[0], content[1])  # and frames differ
+
+
+def test_deterministic_and_batch_equals_one_by_one(loaded):
+    videos = {name: list(coloured_frames(count, seed=seed)) for name, count, seed in (("a", 3, 1), ("b", 5, 2))}
+    asks = [("a", "what colour is it?"), ("b", "which direction does the shape move?"), ("a", "describe the video")]
+    questions = [
+        Question(q, key, (lambda key=key: videos[key]), {"max_new_tokens": 6, "min_new_tokens": 6}) for key, q in asks
+    ]
+    batched = LlamaVidRunner(loaded, batch_size=3).answer(questions)
+    single = LlamaVidRunner(loaded, batch_size=1, decode_workers=0).answer(questions)
+    assert batched == single
+    assert LlamaVidRunner(loaded, batch_size=3).answer(questions) == batched
+    assert all(answer for answer in batched)
+
+
+def test_save_then_load_gives_the_same_logits(loaded, tiny_release, tmp_path):
+    out = save_released(loaded.model, tmp_path / "copy", vision_tower_path=str(tiny_release.vision_tower),
+                        safetensors=True, max_shard_bytes=200_000, tokenizer_from=tiny_release.checkpoint)
+    assert (out / "model.safetensors.index.json").is_file()
+    again = load_llamavid(out, qformer_tokenizer=tiny_release.bert_tokenizer)
+    frames = list(coloured_frames(2))
+    torch.testing.assert_close(_tokens(again, frames, ["why?"])[0], _tokens(loaded, frames, ["why?"])[0])
+
+
+def test_qformer_comes_from_lavis_file_when_checkpoint_lacks_it(loaded, tiny_release, tmp_path):
+    state = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith("visual_tokenizer.qformer.")}
+    stripped = tmp_path / "no-qformer"
+    save_released(loaded.model, stripped, vision_tower_path=str(tiny_release.vision_tower))
+    index_path = stripped / "pytorch_model.bin.index.json"
+    index = json.loads(index_path.read_text())
+    for file_name in set(index["weight_map"].values()):
+        shard = torch.load(stripped / file_name, weights_only=True)
+        torch.save({k: v for k, v in shard.items() if "vlm_att_encoder" not in k}, stripped / file_name)
+    index["weight_map"] = {k: v for k, v in index["weight_map"].items() if "vlm_att_encoder" not in k}
+    index_path.write_text(json.dumps(index))
+    shutil.copy(tiny_release.checkpoint / "tokenizer.model", stripped / "tokenizer.model")
+    assert state  # the non-Q-Former weights are still there
+    again = load_llamavid(stripped, qformer=tiny_release.qformer, qformer_tokenizer=tiny_release.bert_tokenizer)
+    ours = again.model.visual_tokenizer.qformer.state_dict()
+    for name, tensor in loaded.model.visual_tokenizer.qformer.state_dict().items():
+        torch.testing.assert_close(ours[name], tensor.half().float())
+
+
+def test_position_embeddings_are_resized_for_a_larger_processor(tiny_release):
+    bigger = load_llamavid(tiny_release.checkpoint, qformer_tokenizer=tiny_release.bert_tokenizer, image_size=224)
+    frames = list(coloured_frames(1, size=300))
+    from llamavid_model.processing import preprocess_frames
+
+    with torch.no_grad():
+        features = bigger.model.encode_frames(preprocess_frames(bigger.image_processor, frames))
+    assert features.shape[1] == 1 + (224 // 14) ** 2
+
+
+def _copy_release(tiny_release, tmp_path):
+    root = tmp_path / "release"
+    shutil.copytree(tiny_release.root, root)
+    return root / "llama-vid-tiny", root / "bert-tiny-uncased"
+
+
+def test_missing_shard_is_named(tiny_release, tmp_path):
+    checkpoint, bert = _copy_release(tiny_release, tmp_path)
+    (checkpoint / "pytorch_model-00002-of-00004.bin").unlink()
+    with pytest.raises(WeightFileError, match="pytorch_model-00002-of-00004.bin is missing"):
+        load_llamavid(checkpoint, qformer_tokenizer=bert)
+
+
+def test_unknown_key_and_wrong_shape_are_named(tiny_release, tmp_path):
+    checkpoint, bert = _copy_release(tiny_release, tmp_path)
+    shard_path = checkpoint / "pytorch_model-00001-of-00004.bin"
+    shard = torch.load(shard_path, weights_only=True)
+    name = next(iter(shard))
+    torch.save({**shard, "model.vlm_att_surprise.weight": torch.zeros(2)}, shard_path)
+    with pytest.raises(WeightFileError, match="vlm_att_surprise"):
+        load_llamavid(checkpoint, qformer_tokenizer=bert)
+    torch.save({**shard, name: torch.zeros(3, 3)}, shard_path)
+    with pytest.raises(WeightFileError, match=r"pytorch_model-00001-of-00004\.bin.*has shape \(3, 3\)"):
+        load_llamavid(checkpoint, qformer_tokenizer=bert)
+
+
+def test_missing_vision_tower_names_the_model_argument(tiny_release, tmp_path):
+    checkpoint, bert = _copy_release(tiny_release, tmp_path)
+    (checkpoint.parent / "LAVIS" / "eva_vit_g.pth").unlink()
+    with pytest.raises(FileNotFoundError, match="vision_tower=<path>"):
+        load_llamavid(checkpoint, qformer_tokenizer=bert)
+
+
+def test_unsupported_config_value_is_rejected_with_its_key():
+    with pytest.raises(ValueError, match="mm_projector_type"):
+        LlamaVidConfig(mm_projector_type="resampler")
+    with pytest.raises(ValueError, match="bert_type"):
+        LlamaVidConfig(bert_type="raw_bert")

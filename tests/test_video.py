@@ -1,0 +1,71 @@
+"""Frame sampling and decoding (decord and PyAV), and clear errors for bad videos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from media import coloured_frames, write_video
+
+from llamavid_model import video
+from llamavid_model.video import VideoDecodeError, frame_indices, load_video, load_visuals
+
+
+def test_one_frame_per_second_as_the_original():
+    assert frame_indices(100, 29.97, fps=1, max_frames=None) == list(range(0, 100, 30))
+    assert frame_indices(60, 30.0, fps=6, max_frames=None) == list(range(0, 60, 5))
+    assert frame_indices(10, 2.0, fps=6, max_frames=None) == list(range(10))  # never below one frame a step
+    assert frame_indices(0, 30.0, fps=1, max_frames=None) == []
+
+
+def test_max_frames_thins_evenly_and_keeps_ends():
+    assert frame_indices(300, 1.0, fps=1, max_frames=4) == [0, 100, 199, 299]
+
+
+@pytest.fixture(scope="module")
+def two_fps_video(tmp_path_factory):
+    frames = coloured_frames(8, size=32, seed=3)
+    return write_video(tmp_path_factory.mktemp("v") / "clip.mp4", frames, fps=2), frames
+
+
+def _nearest(decoded: np.ndarray, originals: np.ndarray) -> list[int]:
+    means = decoded.reshape(len(decoded), -1, 3).mean(1)
+    targets = originals[:, 0, 0, :].astype(float)
+    return [int(np.abs(targets - m).sum(1).argmin()) for m in means]
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_decoders_sample_the_same_frames(two_fps_video, decoder, monkeypatch):
+    path, originals = two_fps_video
+    if decoder == "pyav":
+        monkeypatch.setattr(video, "_decode_with_decord", _unavailable)
+    frames = load_video(path, fps=1)
+    assert frames.shape == (4, 32, 32, 3) and frames.dtype == np.uint8
+    assert _nearest(frames, originals) == [0, 2, 4, 6]
+    assert _nearest(load_video(path, fps=1, max_frames=2), originals) == [0, 6]
+
+
+def _unavailable(*_args):
+    raise ImportError("decord disabled for this test")
+
+
+def test_missing_and_corrupt_videos_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.mp4"):
+        load_video(tmp_path / "nothere.mp4")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    with pytest.raises(VideoDecodeError, match="broken.mp4"):
+        load_video(broken)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoDecodeError, match="empty.mp4"):
+        load_video(empty)
+
+
+def test_images_and_multi_image_documents(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (20, 10), (255, 0, 0)).save(tmp_path / "a.png")
+    frames = load_visuals([str(tmp_path / "a.png"), Image.new("RGB", (8, 8), (0, 0, 255))])
+    assert len(frames) == 2 and frames[1].getpixel((0, 0)) == (0, 0, 255)
+    with pytest.raises(VideoDecodeError, match="zero frames"):
+        load_visuals([])
