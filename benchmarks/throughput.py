@@ -1,0 +1,204 @@
+"""MSVD-QA-shaped throughput: one-question-at-a-time vs the batched backend vs a measured floor.
+
+Full-size LLaMA-VID (EVA-ViT-G + BERT-base Q-Former + Vicuna-7B) with random weights, bf16, on one
+GPU, in ONE process:
+  (a) the reference evaluation's loop: every question decodes and encodes its video again, batch 1;
+  (b) our runner: questions grouped by video (one decode + one tower pass per video), LLM batches;
+  (c) a floor from measured rates: tower frames/s at batch 64, Q-Former pairs/s, and LLM
+      prefill+decode questions/s at the largest batch.
+Videos are real MP4 files (10 s at 30 fps, 320x240) decoded at 1 fps.
+
+    python benchmarks/throughput.py --videos 20 --questions 26 --frames 10 --batch-size 128
+    accelerate launch --num_processes 2 benchmarks/throughput.py --only optimized   # data parallel
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llamavid_model.inference import LlamaVidRunner, Question
+from llamavid_model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
+from llamavid_model.processing import image_processor_for
+from llamavid_model.random_init import build_random
+from llamavid_model.tiny import write_tiny_release
+from llamavid_model.video import load_visuals
+
+QUESTIONS = ("what is the man doing?", "who is playing the guitar?", "what is the woman slicing?",
+             "where is the dog running?", "what does the child throw?", "how many people are dancing?")
+
+
+def write_videos(folder: Path, count: int, seconds: int) -> list[Path]:
+    """``count`` 320x240 MP4s at 30 fps (OpenCV or PyAV, whichever is installed)."""
+    paths = []
+    ramp = np.add.outer(np.arange(240), np.arange(320)).astype(np.uint8)
+    for index in range(count):
+        path = folder / f"video{index:03d}.mp4"
+        frames = np.stack([np.dstack([ramp + t, ramp * 2 + index, ramp - t]) for t in range(seconds * 30)])
+        try:
+            import cv2
+
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (320, 240))
+            for frame in frames:
+                writer.write(frame)
+            writer.release()
+        except ImportError:
+            import av
+
+            with av.open(str(path), "w") as container:
+                stream = container.add_stream("mpeg4", rate=30)
+                stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+                for frame in frames:
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                container.mux(stream.encode())
+        paths.append(path)
+    return paths
+
+
+def make_questions(videos: list[Path], per_video: int, answer_tokens: int, shared: bool) -> list[Question]:
+    """MSVD-like questions; ``shared=False`` gives every question its own video key (no reuse)."""
+    settings = {"max_new_tokens": answer_tokens, "min_new_tokens": answer_tokens}
+    return [
+        Question(
+            question=QUESTIONS[q % len(QUESTIONS)],
+            video_key=str(path) if shared else f"{path}#{q}",
+            load_frames=lambda path=path: load_visuals([str(path)], fps=1.0),
+            generation=settings,
+        )
+        for path in videos
+        for q in range(per_video)
+    ]
+
+
+def timed(fn, sync: bool = True) -> tuple[object, float]:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if sync:
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def floor_rates(loaded: LoadedLlamaVid, batch_size: int, frames: int, answer_tokens: int) -> dict[str, float]:
+    """Measured component rates at large batch: tower frames/s, Q-Former pairs/s, LLM questions/s."""
+    model, device = loaded.model, loaded.model.device
+    pixels = torch.randn(64, 3, 224, 224, device=device, dtype=torch.bfloat16)
+    model.encode_frames(pixels)
+    _, vit_s = timed(lambda: [model.encode_frames(pixels) for _ in range(3)])
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(batch_size)]
+    from llamavid_model.processing import qformer_tokenizer_inputs
+
+    ids, mask = qformer_tokenizer_inputs(loaded.qformer_tokenizer, questions, device)
+    features = torch.randn(frames, 257, 1408, device=device, dtype=torch.bfloat16)
+    segments = [(0, frames)] * batch_size
+    with torch.inference_mode():
+        visual = model.visual_tokens(features, segments, ids, mask)
+        _, qformer_s = timed(lambda: model.visual_tokens(features, segments, ids, mask))
+        runner = LlamaVidRunner(loaded, batch_size=batch_size)
+        from llamavid_model.processing import question_with_placeholder, tokenize_with_image, vicuna_v1_prompt
+
+        prompts = [tokenize_with_image(vicuna_v1_prompt([(question_with_placeholder(q), None)]), loaded.tokenizer)
+                   for q in questions]
+        inputs = model.splice_visual_tokens(prompts, visual)
+        generate = lambda: model.generate(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,  # noqa: E731
+                                          max_new_tokens=answer_tokens, min_new_tokens=answer_tokens,
+                                          do_sample=False, pad_token_id=0)
+        generate()
+        _, llm_s = timed(generate)
+    del runner
+    return {
+        "vit_frames_per_s": 3 * 64 / vit_s,
+        "qformer_pairs_per_s": batch_size * frames / qformer_s,
+        "llm_questions_per_s": batch_size / llm_s,
+        "prompt_tokens": int(inputs.attention_mask.sum(1).float().mean().item()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=20)
+    parser.add_argument("--questions", type=int, default=26, help="questions per video")
+    parser.add_argument("--frames", type=int, default=10, help="video length in seconds (= frames at 1 fps)")
+    parser.add_argument("--answer-tokens", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--baseline-videos", type=int, default=2, help="videos run through the slow path")
+    parser.add_argument("--attn", default="sdpa", help="comma-separated: sdpa,eager,flash_attention_2")
+    parser.add_argument("--only", choices=["all", "optimized"], default="all")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.cuda.set_device(device)
+    work = Path(tempfile.mkdtemp(prefix="llamavid-bench-"))
+    release = write_tiny_release(work / "tok", corpus=QUESTIONS)
+    videos = write_videos(work, args.videos, args.frames)[rank::world]
+
+    rows = []
+    for attn in args.attn.split(","):
+        try:
+            if attn == "flash_attention_2":
+                import flash_attn  # noqa: F401  (optional `gpu` extra; builds only on CUDA machines)
+            model = build_random("7b", device=device, attn_implementation=attn)
+        except (ImportError, ValueError) as error:
+            rows.append({"attn": attn, "error": f"{type(error).__name__}: {error}".splitlines()[0]})
+            continue
+        loaded = LoadedLlamaVid(model, load_llm_tokenizer(release.checkpoint),
+                                load_qformer_tokenizer(release.bert_tokenizer), image_processor_for(224), work)
+        rows.append({"attn": attn, "world_size": world, **measure(loaded, videos, args, device)})
+        del model, loaded
+        torch.cuda.empty_cache()
+
+    if rank == 0 or world > 1:
+        print(json.dumps({"rank": rank, "device": torch.cuda.get_device_name(device), "rows": rows}, default=float))
+        print_table(rows)
+    if args.json and rank == 0:
+        args.json.write_text(json.dumps(rows, indent=2, default=float))
+
+
+def measure(loaded: LoadedLlamaVid, videos: list[Path], args: argparse.Namespace, device: torch.device) -> dict:
+    """Paths (b), then (a) and (c) unless ``--only optimized``."""
+    torch.cuda.reset_peak_memory_stats(device)
+    fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=4)
+    fast_runner.answer(make_questions(videos[:1], 4, args.answer_tokens, shared=True))  # warm-up
+    questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
+    fast, fast_s = timed(lambda: fast_runner.answer(questions))
+    row: dict[str, object] = {
+        "optimized_qps": len(questions) / fast_s, "optimized_frames_per_s": len(videos) * args.frames / fast_s,
+        "questions": len(questions), "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+    }
+    if args.only == "optimized":
+        return row
+    slow_runner = LlamaVidRunner(loaded, batch_size=1, decode_workers=0)
+    subset = make_questions(videos[: args.baseline_videos], args.questions, args.answer_tokens, shared=False)
+    slow_runner.answer(subset[:2])  # warm-up
+    slow, slow_s = timed(lambda: slow_runner.answer(subset))
+    same = sum(a == b for a, b in zip(slow, fast[: len(subset)], strict=True))
+    rates = floor_rates(loaded, args.batch_size, args.frames, args.answer_tokens)
+    floor_s = (args.frames / args.questions / rates["vit_frames_per_s"]
+               + args.frames / rates["qformer_pairs_per_s"] + 1 / rates["llm_questions_per_s"])
+    row.update(one_at_a_time_qps=len(subset) / slow_s, speedup=row["optimized_qps"] * slow_s / len(subset),
+               floor_qps=1 / floor_s, floor_ratio=(1 / floor_s) / row["optimized_qps"],
+               greedy_identical=f"{same}/{len(subset)}", **rates)
+    return row
+
+
+def print_table(rows: list[dict]) -> None:
+    keys = ["attn", "world_size", "questions", "one_at_a_time_qps", "optimized_qps", "speedup", "floor_qps",
+            "floor_ratio", "vit_frames_per_s", "llm_questions_per_s", "peak_gib", "greedy_identical", "error"]
+    present = [k for k in keys if any(k in row for row in rows)]
+    print("| " + " | ".join(present) + " |\n|" + "---|" * len(present))
+    for row in rows:
+        cells = [f"{row[k]:.1f}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in present]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
