@@ -38,10 +38,11 @@ QUESTIONS = ("what is the man doing?", "who is playing the guitar?", "what is th
 def write_videos(folder: Path, count: int, seconds: int) -> list[Path]:
     """``count`` 320x240 MP4s at 30 fps (OpenCV or PyAV, whichever is installed)."""
     paths = []
-    ramp = np.add.outer(np.arange(240), np.arange(320)).astype(np.uint8)
+    ramp = np.add.outer(np.arange(240), np.arange(320))
     for index in range(count):
         path = folder / f"video{index:03d}.mp4"
-        frames = np.stack([np.dstack([ramp + t, ramp * 2 + index, ramp - t]) for t in range(seconds * 30)])
+        frames = np.stack([np.dstack([ramp + t, ramp * 2 + index, ramp - t]) % 256 for t in range(seconds * 30)])
+        frames = frames.astype(np.uint8)
         try:
             import cv2
 
@@ -132,11 +133,14 @@ def main() -> None:
     parser.add_argument("--attn", default="sdpa", help="comma-separated: sdpa,eager,flash_attention_2")
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--no-cudnn-sdp", action="store_true", help="disable PyTorch's cuDNN attention backend")
     args = parser.parse_args()
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     torch.cuda.set_device(device)
+    if args.no_cudnn_sdp:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     work = Path(tempfile.mkdtemp(prefix="llamavid-bench-"))
     release = write_tiny_release(work / "tok", corpus=QUESTIONS)
     videos = write_videos(work, args.videos, args.frames)[rank::world]
@@ -167,7 +171,8 @@ def measure(loaded: LoadedLlamaVid, videos: list[Path], args: argparse.Namespace
     """Paths (b), then (a) and (c) unless ``--only optimized``."""
     torch.cuda.reset_peak_memory_stats(device)
     fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=4)
-    fast_runner.answer(make_questions(videos[:1], 4, args.answer_tokens, shared=True))  # warm-up
+    warm_videos = videos[: max(1, args.batch_size // args.questions)]
+    fast_runner.answer(make_questions(warm_videos, args.questions, args.answer_tokens, shared=True))  # warm-up
     questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
     fast, fast_s = timed(lambda: fast_runner.answer(questions))
     row: dict[str, object] = {
