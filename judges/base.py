@@ -42,6 +42,11 @@ class Judgement:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def failure(cls, error: str, *, backend: str, model: str, raw: str = "", **metadata: Any) -> Judgement:
+        """A failed judgement: no verdict, no score, and the reason - counted, never read as "no"."""
+        return cls(None, None, raw, backend, model, failed=True, error=error, metadata=dict(metadata))
+
 
 class Judge(ABC):
     """A judge backend. Subclasses implement :meth:`judge_many`; order of results = order of requests."""
@@ -61,3 +66,9 @@ class Judge(ABC):
     @property
     def name(self) -> str:
         return f"{self.backend}:{self.model}"
+
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
+        """Release clients or models; a no-op unless a backend holds something."""
+
+    def __repr__(self) -> str:  # never shows clients or keys, only what identifies the judge
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -1,0 +1,140 @@
+"""What every LLM backend shares: the cache, the prompt, parsing and bounded re-asking.
+
+A backend only has to turn a batch of chat conversations into replies (:meth:`ConversationJudge._complete`).
+This class then parses each reply; an unparseable one is re-asked - with the bad reply and the
+reason appended, so that a deterministic judge sees new input - at most ``parse_retries`` times.
+Every rejected reply is counted in the judgement's metadata, and an item that never yields a valid
+reply becomes a *failed* judgement (the study's pipeline re-sampled until something parsed and
+counted nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from judges.base import Judge, Judgement, JudgeRequest
+from judges.cache import JudgementCache, cache_key
+from judges.parse import ParseError, parse_reply
+from judges.prompt import PROMPT_VERSION, build_messages, reask_messages
+
+log = logging.getLogger("judges")
+
+Messages = list[dict[str, str]]
+_KEEP_REJECTED = 300  # characters of each rejected reply kept in metadata, for debugging prompts
+
+
+class Secrets(tuple):
+    """Secrets a judge must mask in everything it returns; printing the holder never shows them."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} secret(s) hidden>"
+
+    __str__ = __repr__
+
+
+@dataclass
+class Reply:
+    """One backend answer: ``text`` on success, ``error`` when no reply could be obtained."""
+
+    text: str | None = None
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class ConversationJudge(Judge):
+    """Base for LLM judges (``openai``, ``local``, ``hf``)."""
+
+    def __init__(self, model: str, *, cache: JudgementCache | None = None, parse_retries: int = 2) -> None:
+        super().__init__(model)
+        if parse_retries < 0:
+            raise ValueError(f"parse_retries must be >= 0, got {parse_retries}")
+        self.cache = cache
+        self.parse_retries = parse_retries
+        self._secrets = Secrets()
+
+    def _complete(self, conversations: Sequence[Messages]) -> list[Reply]:
+        """One reply per conversation, same order. Must not raise for a single failing item."""
+        raise NotImplementedError
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret this judge holds (API keys) masked."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def judge_many(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+        requests = list(requests)
+        keys = [cache_key(self.backend, self.model, r) for r in requests]
+        found = self.cache.get_many(keys) if self.cache is not None and keys else {}
+        # Identical items (same key) are asked once and share the outcome.
+        todo: dict[str, JudgeRequest] = {}
+        for key, req in zip(keys, requests, strict=True):
+            if key not in found:
+                todo.setdefault(key, req)
+        fresh = self._judge_uncached(todo) if todo else {}
+        if self.cache is not None and fresh:
+            self.cache.put_many(fresh.items())
+        failures = sum(1 for j in fresh.values() if j.failed)
+        if failures:
+            log.warning("judge %s: %d of %d new judgements failed", self.name, failures, len(fresh))
+        out = []
+        for key in keys:
+            j = found.get(key) or fresh[key]
+            out.append(Judgement(**j.to_dict()))  # independent copies: duplicates must not share metadata
+        return out
+
+    def _judge_uncached(self, todo: dict[str, JudgeRequest]) -> dict[str, Judgement]:
+        convs: dict[str, Messages] = {k: build_messages(r) for k, r in todo.items()}
+        meta: dict[str, dict[str, Any]] = {
+            k: {"attempts": 0, "parse_failures": 0, "parse_errors": [], "rejected_replies": [],
+                "prompt_version": PROMPT_VERSION}
+            for k in todo
+        }
+        done: dict[str, Judgement] = {}
+        pending = list(todo)
+        last_raw: dict[str, str] = {}
+        for _ in range(self.parse_retries + 1):
+            if not pending:
+                break
+            replies = self._complete([convs[k] for k in pending])
+            retry: list[str] = []
+            for key, reply in zip(pending, replies, strict=True):
+                m = meta[key]
+                m["attempts"] += 1
+                _merge(m, reply.metadata)
+                if reply.error is not None:
+                    done[key] = self._failure(f"no reply: {reply.error}", m, raw=last_raw.get(key, ""))
+                    continue
+                text = self.redact(reply.text or "")
+                try:
+                    parsed = parse_reply(text)
+                except ParseError as err:
+                    m["parse_failures"] += 1
+                    m["parse_errors"].append(err.reason)
+                    m["rejected_replies"].append(text[:_KEEP_REJECTED])
+                    last_raw[key] = text
+                    convs[key] = reask_messages(convs[key], text, err.reason)
+                    retry.append(key)
+                    continue
+                done[key] = Judgement(parsed.verdict, parsed.score, text, self.backend, self.model, metadata=m)
+            pending = retry
+        for key in pending:
+            m = meta[key]
+            error = f"unparseable reply after {m['attempts']} attempt(s): {m['parse_errors'][-1]}"
+            done[key] = self._failure(error, m, raw=last_raw.get(key, ""))
+        return done
+
+    def _failure(self, error: str, metadata: dict[str, Any], raw: str = "") -> Judgement:
+        return Judgement.failure(self.redact(error), backend=self.backend, model=self.model, raw=raw, **metadata)
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Accumulate per-attempt counters (``transport_retries`` ...) and keep the latest other values."""
+    for k, v in extra.items():
+        if isinstance(v, int) and not isinstance(v, bool) and isinstance(into.get(k), int):
+            into[k] += v
+        else:
+            into[k] = v

@@ -1,0 +1,170 @@
+"""Choose and build a judge from defaults, a task's YAML ``metadata`` and environment variables.
+
+Precedence, lowest to highest: built-in defaults < ``config`` (a task YAML's ``metadata``: keys
+``judge``, ``judge_model``, ``judge_base_url``, ...) < environment (``LLAMAVID_JUDGE`` ...) <
+``overrides`` (command-line flags of ``python -m judges``). Switching the judge of an lmms-eval run
+is one variable: ``LLAMAVID_JUDGE=local lmms-eval ...``.
+
+A model or base URL belongs to the backend chosen next to it: when a higher layer switches the
+backend, a model named by a lower layer is dropped (the new backend's default applies), so the YAML's
+``judge_model: gpt-3.5-turbo`` is never sent to a local server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from judges.base import Judge
+from judges.cache import DEFAULT_CACHE_DIR, JudgementCache
+
+BACKENDS = ("openai", "local", "hf", "exact")
+DEFAULT_MODELS = {
+    "openai": "gpt-3.5-turbo",
+    "local": "meta-llama/Meta-Llama-3-8B-Instruct",
+    "hf": "meta-llama/Meta-Llama-3-8B-Instruct",
+    "exact": "exact-match",
+}
+DEFAULT_BASE_URLS = {"local": "http://127.0.0.1:8000/v1"}
+_CACHE_OFF = ("", "0", "off", "none", "false", "no")
+
+# option -> (config key, environment variable, parser)
+OPTIONS: dict[str, tuple[str, str, Any]] = {
+    "backend": ("judge", "LLAMAVID_JUDGE", str),
+    "model": ("judge_model", "LLAMAVID_JUDGE_MODEL", str),
+    "base_url": ("judge_base_url", "LLAMAVID_JUDGE_BASE_URL", str),
+    "concurrency": ("judge_concurrency", "LLAMAVID_JUDGE_CONCURRENCY", int),
+    "timeout": ("judge_timeout", "LLAMAVID_JUDGE_TIMEOUT", float),
+    "max_retries": ("judge_max_retries", "LLAMAVID_JUDGE_MAX_RETRIES", int),
+    "parse_retries": ("judge_parse_retries", "LLAMAVID_JUDGE_PARSE_RETRIES", int),
+    "response_format": ("judge_response_format", "LLAMAVID_JUDGE_RESPONSE_FORMAT", str),
+    "batch_size": ("judge_batch_size", "LLAMAVID_JUDGE_BATCH_SIZE", int),
+    "cache": ("judge_cache", "LLAMAVID_JUDGE_CACHE", str),
+}
+#: Read by the ``local`` backend only (the OpenAI key is never sent to a local server).
+API_KEY_ENV = "LLAMAVID_JUDGE_API_KEY"
+ENV_VARS = tuple(env for _, env, _ in OPTIONS.values()) + (API_KEY_ENV,)
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """Everything that decides a judge except secrets - safe to log and to write into result files."""
+
+    backend: str = "openai"
+    model: str | None = None
+    base_url: str | None = None
+    concurrency: int = 8
+    timeout: float = 60.0
+    max_retries: int = 5
+    parse_retries: int = 2
+    response_format: str = "auto"
+    batch_size: int = 16
+    cache: str = str(DEFAULT_CACHE_DIR)
+
+    def public(self) -> dict[str, Any]:
+        from judges.backends.openai_compat import safe_url
+
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["base_url"] = safe_url(self.base_url)
+        return data
+
+
+def resolve_settings(
+    config: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> JudgeSettings:
+    """Merge the layers (see module docstring); raise ``ValueError`` for anything unknown."""
+    env = os.environ if env is None else env
+    unknown_env = sorted(k for k in env if k.startswith("LLAMAVID_JUDGE") and k not in ENV_VARS)
+    if unknown_env:
+        raise ValueError(f"unknown environment variable(s) {', '.join(unknown_env)}; valid: {', '.join(ENV_VARS)}")
+    config_keys = {key: opt for opt, (key, _, _) in OPTIONS.items()}
+    layers: list[dict[str, Any]] = []
+    cfg = {k: v for k, v in (config or {}).items() if str(k).startswith("judge")}
+    bad = sorted(k for k in cfg if k not in config_keys)
+    if bad:
+        raise ValueError(f"unknown judge option(s) {', '.join(bad)} in config; valid: {', '.join(config_keys)}")
+    layers.append({config_keys[k]: v for k, v in cfg.items() if v is not None})
+    layers.append({opt: env[e] for opt, (_, e, _) in OPTIONS.items() if env.get(e, "") != ""})
+    over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    bad = sorted(k for k in over if k not in OPTIONS)
+    if bad:
+        raise ValueError(f"unknown judge option(s) {', '.join(bad)}; valid: {', '.join(OPTIONS)}")
+    layers.append(over)
+
+    merged: dict[str, Any] = {}
+    backend_layer = -1
+    for i, layer in enumerate(layers):
+        if "backend" in layer:
+            backend_layer = i
+    for i, layer in enumerate(layers):
+        for opt, value in layer.items():
+            if opt in ("model", "base_url") and i < backend_layer:
+                continue  # belongs to a backend that a higher layer replaced
+            merged[opt] = _convert(opt, value)
+    backend = str(merged.get("backend", JudgeSettings.backend)).strip().lower()
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown judge backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    merged["backend"] = backend
+    merged.setdefault("model", DEFAULT_MODELS[backend])
+    merged.setdefault("base_url", DEFAULT_BASE_URLS.get(backend))
+    from judges.backends.openai_compat import RESPONSE_FORMAT_CHOICES
+
+    if merged.get("response_format", "auto") not in RESPONSE_FORMAT_CHOICES:
+        raise ValueError(f"unknown response_format {merged['response_format']!r}; valid: {', '.join(RESPONSE_FORMAT_CHOICES)}")
+    return JudgeSettings(**merged)
+
+
+def _convert(opt: str, value: Any) -> Any:
+    key, env_name, kind = OPTIONS[opt]
+    try:
+        converted = kind(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{env_name} / {key} must be {kind.__name__}, got {value!r}") from None
+    if kind in (int, float) and converted < (1 if opt in ("concurrency", "batch_size") else 0):
+        raise ValueError(f"{env_name} / {key} is out of range: {value!r}")
+    return converted
+
+
+def cache_for(settings: JudgeSettings) -> JudgementCache | None:
+    if settings.cache.strip().lower() in _CACHE_OFF:
+        return None
+    return JudgementCache(Path(settings.cache).expanduser())
+
+
+def build_judge(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> Judge:
+    """The judge ``settings`` describe; API keys are read from ``env`` here and nowhere else."""
+    env = os.environ if env is None else env
+    model = settings.model or DEFAULT_MODELS[settings.backend]
+    if settings.backend == "exact":
+        from judges.backends.exact import ExactMatchJudge
+
+        return ExactMatchJudge()
+    if settings.backend == "hf":
+        from judges.backends.hf import HFJudge
+
+        return HFJudge(model, batch_size=settings.batch_size, cache=cache_for(settings),
+                       parse_retries=settings.parse_retries)
+    from judges.backends.openai_compat import LocalJudge, OpenAIJudge
+
+    common: dict[str, Any] = dict(
+        base_url=settings.base_url, timeout=settings.timeout, max_retries=settings.max_retries,
+        concurrency=settings.concurrency, response_format=settings.response_format,
+        cache=cache_for(settings), parse_retries=settings.parse_retries,
+    )
+    if settings.backend == "openai":
+        key = env.get("OPENAI_API_KEY", "")
+        if not key:
+            raise ValueError("the 'openai' judge needs OPENAI_API_KEY in the environment; or choose another "
+                             f"judge with LLAMAVID_JUDGE ({', '.join(BACKENDS)})")
+        return OpenAIJudge(model, api_key=key, **common)
+    return LocalJudge(model, api_key=env.get(API_KEY_ENV) or "EMPTY", **common)
+
+
+def get_judge(config: Mapping[str, Any] | None = None, *, overrides: Mapping[str, Any] | None = None) -> Judge:
+    """The judge for a task: ``config`` is its YAML ``metadata`` (or ``None``); see module docstring."""
+    return build_judge(resolve_settings(config, overrides=overrides))

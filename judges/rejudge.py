@@ -1,0 +1,213 @@
+"""Re-score logged lmms-eval samples with another judge, without re-running the video model.
+
+Input: an lmms-eval output folder written with ``--log_samples`` (lmms-eval 0.7.3 writes
+``<output_path>/<model>/<date>_<time>_samples_<task>.jsonl`` plus ``<date>_<time>_results.json``;
+the ``<model>`` level is absent when the model has no name argument) or one samples file. Each
+line holds ``doc_id``, ``target``, the model's ``filtered_resps`` and whatever the task's
+``process_results`` returned under each metric key. Contract with the tasks: a judged metric's value
+is a record with at least ``question``, ``answer``, ``prediction`` (usually ``id``) - any such dict
+in a line is judged. Identical records under several metric keys of one line are judged once.
+
+Output, per run (folder + timestamp), beside the input or under ``--out``:
+``<date>_<time>_rejudge_<judge>_summary.json`` (metrics per task) and
+``<date>_<time>_rejudge_<judge>_items.jsonl`` (one judgement per item, the input of ``agree``).
+These names never match lmms-eval's own ``*_samples_*`` / ``*_results.json`` patterns.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from judges.base import Judge, Judgement, JudgeRequest
+from judges.prompt import PROMPT_VERSION
+from judges.summary import judge_label, summarize
+
+log = logging.getLogger("judges")
+
+SAMPLES_RE = re.compile(r"^(?P<date_id>\d{8}_\d{6})_samples_(?P<task>.+)\.jsonl$")
+ITEMS_SUFFIX = "_items.jsonl"
+RECORD_KEYS = ("question", "answer", "prediction")
+
+
+@dataclass(frozen=True)
+class SamplesFile:
+    path: Path
+    date_id: str
+    task: str
+
+
+@dataclass
+class Item:
+    """One judgeable record of a logged sample."""
+
+    task: str
+    date_id: str
+    model_dir: str
+    doc_id: Any
+    id: Any
+    request: JudgeRequest
+    metrics: list[str] = field(default_factory=list)
+
+
+def find_samples(path: str | Path) -> list[SamplesFile]:
+    """Samples files under ``path`` (recursively) or ``path`` itself, in a stable order."""
+    path = Path(path)
+    if path.is_file():
+        m = SAMPLES_RE.match(path.name)
+        if m:
+            return [SamplesFile(path, m["date_id"], m["task"])]
+        return [SamplesFile(path, "", path.stem)]  # a renamed file still works; its name is the task
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    found = [SamplesFile(p, m["date_id"], m["task"])
+             for p in sorted(path.rglob("*_samples_*.jsonl")) if (m := SAMPLES_RE.match(p.name))]
+    if not found:
+        raise FileNotFoundError(f"no lmms-eval samples files (<date>_<time>_samples_<task>.jsonl) under {path}; "
+                                "was lmms-eval run with --log_samples?")
+    return found
+
+
+def is_record(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(value.get(k), (str, int, float)) and not isinstance(value.get(k), bool) for k in RECORD_KEYS
+    )
+
+
+def read_items(sf: SamplesFile, model_dir: str = "") -> list[Item]:
+    """The judgeable records in one samples file (lines that hold none are skipped, e.g. MCQ tasks)."""
+    items: list[Item] = []
+    with sf.path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{sf.path}:{line_no}: not JSON ({err})") from None
+            seen: dict[tuple[Any, ...], Item] = {}
+            for metric, value in sample.items():
+                if not is_record(value):
+                    continue
+                req = JudgeRequest(*(str(value[k]) for k in RECORD_KEYS))
+                ident = value.get("id", sample.get("doc_id"))
+                key = (json.dumps(ident, default=str), req)
+                if key not in seen:
+                    seen[key] = Item(sf.task, sf.date_id, model_dir, sample.get("doc_id"), ident, req)
+                    items.append(seen[key])
+                seen[key].metrics.append(metric)
+    return items
+
+
+def rejudge(
+    source: str | Path,
+    judge: Judge,
+    *,
+    out: str | Path | None = None,
+    tasks: Sequence[str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Judge every record under ``source``; write summary + items files per run; return an overview."""
+    source = Path(source)
+    root = source if source.is_dir() else source.parent
+    files = [f for f in find_samples(source) if not tasks or f.task in tasks]
+    if not files:
+        raise FileNotFoundError(f"none of the tasks {list(tasks or [])} have samples under {source}")
+    runs: dict[tuple[Path, str], list[SamplesFile]] = defaultdict(list)
+    for f in files:
+        runs[(f.path.parent, f.date_id)].append(f)
+    run_items: dict[tuple[Path, str], list[Item]] = {}
+    for (folder, date_id), group in runs.items():
+        model_dir = folder.relative_to(root).as_posix() if folder != root else ""
+        run_items[(folder, date_id)] = [it for f in group for it in read_items(f, model_dir)]
+    everything = [it for items in run_items.values() for it in items]
+    if not everything:
+        raise ValueError(f"no judgeable records under {source}: no metric value is a dict with "
+                         f"{', '.join(RECORD_KEYS)} (is this a judged task?)")
+    judgements = judge.judge_many([it.request for it in everything])  # one call: full concurrency, one cache pass
+    by_item = dict(zip(map(id, everything), judgements, strict=True))
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", judge.name).strip("-")
+    overview: dict[str, Any] = {"judge": judge.name, "runs": []}
+    for (folder, date_id), items in run_items.items():
+        if not items:
+            continue
+        target = Path(out) / folder.relative_to(root) if out is not None else folder
+        target.mkdir(parents=True, exist_ok=True)
+        stem = f"{date_id}_rejudge_{slug}" if date_id else f"rejudge_{slug}"
+        rows = [_row(it, by_item[id(it)]) for it in items]
+        per_task: dict[str, list[Judgement]] = defaultdict(list)
+        for it in items:
+            per_task[it.task].append(by_item[id(it)])
+        summary = {
+            "results": {task: summarize(js) for task, js in per_task.items()},
+            "original_results": _original_results(folder, date_id, list(per_task)),
+            "rejudge": {
+                "judge": judge.name,
+                "settings": settings or {},
+                "prompt_version": PROMPT_VERSION,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "sources": sorted(f.path.name for f in runs[(folder, date_id)]),
+                "model_dir": items[0].model_dir,
+                "date_id": date_id,
+            },
+        }
+        summary_path = target / f"{stem}_summary.json"
+        items_path = target / f"{stem}{ITEMS_SUFFIX}"
+        summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _write_jsonl(items_path, rows)
+        overview["runs"].append({"summary": str(summary_path), "items": str(items_path), **summary})
+    return overview
+
+
+def _row(it: Item, j: Judgement) -> dict[str, Any]:
+    return {
+        "task": it.task, "date_id": it.date_id, "model_dir": it.model_dir, "doc_id": it.doc_id, "id": it.id,
+        "metrics": it.metrics, "question": it.request.question, "answer": it.request.answer,
+        "prediction": it.request.prediction, "verdict": j.verdict, "score": j.score, "failed": j.failed,
+        "error": j.error, "cached": j.cached, "raw": j.raw, "backend": j.backend, "model": j.model,
+        "judge": judge_label(j.backend, j.model), "prompt_version": PROMPT_VERSION, "metadata": j.metadata,
+    }
+
+
+def _original_results(folder: Path, date_id: str, tasks: Iterable[str]) -> dict[str, Any]:
+    """The run's own aggregated metrics for the same tasks, for side-by-side reading (if present)."""
+    path = folder / f"{date_id}_results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8")).get("results", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {t: results[t] for t in tasks if t in results}
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    tmp.replace(path)  # readers never see half a file
+
+
+def format_overview(overview: dict[str, Any]) -> str:
+    """A Markdown table of the re-judged metrics."""
+    lines = [f"Judge: {overview['judge']}", "",
+             "| run | task | n | accuracy | mean score | failures |", "|---|---|---:|---:|---:|---:|"]
+    for run in overview["runs"]:
+        name = "/".join(p for p in (run["rejudge"]["model_dir"], run["rejudge"]["date_id"]) if p) or "."
+        for task, m in run["results"].items():
+            lines.append(f"| {name} | {task} | {m['n']} | {_fmt(m['accuracy'], 2)} | {_fmt(m['mean_score'], 3)} | "
+                         f"{m['failures']} |")
+    lines.append("")
+    lines += [f"wrote {run['summary']}\nwrote {run['items']}" for run in overview["runs"]]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

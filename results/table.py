@@ -1,0 +1,232 @@
+"""The leaderboard: runs -> one pandas frame -> Markdown / CSV.
+
+Missing values stay NaN in the frame and are rendered as "—" (never 0): a failed task must not look
+like a model that scored zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from results.load import Run
+
+MISSING = "—"
+ID_COLUMNS = ["kind", "model", "checkpoint", "fps", "max_frames", "judge", "date"]
+#: After the metrics; args/notes only when some row has one.
+OPTIONAL_COLUMNS = ["args", "notes"]
+TRAILING_COLUMNS = ["source"]
+
+
+@dataclass
+class Leaderboard:
+    """Rows plus what the renderers need to know about the metric columns."""
+
+    frame: pd.DataFrame
+    metric_columns: list[str]
+    higher_is_better: dict[str, bool | None] = field(default_factory=dict)
+    stderr: dict[tuple[int, str], float] = field(default_factory=dict)  # (row position, column) -> stderr
+    runs: list[Run] = field(default_factory=list)  # row order, for plots
+
+    @property
+    def id_columns(self) -> list[str]:
+        return [c for c in self.frame.columns if c not in self.metric_columns]
+
+
+def column_name(task: str, metric: str) -> str:
+    return f"{task}/{metric}"
+
+
+def merge_latest(runs: list[Run]) -> list[Run]:
+    """Collapse repeats of one configuration: per task, the newest run that has the task wins.
+
+    Per task rather than per run, so that evaluating a second task later does not hide the first.
+    The judge is per task too: one row per judge used in the configuration, and tasks that need no
+    judge (e.g. multiple choice) appear in each of those rows, since their numbers do not depend on it.
+    """
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.config_key(), []).append(run)
+    merged = []
+    for members in groups.values():
+        members = sorted(members, key=lambda r: (r.date, r.source))
+        judges = sorted({j for r in members for j in r.task_judges.values() if j}) or [""]
+        for judge in judges:
+            merged.append(_merge_one(members, judge))
+    return merged
+
+
+def _merge_one(members: list[Run], judge: str) -> Run:
+    """The row for one judge from a configuration's runs (oldest first)."""
+    newest = members[-1]
+    out = Run(**{**newest.__dict__, "metrics": {}, "stderr": {}, "higher_is_better": {}, "n_samples": {}, "samples": {}, "task_judges": {}, "notes": []})
+    used = []
+    for run in reversed(members):
+        fresh = [t for t in run.metrics if t not in out.metrics and run.task_judges.get(t, "") in ("", judge)]
+        for task in fresh:
+            out.metrics[task] = run.metrics[task]
+            out.stderr[task] = run.stderr.get(task, {})
+            out.higher_is_better[task] = run.higher_is_better.get(task, {})
+            out.n_samples[task] = run.n_samples.get(task, (None, None))
+            out.task_judges[task] = run.task_judges.get(task, "")
+            if task in run.samples:
+                out.samples[task] = run.samples[task]
+        if fresh:
+            used.append(run)
+            out.notes += [n for n in run.notes if n.split(":")[0] in fresh or ":" not in n]
+        elif run is newest and not run.metrics:
+            out.notes.append(f"newest run ({run.date}) has no results")
+    out.judge = judge
+    out.source = "; ".join(r.source for r in used) or newest.source
+    out.date = max((r.date for r in used), default=newest.date)
+    superseded = sum(1 for r in members if r not in used and any(r.task_judges.get(t, "") in ("", judge) for t in r.metrics))
+    if superseded:
+        out.notes.append(f"{superseded} older run(s) superseded")
+    return out
+
+
+def select_reference(reference: list[Run], measured: list[Run], mode: str) -> list[Run]:
+    """``all``, ``none`` or ``matching`` (only reference values for tasks that were measured)."""
+    if mode == "none":
+        return []
+    if mode == "all" or not measured:
+        return list(reference)
+    tasks = {t for run in measured for t in run.metrics}
+    kept = []
+    for run in reference:
+        metrics = {t: m for t, m in run.metrics.items() if t in tasks}
+        if metrics:
+            kept.append(Run(**{**run.__dict__, "metrics": metrics, "notes": [n for n in run.notes if n.split(":")[0] in metrics]}))
+    return kept
+
+
+def _fmt_number(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def build(runs: list[Run], reference: list[Run] | None = None, latest: bool = True, reference_mode: str = "matching") -> Leaderboard:
+    """Leaderboard rows: reported references first, then measured runs oldest to newest."""
+    measured = merge_latest(runs) if latest else list(runs)
+    measured.sort(key=lambda r: (r.date, r.source))
+    ordered = select_reference(reference or [], measured, reference_mode) + measured
+    metric_cols: list[str] = []
+    hib: dict[str, bool | None] = {}
+    records, stderr = [], {}
+    for position, run in enumerate(ordered):
+        row: dict[str, object] = {
+            "kind": run.kind,
+            "source": run.source,
+            "model": run.model,
+            "checkpoint": run.checkpoint,
+            "fps": _fmt_number(run.fps),
+            "max_frames": _fmt_number(run.max_frames),
+            "judge": run.judge,
+            "date": run.date,
+            "args": run.extra_args,
+            "notes": "; ".join(run.notes),
+        }
+        for task, values in run.metrics.items():
+            for metric, value in values.items():
+                col = column_name(task, metric)
+                if col not in hib:
+                    metric_cols.append(col)
+                    hib[col] = run.higher_is_better.get(task, {}).get(metric)
+                row[col] = math.nan if value is None else value
+                if (err := run.stderr.get(task, {}).get(metric)) is not None:
+                    stderr[(position, col)] = err
+        records.append(row)
+    metric_cols = _order_columns(metric_cols, ordered)
+    columns = ID_COLUMNS + metric_cols + [c for c in OPTIONAL_COLUMNS if any(r.get(c) for r in records)] + TRAILING_COLUMNS
+    frame = pd.DataFrame(records, columns=columns)
+    for col in metric_cols:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    return Leaderboard(frame=frame, metric_columns=metric_cols, higher_is_better=hib, stderr=stderr, runs=ordered)
+
+
+def _order_columns(cols: list[str], runs: list[Run]) -> list[str]:
+    """Measured tasks first (alphabetically), then reference-only tasks; metrics keep first-seen order."""
+    measured_tasks = {t for r in runs if r.kind == "measured" for t in r.metrics}
+    first_seen = {c: i for i, c in enumerate(cols)}
+    return sorted(cols, key=lambda c: (c.split("/")[0] not in measured_tasks, c.split("/")[0], first_seen[c]))
+
+
+def resolve_column(board: Leaderboard, name: str) -> str:
+    """An exact column, or a unique ``task/metric`` suffix/prefix match (``accuracy`` if only one task)."""
+    if name in board.frame.columns:
+        return name
+    hits = [c for c in board.metric_columns if c.endswith("/" + name) or c.startswith(name + "/")]
+    if len(hits) == 1:
+        return hits[0]
+    choices = ", ".join(hits or board.metric_columns) or "(no metric columns)"
+    raise KeyError(f"--sort {name!r} is {'ambiguous' if hits else 'unknown'}; choose one of: {choices}")
+
+
+def sort(board: Leaderboard, name: str, descending: bool | None = None) -> Leaderboard:
+    """Best first (direction from ``higher_is_better``, default higher); missing values always last."""
+    col = resolve_column(board, name)
+    if descending is None:
+        descending = board.higher_is_better.get(col) is not False
+    order = board.frame[col].sort_values(ascending=not descending, na_position="last", kind="stable").index
+    positions = list(order)
+    remap = {old: new for new, old in enumerate(positions)}
+    return Leaderboard(
+        frame=board.frame.loc[order].reset_index(drop=True),
+        metric_columns=board.metric_columns,
+        higher_is_better=board.higher_is_better,
+        stderr={(remap[p], c): v for (p, c), v in board.stderr.items()},
+        runs=[board.runs[p] for p in positions],
+    )
+
+
+def format_value(value: object, column: str | None = None) -> str:
+    """Cell text: numbers with up to 2 decimals, counts as integers, missing as "—"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else (f"{value:.2f}".rstrip("0").rstrip(".") or "0")
+    return str(value) if str(value) != "" else MISSING
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(board: Leaderboard, short_source: bool = True) -> str:
+    """GitHub Markdown table; numeric columns right-aligned."""
+    frame = board.frame
+    headers = list(frame.columns)
+    lines = ["| " + " | ".join(_md_escape(h) for h in headers) + " |"]
+    lines.append("|" + "|".join("---:" if h in board.metric_columns else "---" for h in headers) + "|")
+    for _, row in frame.iterrows():
+        cells = []
+        for h in headers:
+            value = row[h]
+            if h == "source" and short_source and row["kind"] == "measured":
+                value = short_source_text(str(value))
+            cells.append(_md_escape(format_value(value, h)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def short_source_text(sources: str) -> str:
+    """``.../outputs/run1/model/2025..._results.json`` -> ``run1/model/2025..._results.json`` (each of "a; b")."""
+    out = []
+    for path in sources.split("; "):
+        parts = Path(path).parts
+        out.append("/".join(parts[-3:]) if len(parts) > 3 else path)
+    return "; ".join(out)
+
+
+def to_csv(board: Leaderboard, path: Path) -> None:
+    """Machine-readable: raw numbers, empty cells for missing values, ``<col> stderr`` columns added."""
+    frame = board.frame.copy()
+    for col in board.metric_columns:
+        errs = [board.stderr.get((i, col), math.nan) for i in range(len(frame))]
+        if any(not math.isnan(e) for e in errs):
+            frame.insert(frame.columns.get_loc(col) + 1, f"{col} stderr", errs)
+    frame.to_csv(path, index=False)

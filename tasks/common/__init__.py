@@ -1,0 +1,1 @@
+"""Shared pieces of the task folders: data root, local-dataset task class, judged metrics."""

@@ -1,0 +1,31 @@
+"""Open-ended video QA (MSVD-QA, MSRVTT-QA): prompt, visual and the record the judge reads.
+
+The prompt is the question alone, as LLaMA-VID's evaluation used it; the ``llamavid`` backend adds
+``<image>\\n`` and the ``vicuna_v1`` conversation template itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.common.data_root import resolve_video
+from tasks.common.judged import qa_record
+
+
+def doc_to_visual(doc: dict[str, Any]) -> list[str]:
+    return [resolve_video(doc["video"])]
+
+
+def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict[str, Any] | None = None) -> str:
+    kwargs = lmms_eval_specific_kwargs or {}
+    return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', '')}"
+
+
+def doc_to_target(doc: dict[str, Any]) -> str:
+    return doc["answer"]
+
+
+def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[str, Any]]:
+    """The same record under every metric key; judging happens once per task in the aggregation."""
+    record = qa_record(doc["id"], doc["question"], doc["answer"], results[0])
+    return {"accuracy": record, "mean_score": record, "judge_failures": record}

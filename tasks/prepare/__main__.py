@@ -1,0 +1,5 @@
+import sys
+
+from tasks.prepare import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""Animal Kingdom video grounding turned into QA, as the reproduction study did.
+
+Input: ``train.txt`` / ``test.txt`` with one segment per line, ``<video code> <start> <end>##<sentence>``,
+and a folder of ``<code>.mp4``. Each video code becomes one item: the fixed question below and, as the
+reference answer, all its sentences in file order joined by spaces. A raw annotation that already is a
+sentence (starts with an article) is kept (capitalised, final period added when missing); otherwise it
+becomes "The <annotation>." (e.g. "bird is flying" -> "The bird is flying.").
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from tasks.prepare.common import (
+    SplitReport,
+    VideoLinker,
+    bad_row,
+    conversation,
+    index_videos,
+    require_dir,
+    require_file,
+    write_split,
+)
+
+FAMILY = "animal_kingdom"
+QUESTION = (
+    "Find the action each animal performs in the video. "
+    "Provide independent sentences for each animal and their corresponding action."
+)
+LINE_FIX = "Lines must read '<video code> <start> <end>##<sentence>', e.g. 'AAACXZTV 1.5 4.0##The bird is flying.'"
+_LINE = re.compile(r"^(?P<code>\S+)\s+(?P<start>\S+)\s+(?P<end>\S+)\s*##(?P<sentence>.*\S.*)$")
+_ARTICLE = re.compile(r"^(the|a|an)\b", re.IGNORECASE)
+
+
+def to_sentence(raw: str) -> str:
+    text = raw.strip()
+    if not _ARTICLE.match(text):
+        text = f"The {text[0].lower()}{text[1:]}"
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else f"{text}."
+
+
+def read_segments(path: Path, report: SplitReport, skip_bad_rows: bool) -> dict[str, list[str]]:
+    """Video code -> its sentences, both in file order."""
+    by_code: dict[str, list[str]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = _LINE.match(line.strip())
+        try:
+            valid = match is not None and float(match["start"]) <= float(match["end"])
+        except ValueError:
+            valid = False
+        if not valid:
+            bad_row(
+                report,
+                skip_bad_rows,
+                path,
+                number,
+                f"not a '<code> <start> <end>##<sentence>' segment: {line.strip()!r}",
+                LINE_FIX,
+                line,
+            )
+            continue
+        by_code.setdefault(match["code"], []).append(to_sentence(match["sentence"]))
+    return by_code
+
+
+def prepare(
+    annotations: Path, videos: Path, root: Path, copy: bool, skip_bad_rows: bool
+) -> tuple[list[SplitReport], list[Path]]:
+    """Write ``test.jsonl`` and ``train.jsonl`` + ``train_instruct.json`` from ``<annotations>/{train,test}.txt``."""
+    require_dir(videos, "Animal Kingdom video folder", "Pass the folder holding <code>.mp4 with --videos.")
+    for split in ("train", "test"):
+        require_file(
+            annotations / f"{split}.txt",
+            f"Animal Kingdom {split} annotations",
+            "Pass the video-grounding annotation folder (with train.txt and test.txt) with --annotations.",
+        )
+    index, linker = index_videos(videos), VideoLinker(root, FAMILY, copy)
+    reports, files = [], []
+    for split in ("train", "test"):
+        source, report = annotations / f"{split}.txt", SplitReport(FAMILY, split)
+        records: list[dict[str, Any]] = []
+        for code, sentences in read_segments(source, report, skip_bad_rows).items():
+            if code not in index:
+                report.skip(
+                    str(source), f"video code {code}", "video not found", {"code": code, "searched": str(videos)}
+                )
+                continue
+            records.append(
+                {"id": code, "video": linker.place(index[code]), "question": QUESTION, "answer": " ".join(sentences)}
+            )
+        instruct = (
+            [conversation(r["id"], r["video"], r["question"], r["answer"]) for r in records]
+            if split == "train"
+            else None
+        )
+        files += write_split(root, report, records, instruct)
+        reports.append(report)
+    return reports, files

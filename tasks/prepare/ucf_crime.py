@@ -1,0 +1,95 @@
+"""UCF-Crime: videos anywhere under one folder (``Anomaly-Videos-Part-*/<Class>/``,
+``Testing_Normal_Videos_Anomaly/`` ...), split lists ``Anomaly_Test.txt`` / ``Anomaly_Train.txt``
+(``Abuse/Abuse028_x264.mp4``) or, for the test split, the temporal annotation file
+(``Abuse028_x264.mp4  Abuse  165  240  -1  -1``). The class is the file-name prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.prepare.common import (
+    VIDEO_EXTENSIONS,
+    SplitReport,
+    VideoLinker,
+    bad_row,
+    conversation,
+    index_videos,
+    require_dir,
+    require_file,
+    write_split,
+)
+from tasks.ucf_crime.labels import MC_PROMPT, NORMAL, class_from_filename, mc_answer
+
+FAMILY = "ucf_crime"
+LIST_FIX = "Lines must start with a video file name such as Abuse028_x264.mp4 or Abuse/Abuse028_x264.mp4, whose prefix is a UCF-Crime class."
+
+
+def read_list(path: Path, report: SplitReport, skip_bad_rows: bool) -> list[tuple[int, str, str]]:
+    """``(line number, file name, class)`` for each entry of a split list or the temporal annotation file."""
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        name = line.split()[0].replace("\\", "/").rsplit("/", 1)[-1]
+        cls = class_from_filename(name)
+        if not name.lower().endswith(VIDEO_EXTENSIONS) or cls is None:
+            bad_row(
+                report,
+                skip_bad_rows,
+                path,
+                number,
+                f"cannot read a UCF-Crime video name from {line.strip()!r}",
+                LIST_FIX,
+                line,
+            )
+            continue
+        entries.append((number, name, cls))
+    return entries
+
+
+def prepare_split(
+    split: str, listing: Path, index: dict[str, Path], linker: VideoLinker, root: Path, skip_bad_rows: bool
+) -> tuple[SplitReport, list[Path]]:
+    report = SplitReport(FAMILY, split)
+    records: list[dict[str, Any]] = []
+    for number, name, cls in read_list(listing, report, skip_bad_rows):
+        if name not in index:
+            report.skip(str(listing), number, "video not found", {"file": name})
+            continue
+        records.append(
+            {"id": Path(name).stem, "video": linker.place(index[name]), "label": cls, "is_anomaly": cls != NORMAL}
+        )
+    instruct = (
+        [conversation(r["id"], r["video"], MC_PROMPT, mc_answer(r["label"])) for r in records]
+        if split == "train"
+        else None
+    )
+    return report, write_split(root, report, records, instruct)
+
+
+def prepare(
+    videos: Path, test_list: Path, train_list: Path | None, root: Path, copy: bool, skip_bad_rows: bool
+) -> tuple[list[SplitReport], list[Path]]:
+    """Write ``test.jsonl`` (and ``train.jsonl`` + ``train_instruct.json`` when a train list is given)."""
+    require_dir(
+        videos,
+        "UCF-Crime video folder",
+        "Pass the extracted UCF_Crimes folder (it is searched recursively) with --videos.",
+    )
+    lists = {"test": test_list, **({"train": train_list} if train_list else {})}
+    for split, path in lists.items():
+        require_file(
+            path,
+            f"UCF-Crime {split} list",
+            f"Pass Anomaly_{split.title()}.txt"
+            + (" or Temporal_Anomaly_Annotation_for_Testing_Videos.txt" if split == "test" else "")
+            + f" with --{split}-list.",
+        )
+    index, linker = index_videos(videos), VideoLinker(root, FAMILY, copy)
+    reports, files = [], []
+    for split, path in lists.items():
+        report, written = prepare_split(split, path, index, linker, root, skip_bad_rows)
+        reports.append(report)
+        files += written
+    return reports, files

@@ -1,0 +1,85 @@
+"""The ``hf`` backend with tiny Llamas built here: garbage replies become counted failures; batching,
+left padding, decoding and parsing work end to end; a checkpoint's sampling defaults are ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
+
+from judges import JudgeRequest, summarize  # noqa: E402
+from judges.backends.hf import HFJudge  # noqa: E402
+
+VERDICT = ["{'pred':", "'yes',", "'score':", "4}"]
+SPECIAL = ["<unk>", "<pad>", "<s>", "</s>"]
+WORDS = ["ASSISTANT:", "USER:", "SYSTEM:", "Question:", "Answer:", "the", "a", "dog", "cat", "yes", "no", "score"]
+REQS = [JudgeRequest("What animal?", "dog", "a dog"), JudgeRequest("What colour is the long red car?", "red", "blue"),
+        JudgeRequest("Who?", "man", "a man")]
+
+
+def build(path, *, forced: bool, chat_template: str | None = None) -> str:
+    vocab = {w: i for i, w in enumerate(SPECIAL + WORDS + VERDICT)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
+                                                bos_token="<s>", eos_token="</s>")
+    if chat_template:
+        fast.chat_template = chat_template
+    fast.save_pretrained(path)
+    n = len(vocab)
+    config = transformers.LlamaConfig(vocab_size=n, hidden_size=n, intermediate_size=16, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+                                      bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"], pad_token_id=vocab["<pad>"],
+                                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    if forced:
+        # Zero the block outputs so the last hidden state is the current token's embedding; with one-hot
+        # embeddings the LM head then encodes a fixed "next token" table: ASSISTANT: -> {'pred': -> ... -> </s>.
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
+            model.model.embed_tokens.weight.copy_(torch.eye(n))
+            model.lm_head.weight.zero_()
+            chain = ["ASSISTANT:", *VERDICT, "</s>"]
+            for cur, nxt in zip(chain, chain[1:], strict=False):
+                model.lm_head.weight[vocab[nxt], vocab[cur]] = 10.0
+    # the checkpoint asks for sampling, as Llama-3-Instruct's does; the judge must ignore it
+    model.generation_config = transformers.GenerationConfig(do_sample=True, temperature=0.6, top_p=0.9,
+                                                            eos_token_id=vocab["</s>"], pad_token_id=vocab["<pad>"])
+    model.save_pretrained(path)
+    return str(path)
+
+
+def test_random_llama_garbage_becomes_counted_failures(tmp_path):
+    path = build(tmp_path / "random", forced=False)
+    judge = HFJudge(path, batch_size=2, device="cpu", max_new_tokens=8, parse_retries=1)
+    out = judge.judge_many(REQS)
+    assert [j.failed for j in out] == [True, True, True]
+    assert all(j.verdict is None and j.score is None for j in out)
+    assert [j.metadata["parse_failures"] for j in out] == [2, 2, 2]
+    assert all(j.error.startswith("unparseable reply after 2 attempt(s)") for j in out)
+    s = summarize(out)
+    assert (s["n"], s["failures"], s["accuracy"], s["judge"]) == (3, 3, None, f"hf:{path}")
+    again = HFJudge(path, batch_size=3, device="cpu", max_new_tokens=8, parse_retries=1).judge_many(REQS)
+    assert [j.raw for j in again] == [j.raw for j in out]  # greedy despite the checkpoint's sampling defaults
+
+
+@pytest.mark.parametrize("template", [None, "{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }} "
+                                             "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"])
+def test_scripted_llama_verdicts_parse_end_to_end(tmp_path, template):
+    path = build(tmp_path / "forced", forced=True, chat_template=template)
+    judge = HFJudge(path, batch_size=2, device="cpu", max_new_tokens=8)
+    out = judge.judge_many(REQS)  # prompts of different lengths: left padding must keep "ASSISTANT:" last
+    assert [(j.verdict, j.score, j.failed) for j in out] == [(True, 4, False)] * 3
+    assert out[0].raw == "{'pred': 'yes', 'score': 4}"
+    assert out[0].backend == "hf" and out[0].metadata["attempts"] == 1
+
+
+def test_missing_model_is_a_failure_not_a_crash(tmp_path):
+    out = HFJudge(str(tmp_path / "nope"), device="cpu").judge_many(REQS[:2])
+    assert [j.failed for j in out] == [True, True] and "could not load" in out[0].error

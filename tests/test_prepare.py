@@ -1,0 +1,232 @@
+"""`python -m tasks.prepare`: raw public layouts -> prepared splits, training JSON, reports, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_tasks_support import AK_TEST, UCF_TEST, animal_kingdom_raw, ucf_raw, video_qa_raw
+
+from tasks.prepare import main
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_video_qa_writes_relative_paths_and_reports_skips(tmp_path, capsys):
+    qa, videos = video_qa_raw(tmp_path / "raw")
+    root = tmp_path / "root"
+    assert main(["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--root", str(root)]) == 0
+    records = read_jsonl(root / "msvd_qa" / "test.jsonl")
+    assert [r["id"] for r in records] == ["0", "1", "2", "3"]
+    assert records[2] == {
+        "id": "2",
+        "video_id": "vid2",
+        "question": "what color is the car?",
+        "answer": "red",
+        "video": "msvd_qa/videos/vid2.avi",
+    }
+    assert all((root / r["video"]).is_file() for r in records)
+    report = json.loads((root / "msvd_qa" / "prepare_report_test.json").read_text())
+    assert (report["written"], report["skipped"]) == (4, 1)
+    assert report["skipped_rows"][0]["reason"] == "video not found" and report["skipped_rows"][0]["line"] == "record 4"
+    assert not (root / "msvd_qa" / "test_instruct.json").exists()
+    out = capsys.readouterr().out
+    assert "wrote 4 records, skipped 1" in out and "skipped 1 x video not found" in out
+
+
+def test_video_qa_train_split_writes_llava_conversations(tmp_path):
+    qa, videos = video_qa_raw(tmp_path / "raw")
+    root = tmp_path / "root"
+    assert (
+        main(["msrvtt_qa", "--qa", str(qa), "--videos", str(videos), "--split", "train", "--root", str(root), "--copy"])
+        == 0
+    )
+    instruct = json.loads((root / "msrvtt_qa" / "train_instruct.json").read_text())
+    assert instruct[0] == {
+        "id": "0",
+        "video": "msrvtt_qa/videos/vid1.mp4",
+        "conversations": [
+            {"from": "human", "value": "<image>\nwhat is the man doing?"},
+            {"from": "gpt", "value": "dancing"},
+        ],
+    }
+    assert not (root / "msrvtt_qa" / "videos" / "vid1.mp4").is_symlink()  # --copy
+
+
+def test_default_root_is_the_env_var(tmp_path, monkeypatch):
+    qa, videos = video_qa_raw(tmp_path / "raw")
+    monkeypatch.setenv("LLAMAVID_DATA_ROOT", str(tmp_path / "env-root"))
+    assert main(["msvd_qa", "--qa", str(qa), "--videos", str(videos)]) == 0
+    assert (tmp_path / "env-root" / "msvd_qa" / "test.jsonl").is_file()
+
+
+def test_missing_qa_file_names_it(tmp_path, capsys):
+    (tmp_path / "videos").mkdir()
+    assert (
+        main(
+            [
+                "msvd_qa",
+                "--qa",
+                str(tmp_path / "nope.json"),
+                "--videos",
+                str(tmp_path / "videos"),
+                "--root",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "QA file not found" in err and "nope.json" in err and "--qa" in err
+
+
+def test_bad_qa_record_stops_or_is_skipped_and_listed(tmp_path, capsys):
+    qa, videos = video_qa_raw(tmp_path / "raw")
+    rows = json.loads(qa.read_text())
+    del rows[1]["answer"]
+    qa.write_text(json.dumps(rows))
+    args = ["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--root", str(tmp_path / "root")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{qa}:record 1: record lacks answer" in err and "--skip-bad-rows" in err
+    assert main([*args, "--skip-bad-rows"]) == 0
+    report = json.loads((tmp_path / "root" / "msvd_qa" / "prepare_report_test.json").read_text())
+    assert sorted(r["reason"] for r in report["skipped_rows"]) == ["record lacks answer", "video not found"]
+
+
+def test_ucf_crime_from_split_lists(tmp_path):
+    raw = ucf_raw(tmp_path / "raw")
+    root = tmp_path / "root"
+    lists = raw / "Anomaly_Detection_splits"
+    args = [
+        "ucf_crime",
+        "--videos",
+        str(raw / "Videos"),
+        "--test-list",
+        str(lists / "Anomaly_Test.txt"),
+        "--train-list",
+        str(lists / "Anomaly_Train.txt"),
+    ]
+    assert main([*args, "--root", str(root)]) == 0
+    test = read_jsonl(root / "ucf_crime" / "test.jsonl")
+    assert [(r["id"], r["label"], r["is_anomaly"]) for r in test][-3:] == [
+        ("Stealing019_x264", "Stealing", True), ("Normal_Videos_003_x264", "Normal", False), ("Normal_Videos_006_x264", "Normal", False)
+    ]  # fmt: skip
+    assert test[3]["video"] == "ucf_crime/videos/RoadAccidents001_x264.mp4"
+    instruct = json.loads((root / "ucf_crime" / "train_instruct.json").read_text())
+    assert [c["conversations"][1]["value"] for c in instruct] == ["A. Abuse", "N. Normal"]
+    assert instruct[0]["conversations"][0]["value"].startswith("<image>\nWhich category best describes")
+
+
+def test_ucf_crime_test_list_from_temporal_annotations(tmp_path):
+    raw = ucf_raw(tmp_path / "raw")
+    temporal = raw / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
+    assert (
+        main(
+            [
+                "ucf_crime",
+                "--videos",
+                str(raw / "Videos"),
+                "--test-list",
+                str(temporal),
+                "--root",
+                str(tmp_path / "root"),
+            ]
+        )
+        == 0
+    )
+    test = read_jsonl(tmp_path / "root" / "ucf_crime" / "test.jsonl")
+    assert [r["id"] + ".mp4" for r in test] == list(UCF_TEST)
+    assert not (tmp_path / "root" / "ucf_crime" / "train.jsonl").exists()
+
+
+def test_ucf_crime_bad_line_names_file_and_line(tmp_path, capsys):
+    raw = ucf_raw(tmp_path / "raw")
+    listing = raw / "Anomaly_Detection_splits" / "Anomaly_Test.txt"
+    listing.write_text(listing.read_text() + "Unknown/Parade001_x264.mp4\n")
+    assert (
+        main(["ucf_crime", "--videos", str(raw / "Videos"), "--test-list", str(listing), "--root", str(tmp_path)]) == 2
+    )
+    assert f"{listing}:{len(UCF_TEST) + 1}: cannot read a UCF-Crime video name" in capsys.readouterr().err
+
+
+def test_ucf_crime_missing_list(tmp_path, capsys):
+    raw = ucf_raw(tmp_path / "raw")
+    assert (
+        main(
+            [
+                "ucf_crime",
+                "--videos",
+                str(raw / "Videos"),
+                "--test-list",
+                str(raw / "missing.txt"),
+                "--root",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "UCF-Crime test list not found" in capsys.readouterr().err
+
+
+def test_animal_kingdom_groups_sentences_by_code_in_file_order(tmp_path):
+    annotations, videos = animal_kingdom_raw(tmp_path / "raw")
+    root = tmp_path / "root"
+    assert (
+        main(["animal_kingdom", "--annotations", str(annotations), "--videos", str(videos), "--root", str(root)]) == 0
+    )
+    test = read_jsonl(root / "animal_kingdom" / "test.jsonl")
+    assert [(r["id"], r["answer"]) for r in test] == [
+        ("AAA1", "The bird is flying. The fish is swimming."),
+        ("AAA2", "The lizard is keeping still."),
+    ]
+    assert test[0]["question"].startswith("Find the action each animal performs in the video.")
+    instruct = json.loads((root / "animal_kingdom" / "train_instruct.json").read_text())
+    assert [(c["id"], c["conversations"][1]["value"]) for c in instruct] == [
+        ("BBB1", "The dog is running. The cat is sleeping.")
+    ]
+    report = json.loads((root / "animal_kingdom" / "prepare_report_train.json").read_text())
+    assert (
+        report["skipped_rows"][0]["reason"] == "video not found" and report["skipped_rows"][0]["row"]["code"] == "BBB2"
+    )
+
+
+def test_animal_kingdom_bad_segment(tmp_path, capsys):
+    annotations, videos = animal_kingdom_raw(tmp_path / "raw")
+    (annotations / "test.txt").write_text(AK_TEST + "AAA3 oops##The cat is sleeping.\n")
+    assert (
+        main(["animal_kingdom", "--annotations", str(annotations), "--videos", str(videos), "--root", str(tmp_path)])
+        == 2
+    )
+    assert f"{annotations / 'test.txt'}:4: not a '<code> <start> <end>##<sentence>' segment" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.prepare", "animal_kingdom", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0 and "--annotations" in done.stdout
+
+
+@pytest.mark.parametrize("dataset", ["msvd_qa", "ucf_crime", "animal_kingdom"])
+def test_nothing_usable_is_an_error(tmp_path, capsys, dataset):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "qa.json").write_text(json.dumps([{"video_id": "x", "question": "q", "id": 0, "answer": "a"}]))
+    (tmp_path / "list.txt").write_text("Abuse/Abuse001_x264.mp4\n")
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.txt").write_text("X 0 1##The cat is sleeping.\n")
+    extra = {
+        "msvd_qa": ["--qa", str(tmp_path / "qa.json")],
+        "ucf_crime": ["--test-list", str(tmp_path / "list.txt")],
+        "animal_kingdom": ["--annotations", str(tmp_path)],
+    }
+    assert main([dataset, "--videos", str(tmp_path / "videos"), "--root", str(tmp_path / "root"), *extra[dataset]]) == 2
+    assert "No usable rows" in capsys.readouterr().err

@@ -1,0 +1,163 @@
+"""results.load / results.table on hand-written lmms-eval output folders: the awkward cases."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from results import table
+from results.__main__ import main
+from results.load import load_runs, parse_model_args, parse_task_metrics, short_checkpoint
+from results.reference import load_reference
+
+CKPT = "pretrained=YanweiLi/llama-vid-7b-full-224-video-fps-1"
+
+
+def write_run(root: Path, stamp: str, results: dict[str, Any], model_args: str = f"{CKPT},fps=1,max_frames=64", extra: dict | None = None,
+              samples: dict[str, list[dict]] | None = None, folder: str = "YanweiLi__llama-vid-7b-full-224-video-fps-1") -> Path:
+    """A results.json shaped like lmms-eval 0.7.3's, plus optional samples files."""
+    out = root / folder
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"results": results, "config": {"model": "llamavid", "model_args": model_args, "limit": None}, "date": stamp, **(extra or {})}
+    path = out / f"{stamp}_results.json"
+    path.write_text(json.dumps(data))
+    for task, lines in (samples or {}).items():
+        (out / f"{stamp}_samples_{task}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def msvd(acc: Any, score: Any = 3.1) -> dict[str, Any]:
+    return {"alias": "msvd_qa", "accuracy,none": acc, "accuracy_stderr,none": 0.5, "mean_score,none": score, "mean_score_stderr,none": "N/A", "samples": 10}
+
+
+def test_metric_keys_stderr_and_missing_values() -> None:
+    values, errors = parse_task_metrics(
+        {"alias": "x", "accuracy,none": 61.5, "accuracy_stderr,none": 1.2, "accuracy_stderr_clt,none": 1.1, "acc_arrest,none": float("nan"),
+         "score,none": "N/A", "exact_match,flexible": 40, "submission,none": "/tmp/sub.json", "acc": 0.5, "acc_stderr": 0.01}
+    )
+    assert values == {"accuracy": 61.5, "acc_arrest": None, "score": None, "exact_match[flexible]": 40.0, "acc": 0.5}
+    assert errors == {"accuracy": 1.2, "acc": 0.01}
+
+
+def test_model_args_and_checkpoint_names() -> None:
+    assert parse_model_args("pretrained=/a/b,fps=6,max_frames=300") == {"pretrained": "/a/b", "fps": "6", "max_frames": "300"}
+    assert parse_model_args({"pretrained": "x", "fps": 1}) == {"pretrained": "x", "fps": "1"}
+    assert short_checkpoint("YanweiLi/llama-vid-13b-full-224-video-fps-1") == "llama-vid-13b-full-224-video-fps-1"
+    assert short_checkpoint("/ckpt/ucf-ft/checkpoint-500") == "ucf-ft/checkpoint-500"
+
+
+def test_failed_partial_and_broken_runs(tmp_path: Path) -> None:
+    write_run(tmp_path, "20250101_100000", {"msvd_qa": msvd(55.0)}, extra={"n-samples": {"msvd_qa": {"original": 100, "effective": 10}}, "config": {"model": "llamavid", "model_args": CKPT, "limit": 10}})
+    write_run(tmp_path, "20250102_100000", {"msvd_qa": {"alias": "msvd_qa", "accuracy,none": "N/A", "accuracy_stderr,none": "N/A"}}, model_args=f"{CKPT},fps=6")
+    write_run(tmp_path, "20250103_100000", {}, model_args=f"{CKPT},fps=2")
+    (tmp_path / "YanweiLi__llama-vid-7b-full-224-video-fps-1" / "20250104_100000_results.json").write_text('{"results": {"msvd_qa": {"accur')
+    runs, problems = load_runs([tmp_path, tmp_path / "does-not-exist"])
+    assert len(runs) == 3
+    assert any("unreadable" in p for p in problems) and any("does-not-exist" in p for p in problems)
+    partial = next(r for r in runs if r.fps is None)
+    assert "limit=10" in partial.notes and "msvd_qa: 10/100 docs" in partial.notes
+    board = table.build(runs, [], reference_mode="none")
+    markdown = table.to_markdown(board)
+    failed_row = next(line for line in markdown.splitlines() if "| 6 |" in line)
+    assert "| — |" in failed_row and "| 0 |" not in failed_row  # missing, never zero
+    assert any("no results" in line for line in markdown.splitlines() if "| 2 |" in line)
+    assert math.isnan(board.frame.loc[board.frame["fps"] == "6", "msvd_qa/accuracy"].iloc[0])
+
+
+def test_formats_across_versions(tmp_path: Path) -> None:
+    """Old harness file names, no configs / n-samples, POSIX date, dict model_args, group results."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results_2024-05-01T10-00-00.123.json").write_text(json.dumps({
+        "results": {"videochatgpt": {"alias": "videochatgpt", "gpt_eval_score_context,none": 3.4}},
+        "groups": {"videochatgpt_all": {"gpt_eval_score_context,none": 3.2}},
+        "config": {"model": "llava", "model_args": {"pretrained": "liuhaotian/llava", "fps": 1}},
+        "date": 1714557600.0,
+    }))
+    runs, problems = load_runs([old])
+    assert problems == []
+    (run,) = runs
+    assert run.checkpoint == "llava" and run.fps == 1.0 and run.date.startswith("2024-05-01")
+    assert run.metrics["videochatgpt_all"] == {"gpt_eval_score_context": 3.2}
+    assert run.n_samples["videochatgpt"] == (None, None)
+
+
+def test_latest_per_task_and_all(tmp_path: Path) -> None:
+    write_run(tmp_path, "20250101_100000", {"msvd_qa": msvd(50.0), "ucf_crime": {"accuracy,none": 40.0}})
+    write_run(tmp_path, "20250105_100000", {"msvd_qa": msvd(60.0)})
+    runs, _ = load_runs([tmp_path])
+    latest = table.build(runs, [], latest=True, reference_mode="none").frame
+    assert len(latest) == 1
+    assert latest["msvd_qa/accuracy"].iloc[0] == 60.0 and latest["ucf_crime/accuracy"].iloc[0] == 40.0
+    assert latest["date"].iloc[0] == "2025-01-05 10:00:00"
+    assert len(table.build(runs, [], latest=False, reference_mode="none").frame) == 2
+
+
+def test_sort_best_first_missing_last_and_errors(tmp_path: Path) -> None:
+    for i, (acc, fps) in enumerate([(50.0, 1), ("N/A", 2), (71.0, 3)]):
+        write_run(tmp_path, f"2025010{i + 1}_100000", {"msvd_qa": msvd(acc)}, model_args=f"{CKPT},fps={fps}")
+    runs, _ = load_runs([tmp_path])
+    board = table.sort(table.build(runs, load_reference(), reference_mode="matching"), "msvd_qa/accuracy")
+    values = list(board.frame["msvd_qa/accuracy"])
+    assert values[:3] == [71.0, 70.0, 69.7] and math.isnan(values[-1])
+    assert board.stderr[(0, "msvd_qa/accuracy")] == 0.5  # stderr followed its row
+    assert table.resolve_column(board, "mean_score") == "msvd_qa/mean_score"
+    with pytest.raises(KeyError, match="unknown"):
+        table.resolve_column(board, "nope")
+
+
+def test_reference_rows_are_marked_and_filtered() -> None:
+    reference = load_reference()
+    assert {r.kind for r in reference} == {"reported"}
+    study = [r for r in reference if r.source == "study"]
+    assert any(r.metrics.get("msvd_qa", {}).get("accuracy") == 59.17 for r in study)
+    assert {r.metrics["ucf_crime_judged"]["accuracy"] for r in study if "ucf_crime_judged" in r.metrics} == {57.5, 57.9, 62.0, 65.3}
+    assert any(r.metrics.get("animal_kingdom", {}).get("mean_score") == 2.66 for r in study)
+    paper = [r for r in reference if r.source == "paper"]
+    assert any(r.metrics.get("mme", {}).get("mme_perception_score") == 1542.3 for r in paper)
+    board = table.build([], reference, reference_mode="all")
+    assert set(board.frame["kind"]) == {"reported"} and "gqa/exact_match" in board.metric_columns
+
+
+def test_judges_from_samples_nested_and_flat(tmp_path: Path) -> None:
+    nested = [{"doc_id": i, "accuracy": {"id": i, "question": "q", "answer": "a", "prediction": "p",
+                                         "judgement": {"backend": "hf", "model": "meta-llama/Meta-Llama-3-8B-Instruct", "verdict": None if i == 0 else True,
+                                                       "score": None if i == 0 else 4, "failed": i == 0}}} for i in range(3)]
+    write_run(tmp_path, "20250101_100000", {"msvd_qa": msvd(50.0)}, samples={"msvd_qa": nested})
+    (run,), _ = load_runs([tmp_path])
+    assert run.judge == "hf:meta-llama/Meta-Llama-3-8B-Instruct"
+    assert run.metrics["msvd_qa"]["judge_failures"] == 1.0  # derived from the samples: the task logged none
+
+
+def test_rejudge_summary_becomes_a_row_and_a_judge_pair(tmp_path: Path) -> None:
+    records = [{"doc_id": i, "accuracy": {"id": i, "question": f"q{i}", "answer": "a", "prediction": "a" if i % 2 else "b", "judge": "openai:gpt-3.5-turbo",
+                                          "verdict": bool(i % 2), "score": 5 if i % 2 else 1, "failed": False}} for i in range(4)]
+    path = write_run(tmp_path, "20250101_100000", {"msvd_qa": msvd(50.0)}, samples={"msvd_qa": records})
+    items = [{"task": "msvd_qa", "doc_id": i, "id": i, "question": f"q{i}", "answer": "a", "prediction": "a" if i % 2 else "b",
+              "verdict": i != 0, "score": 4, "failed": False, "judge": "exact-match"} for i in range(4)]
+    (path.parent / "20250101_100000_rejudge_exact-match_items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+    summary = {"results": {"msvd_qa": {"n": 4, "accuracy": 75.0, "mean_score": 4.0, "failures": 0, "judge": "exact-match"}},
+               "rejudge": {"judge": "exact-match", "created": "2025-01-02T09:00:00+00:00", "date_id": "20250101_100000", "model_dir": "x"}}
+    (path.parent / "20250101_100000_rejudge_exact-match_summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "board"
+    assert main(["table", str(tmp_path), "--out", str(out), "--reference", "none", "--no-plots"]) == 0
+    frame = table.build(*[load_runs([tmp_path])[0]], reference_mode="none").frame
+    assert sorted(frame["judge"]) == ["exact-match", "openai:gpt-3.5-turbo"]
+    assert frame.loc[frame["judge"] == "exact-match", "msvd_qa/accuracy"].iloc[0] == 75.0
+    assert frame.loc[frame["judge"] == "exact-match", "fps"].iloc[0] == "1"  # configuration taken from the original run
+    markdown = (out / "leaderboard.md").read_text()
+    assert "## Judge comparison" in markdown and "exact-match vs openai:gpt-3.5-turbo" in markdown
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["table", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    write_run(tmp_path, "20250101_100000", {"msvd_qa": msvd(50.0)})
+    assert main(["table", str(tmp_path), "--out", str(tmp_path / "o"), "--sort", "bogus", "--no-plots"]) == 2
+    assert "unknown" in capsys.readouterr().err
+    assert main(["table", str(tmp_path), "--out", str(tmp_path / "o"), "--all", "--no-plots"]) == 0
+    csv_text = (tmp_path / "o" / "leaderboard.csv").read_text()
+    assert "msvd_qa/accuracy stderr" in csv_text and "69.7" in csv_text
