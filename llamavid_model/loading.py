@@ -147,10 +147,11 @@ def load_llm_tokenizer(checkpoint_dir: Path) -> PreTrainedTokenizerBase:
     transformers 5 converts ``tokenizer.model`` to a ``tokenizers`` pipeline that ignores the
     model's normaliser flags (e.g. ``remove_extra_whitespaces``), which changes prompt ids for some
     sentencepiece models; the sentencepiece backend runs the model itself, as 4.31's slow
-    ``LlamaTokenizer`` did.
+    ``LlamaTokenizer`` did. ``legacy=True`` keeps sentencepiece's own dummy-prefix handling; the
+    prompts we encode never contain special tokens inside a text chunk, where the two modes differ.
     """
     if (checkpoint_dir / "tokenizer.model").is_file():
-        return SentencePieceBackend.from_pretrained(checkpoint_dir)
+        return SentencePieceBackend.from_pretrained(checkpoint_dir, legacy=True)
     return AutoTokenizer.from_pretrained(checkpoint_dir)
 
 
