@@ -86,6 +86,11 @@ class LlamaVidRunner:
         self, loaded: LoadedLlamaVid, *, batch_size: int = 8, vision_batch_size: int = 64, decode_workers: int = 2
     ) -> None:
         self.loaded = loaded
+        if self.device.type == "cuda":
+            # PyTorch's cuDNN attention builds a new plan for every new sequence length, and batched
+            # generation meets a new length at every decode step: measured 91 -> 119 questions/s on
+            # an H100 with it off (benchmarks/RESULTS.md). Flash / memory-efficient kernels remain.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         self.batch_size = batch_size
         self.vision_batch_size = vision_batch_size
         self.decode_workers = decode_workers
