@@ -4,11 +4,8 @@ scripted lmms-eval model, a deterministic OpenAI-compatible judge on 127.0.0.1, 
 from __future__ import annotations
 
 import json
-import re
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 from media import write_video
 
+from judges.testing import Call, FakeChatServer, Response, reply
 from tasks import TASKS_DIR
 
 FAIL = "JUDGE_FAIL"  # a prediction containing this gets an unparseable judge reply
@@ -38,44 +36,22 @@ def judge_reply(answer: str, prediction: str) -> str:
     return "{'pred': 'yes', 'score': 4}" if a in p else "{'pred': 'no', 'score': 1}"
 
 
-class _JudgeHandler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        user = body["messages"][-1]["content"]
-        answer = re.search(r"^Correct Answer: (.*)$", user, re.M).group(1)
-        prediction = re.search(r"^Predicted Answer: (.*)$", user, re.M).group(1)
-        self.server.requests.append(body)  # type: ignore[attr-defined]
-        reply = {
-            "id": "t", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": judge_reply(answer, prediction)}}],
-        }  # fmt: skip
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def _scripted_judge(call: Call) -> Response:
+    return reply(judge_reply(call.field("Correct Answer"), call.field("Predicted Answer")))
 
 
 @contextmanager
-def judge_server(monkeypatch) -> Iterator[list[dict[str, Any]]]:
-    """Serve the test judge and point the judge layer at it; yields the list of received requests."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _JudgeHandler)
-    server.requests = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    env = {"LLAMAVID_JUDGE": "local", "LLAMAVID_JUDGE_BASE_URL": f"http://127.0.0.1:{server.server_port}/v1",
-           "LLAMAVID_JUDGE_CACHE": "off", "LLAMAVID_JUDGE_PARSE_RETRIES": "0", "LLAMAVID_JUDGE_MAX_RETRIES": "0"}  # fmt: skip
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    try:
-        yield server.requests  # type: ignore[attr-defined]
-    finally:
-        server.shutdown()
-        server.server_close()
+def judge_server(monkeypatch) -> Iterator[list[Call]]:
+    """Serve the test judge (judges.testing's loopback server) and point the judge layer at it.
+
+    Yields the server's list of received calls (``call.body`` is the request JSON).
+    """
+    with FakeChatServer(_scripted_judge) as server:
+        env = {"LLAMAVID_JUDGE": "local", "LLAMAVID_JUDGE_BASE_URL": server.url, "LLAMAVID_JUDGE_CACHE": "off",
+               "LLAMAVID_JUDGE_PARSE_RETRIES": "0", "LLAMAVID_JUDGE_MAX_RETRIES": "0"}  # fmt: skip
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        yield server.calls
 
 
 class ScriptedModel(lmms):
