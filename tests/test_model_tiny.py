@@ -147,3 +147,28 @@ def test_unsupported_config_value_is_rejected_with_its_key():
         LlamaVidConfig(mm_projector_type="resampler")
     with pytest.raises(ValueError, match="bert_type"):
         LlamaVidConfig(bert_type="raw_bert")
+
+
+def test_continuation_logprob_scores_only_the_answer_tokens(loaded):
+    from llamavid_model.processing import question_with_placeholder, tokenize_with_image, vicuna_v1_prompt
+
+    frames = list(coloured_frames(2, seed=5))
+    question = Question("what colour is it?", "v", lambda: frames)
+    runner = LlamaVidRunner(loaded, batch_size=1, decode_workers=0)
+    logprob, greedy = runner.continuation_logprob(question, "red")
+
+    turn = question_with_placeholder(question.question)
+    context = tokenize_with_image(vicuna_v1_prompt([(turn, None)]), loaded.tokenizer)
+    full = tokenize_with_image(vicuna_v1_prompt([(turn, None)]) + " red", loaded.tokenizer)
+    answer = full[len(context):]
+    assert len(answer) >= 1
+    visual = _tokens(loaded, frames, [question.question])
+    with torch.no_grad():
+        inputs = loaded.model.splice_visual_tokens([full], visual)
+        logits = loaded.model(inputs_embeds=inputs.inputs_embeds).logits[0]
+    steps = logits[-len(answer) - 1 : -1].log_softmax(-1)
+    expected = steps.gather(1, answer[:, None]).sum().item()
+    assert logprob == pytest.approx(expected, abs=1e-4)
+    assert greedy == bool(torch.equal(steps.argmax(-1), answer))
+    other, _ = runner.continuation_logprob(question, "green and blue")
+    assert other != logprob
