@@ -1,0 +1,120 @@
+"""Hooks of the ``llamavid_demo`` task: synthetic one-word video QA scored by exact match, offline.
+
+The verdict comes from the ``exact`` judge of ``judges`` (words of the reference found in the
+prediction, case/punctuation-insensitive) - never an LLM, whatever ``LLAMAVID_JUDGE`` says, so the
+demo runs without network and its numbers are not mistaken for judged ones. On top, a prediction
+naming more than one word of the question's answer set is wrong (hedging such as "red or blue" must
+not beat chance). Metrics are 0-100: ``accuracy`` and ``accuracy_<question type>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from judges import JudgeRequest, get_judge
+from judges.backends.exact import words
+from tasks.common.data_root import DATA_ROOT_ENV, DatasetNotPreparedError, data_root, split_file
+from tasks.common.local_task import LocalVideoTask
+from tasks.llamavid_demo.scenes import ANSWER_SUFFIX, QUESTIONS
+
+FAMILY = "llamavid_demo"
+EXACT = {"judge": "exact"}
+Record = dict[str, Any]
+
+
+def make_data_command(root: Path | None = None) -> str:
+    out = (root or data_root()) / FAMILY
+    return f"python -m tasks.llamavid_demo.make_data --out {out} --seed 0 --train 400 --test 100"
+
+
+class DemoTask(LocalVideoTask):
+    """``LocalVideoTask`` whose missing-data error names the generator, not ``tasks.prepare``."""
+
+    def download(self, dataset_kwargs: dict[str, Any] | None = None) -> None:
+        path = split_file(self.DATASET_PATH, self.config.test_split or "test")
+        if not path.is_file():
+            raise DatasetNotPreparedError(
+                f"Demo dataset {path} not found (${DATA_ROOT_ENV}={data_root()}). Generate it (seconds, no "
+                f"download) with:\n  {make_data_command()}\n(or set {DATA_ROOT_ENV} to the folder that holds "
+                f"{FAMILY}/)"
+            )
+        super().download(dataset_kwargs)
+
+
+def video_path(doc: Record) -> str:
+    """Absolute path of the doc's video; ``video`` is relative to the dataset folder (LLaVA style)."""
+    path = data_root() / FAMILY / doc["video"]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Video {path} not found ({doc['video']!r} under ${DATA_ROOT_ENV}={data_root()}/{FAMILY}). "
+            f"Re-generate the demo data: {make_data_command()}"
+        )
+    return str(path)
+
+
+def doc_to_visual(doc: Record) -> list[str]:
+    return [video_path(doc)]
+
+
+def doc_to_text(doc: Record, lmms_eval_specific_kwargs: dict[str, Any] | None = None) -> str:
+    """Question + the one-word instruction, exactly the training prompt (backend adds ``<image>``)."""
+    return f"{doc['question']}{ANSWER_SUFFIX}"
+
+
+def doc_to_target(doc: Record) -> str:
+    return doc["answer"]
+
+
+def process_results(doc: Record, results: list[str]) -> dict[str, Record]:
+    """The same record under every metric key; the aggregations score it (and the logs keep it)."""
+    record = {
+        "id": doc["id"],
+        "question": doc["question"],
+        "answer": doc["answer"],
+        "prediction": results[0],
+        "question_type": doc["question_type"],
+        "choices": list(doc["choices"]),
+    }
+    return {name: record for name in METRICS}
+
+
+def score(records: Sequence[Record]) -> list[bool]:
+    """Exact-match verdict per record (through the ``exact`` judge), hedged answers counted wrong.
+
+    The verdict is also written into the record, so logged samples show why an item counted."""
+    judge = get_judge(EXACT, overrides={"backend": "exact"})
+    judgements = judge.judge_many([JudgeRequest(r["question"], r["answer"], r["prediction"]) for r in records])
+    verdicts = []
+    for record, judgement in zip(records, judgements, strict=True):
+        named = set(words(record["prediction"])) & {c.casefold() for c in record["choices"]}
+        hedged = len(named) > 1
+        correct = bool(judgement.verdict) and not hedged
+        record.update(correct=correct, hedged=hedged, judge=judge.name)
+        verdicts.append(correct)
+    return verdicts
+
+
+def _percent(verdicts: Sequence[bool]) -> float:
+    return 100.0 * sum(verdicts) / len(verdicts) if verdicts else math.nan
+
+
+def accuracy(records: Sequence[Record]) -> float:
+    """Exact-match accuracy (0-100) over all questions."""
+    return _percent(score(records))
+
+
+def _type_accuracy(qtype: str) -> Callable[[Sequence[Record]], float]:
+    def type_accuracy(records: Sequence[Record]) -> float:
+        return _percent(score([r for r in records if r["question_type"] == qtype]))
+
+    type_accuracy.__doc__ = f"Exact-match accuracy (0-100) on {qtype!r} questions (nan when none were asked)."
+    type_accuracy.__name__ = f"accuracy_{qtype}"
+    return type_accuracy
+
+
+PER_TYPE = {f"accuracy_{qtype}": _type_accuracy(qtype) for qtype in QUESTIONS}
+globals().update(PER_TYPE)  # the YAML names them: !function utils.accuracy_colour, ...
+METRICS = ("accuracy", *PER_TYPE)
