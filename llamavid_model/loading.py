@@ -45,6 +45,7 @@ class LoadedLlamaVid:
     qformer_tokenizer: PreTrainedTokenizerBase
     image_processor: CLIPImageProcessorPil
     checkpoint_dir: Path
+    vision_tower_path: Path | None = None  # the LAVIS tower file used (recorded by saved fine-tunes)
 
 
 def resolve_path(value: str | os.PathLike, *, what: str, arg: str, bases: tuple[Path, ...] = ()) -> Path:
@@ -138,7 +139,9 @@ def load_llamavid(
             f"Q-Former word embeddings have {rows} rows but the tokenizer in {bert_dir} has {len(bert_tokenizer)} "
             "tokens (with [DEC]); pass the matching bert tokenizer with `qformer_tokenizer=`."
         )
-    return LoadedLlamaVid(model, tokenizer, bert_tokenizer, image_processor_for(size), checkpoint_dir)
+    return LoadedLlamaVid(
+        model, tokenizer, bert_tokenizer, image_processor_for(size), checkpoint_dir, tower_path.resolve()
+    )
 
 
 def load_llm_tokenizer(checkpoint_dir: Path) -> PreTrainedTokenizerBase:

@@ -21,11 +21,11 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                    "generation_config.json")
 
 
-def released_state_dict(model: LlamaVidForCausalLM) -> dict[str, torch.Tensor]:
-    """Our weights under their released names (vision tower excluded)."""
+def released_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our weights (a model's ``state_dict()``) under their released names, vision tower excluded."""
     return {
         model_key_to_checkpoint(name): tensor.detach().cpu().contiguous()
-        for name, tensor in model.state_dict().items()
+        for name, tensor in state.items()
         if not name.startswith(VISION_PREFIX)
     }
 
@@ -40,15 +40,17 @@ def save_released(
     safetensors: bool = False,
     dtype: torch.dtype | None = None,
     tokenizer_from: str | Path | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save config + sharded weights; ``vision_tower_path`` is recorded as ``mm_vision_tower``.
 
     ``tokenizer_from`` (usually the base checkpoint) supplies the tokenizer and generation files,
-    so the result is a complete checkpoint that ``pretrained=`` accepts.
+    so the result is a complete checkpoint that ``pretrained=`` accepts. ``state_dict`` replaces
+    ``model.state_dict()`` when the weights were gathered elsewhere (ZeRO-3 / FSDP shards).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = released_state_dict(model)
+    state = released_state_dict(model.state_dict() if state_dict is None else state_dict)
     if dtype is not None:
         state = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in state.items()}
 

@@ -1,0 +1,49 @@
+"""``python -m training train --config <recipe.yaml> [--override key=value ...]`` and ``... merge``.
+
+Multi-GPU / DeepSpeed / FSDP: ``accelerate launch [--config_file ...] -m training train --config ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from training.config import ConfigError, load_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="instruction-tune LLaMA-VID (full, LoRA or stage 1)")
+    train.add_argument("--config", help="YAML recipe, e.g. training/recipes/ucf_crime_fps1.yaml")
+    train.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                       help="change one config key (YAML value syntax: 1e-4, null, [a, b]); repeatable")
+    merge = commands.add_parser("merge", help="base checkpoint + LoRA adapter -> full checkpoint (released layout)")
+    merge.add_argument("--base", required=True, help="the checkpoint the adapter was trained on")
+    merge.add_argument("--lora", required=True, help="adapter folder written by `train` (method=lora)")
+    merge.add_argument("--out", required=True, help="output folder")
+    merge.add_argument("--vision-tower", help="LAVIS eva_vit_g.pth (default: the base config's mm_vision_tower)")
+    merge.add_argument("--qformer-tokenizer", help="bert-base-uncased folder (default: bert-base-uncased)")
+    merge.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    args = parser.parse_args(argv)
+
+    if args.command == "train":
+        try:
+            config = load_config(args.config, args.override)
+        except ConfigError as error:
+            parser.error(str(error))
+        from training.recipe import train as run
+
+        print(run(config))
+    else:
+        from training.checkpointing import merge_lora
+
+        print(merge_lora(args.base, args.lora, args.out, vision_tower=args.vision_tower,
+                         qformer_tokenizer=args.qformer_tokenizer, dtype=args.dtype))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Resumable checkpoints (accelerate state + progress) and the final outputs the backend loads.
+
+- ``<output_dir>/checkpoints/step_NNNNNNN/``: ``accelerator.save_state`` (trainable weights only,
+  optimizer, scheduler, RNG) plus ``progress.json`` (step, epoch, batches consumed in that epoch).
+- ``<output_dir>/model/``: full fine-tune / stage 1 in the released layout (``pretrained=<folder>``).
+- ``<output_dir>/adapter/``: LoRA as a peft adapter folder (``pretrained=<base>,lora=<folder>``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+
+from llamavid_model.loading import LoadedLlamaVid, load_llamavid
+from llamavid_model.lora import apply_lora
+from llamavid_model.saving import save_released
+from training.config import TrainConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PROGRESS = "progress.json"
+
+
+@dataclass
+class Progress:
+    """Where a run stands: optimizer steps taken, current epoch, batches of that epoch consumed."""
+
+    step: int = 0
+    epoch: int = 0
+    batches: int = 0
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    """Complete checkpoints (with ``progress.json``), oldest first."""
+    folder = output_dir / "checkpoints"
+    return sorted(p.parent for p in folder.glob(f"step_*/{PROGRESS}")) if folder.is_dir() else []
+
+
+def resume_dir(config: TrainConfig, output_dir: Path) -> Path | None:
+    """``auto``: the latest checkpoint of this output folder, if any; ``never``; or a given folder."""
+    if config.resume == "never":
+        return None
+    if config.resume == "auto":
+        found = checkpoint_dirs(output_dir)
+        return found[-1] if found else None
+    path = Path(config.resume)
+    if not (path / PROGRESS).is_file():
+        raise FileNotFoundError(f"resume={config.resume!r}: no {PROGRESS} there (expected a checkpoints/step_* folder)")
+    return path
+
+
+def keep_trainable_only(accelerator: Accelerator) -> None:
+    """Checkpoints hold the weights that change; frozen ones (vision tower, LoRA's base) come from ``base``."""
+
+    def drop_frozen(models: list[torch.nn.Module], weights: list[dict], _: str) -> None:
+        for model, state in zip(models, weights, strict=False):
+            trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+            for name in [n for n in state if n not in trainable]:
+                del state[name]
+
+    accelerator.register_save_state_pre_hook(drop_frozen)
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, progress: Progress, keep: int) -> Path:
+    """Save a resumable state and drop all but the newest ``keep`` checkpoints."""
+    path = output_dir / "checkpoints" / f"step_{progress.step:07d}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        (path / PROGRESS).write_text(json.dumps(asdict(progress)))
+        for old in checkpoint_dirs(output_dir)[: -max(keep, 1)]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path) -> Progress:
+    """Restore the state saved by :func:`save_checkpoint` (frozen weights are not in it: non-strict)."""
+    strict = {} if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP) else {
+        "strict": False}
+    accelerator.load_state(str(path), **strict)
+    return Progress(**json.loads((path / PROGRESS).read_text()))
+
+
+def save_final(
+    accelerator: Accelerator, module: torch.nn.Module, config: TrainConfig, loaded: LoadedLlamaVid, output_dir: Path
+) -> Path:
+    """Full / stage 1: released layout; LoRA: peft adapter folder. Returns the folder."""
+    state = accelerator.get_state_dict(module)  # gathers ZeRO-3 / FSDP shards on the main process
+    state = {name.removeprefix("model."): tensor for name, tensor in state.items()}
+    dtype = DTYPES[config.save_dtype]
+    inner = accelerator.unwrap_model(module).model
+    if config.method == "lora":
+        out = output_dir / "adapter"
+        state = {k: v.to(dtype) for k, v in state.items() if "lora_" in k or "modules_to_save" in k}
+        inner.save_pretrained(str(out), state_dict=state, is_main_process=accelerator.is_main_process)
+    else:
+        out = output_dir / "model"
+        if accelerator.is_main_process:
+            inner.config.use_cache = True  # was off for gradient checkpointing only; training is over
+            save_released(inner, out, vision_tower_path=str(loaded.vision_tower_path), dtype=dtype,
+                          tokenizer_from=loaded.checkpoint_dir, state_dict=state)
+    accelerator.wait_for_everyone()
+    return out
+
+
+def merge_lora(
+    base: str,
+    lora: str,
+    out: str | Path,
+    *,
+    vision_tower: str | None = None,
+    qformer_tokenizer: str | None = None,
+    dtype: str = "bfloat16",
+) -> Path:
+    """Base + adapter -> a full checkpoint in the released layout (what ``pretrained=`` loads)."""
+    loaded = load_llamavid(base, vision_tower=vision_tower, qformer_tokenizer=qformer_tokenizer)
+    merged = apply_lora(loaded.model, lora)
+    return save_released(merged, out, vision_tower_path=str(loaded.vision_tower_path), dtype=DTYPES[dtype],
+                         tokenizer_from=loaded.checkpoint_dir)
