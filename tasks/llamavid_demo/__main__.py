@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         method="full", learning_rate=args.learning_rate, warmup_ratio=0.03, num_epochs=args.epochs,
         per_device_batch_size=16, gradient_accumulation_steps=1, mixed_precision="no",
         gradient_checkpointing=False, output_dir=str(work / "finetuned"), save_every=0, resume="never",
-        report_to="none", seed=args.seed, save_dtype="float32", num_workers=0,
+        report_to="none", seed=args.seed, save_dtype="float32", num_workers=0, log_every=50,
     ))  # fmt: skip
     named = work / "llama-vid-tiny-finetuned"  # the leaderboard names a run by its checkpoint folder
     named.unlink(missing_ok=True)
