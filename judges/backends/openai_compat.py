@@ -146,16 +146,11 @@ class OpenAICompatibleJudge(ConversationJudge):
                     level += 1  # same request, less structure; committed only if it then succeeds
                     continue
                 return Reply(error=self._describe(err), metadata={"transport_retries": retries})
-            except openai.APIStatusError as err:
-                if err.status_code in _RETRYABLE_STATUS or err.status_code >= 500:
-                    if retries < self.max_retries:
-                        self._sleep(retries, err)
-                        retries += 1
-                        continue
-                    return Reply(error=f"gave up after {retries + 1} tries: {self._describe(err)}",
-                                 metadata={"transport_retries": retries})
-                return Reply(error=self._describe(err), metadata={"transport_retries": retries})
-            except _RETRYABLE as err:
+            except (*_RETRYABLE, openai.APIStatusError) as err:
+                status = getattr(err, "status_code", None)
+                transient = not isinstance(err, openai.APIStatusError) or status in _RETRYABLE_STATUS or status >= 500
+                if not transient:
+                    return Reply(error=self._describe(err), metadata={"transport_retries": retries})
                 if retries < self.max_retries:
                     self._sleep(retries, err)
                     retries += 1
