@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from llamavid_model.loading import LoadedLlamaVid, decode_answer
+from llamavid_model.modeling_llamavid import IMAGE_TOKEN_INDEX
 from llamavid_model.processing import (
     IMAGE_PLACEHOLDER,
     preprocess_frames,
@@ -141,12 +142,26 @@ class LlamaVidRunner:
         visual = self.visual_tokens(questions, batch)
         prompts = [tokenize_with_image(vicuna_v1_prompt([(question_with_placeholder(q.question), None)]), tokenizer)
                    for q in questions]
-        inputs = model.splice_visual_tokens(prompts, visual, padding_side="left")
+        # Every prompt starts with the same system text before <image>: its KV cache is computed
+        # once per batch (about a third of a short video-QA prompt's prefill) and repeated. The
+        # left padding of the question parts then sits between prefix and question, masked out.
+        shared = shared_prefix_length(prompts)
+        inputs = model.splice_visual_tokens([p[shared:] for p in prompts], visual, padding_side="left")
+        embeds, mask, cache = inputs.inputs_embeds, inputs.attention_mask, None
+        if shared:
+            prefix = prompts[0][:shared].to(self.device)[None]
+            cache = model(input_ids=prefix, use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(prompts))
+            # generate() expects the whole sequence and itself skips the part the cache holds
+            prefix_embeds = model.get_input_embeddings()(prefix).expand(len(prompts), -1, -1)
+            embeds = torch.cat([prefix_embeds, embeds], dim=1)
+            mask = torch.cat([mask.new_ones(len(prompts), shared), mask], dim=1)
         settings = dict(questions[0].generation)
         stops = settings.pop("until", None) or []
         output = model.generate(
-            inputs_embeds=inputs.inputs_embeds,
-            attention_mask=inputs.attention_mask,
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            past_key_values=cache,
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
             eos_token_id=tokenizer.eos_token_id,
             **generation_kwargs(settings),
@@ -171,6 +186,16 @@ class LlamaVidRunner:
         predicted = logits[-answer_length - 1 : -1]
         logprob = torch.log_softmax(predicted, dim=-1).gather(1, targets[:, None]).sum().item()
         return logprob, bool(torch.equal(predicted.argmax(-1), targets))
+
+
+def shared_prefix_length(prompts: Sequence[torch.Tensor]) -> int:
+    """Length of the text before ``<image>`` when every prompt has the same one, else 0."""
+    places = (prompts[0] == IMAGE_TOKEN_INDEX).nonzero().flatten()
+    if len(places) == 0:
+        return 0
+    length = int(places[0])
+    prefix = prompts[0][:length]
+    return length if all(len(p) > length and torch.equal(p[:length], prefix) for p in prompts) else 0
 
 
 def qformer_text(question: str) -> str:

@@ -172,3 +172,13 @@ def test_continuation_logprob_scores_only_the_answer_tokens(loaded):
     assert greedy == bool(torch.equal(steps.argmax(-1), answer))
     other, _ = runner.continuation_logprob(question, "green and blue")
     assert other != logprob
+
+
+def test_shared_prefix_is_found_only_when_every_prompt_has_it():
+    from llamavid_model.inference import shared_prefix_length
+
+    image = -200
+    same = [torch.tensor([1, 5, 6, image, 7]), torch.tensor([1, 5, 6, image, 8, 9])]
+    assert shared_prefix_length(same) == 3
+    assert shared_prefix_length([torch.tensor([1, 5, 6, image, 7]), torch.tensor([1, 5, 4, image, 7])]) == 0
+    assert shared_prefix_length([torch.tensor([1, 5, 6, 7])]) == 0
