@@ -82,6 +82,30 @@ def _decode_with_pyav(path: Path, fps: float, max_frames: int | None) -> np.ndar
     return np.stack([frames[i] for i in indices])
 
 
+def count_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> int:
+    """Frames :func:`load_visuals` returns for one file, read from the container without decoding.
+
+    Training budgets visual tokens per example before it decodes anything (images count 1).
+    """
+    path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return 1
+    try:
+        from decord import VideoReader, cpu
+
+        reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+        return len(frame_indices(len(reader), reader.get_avg_fps(), fps, max_frames))
+    except ImportError:
+        pass
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        total = sum(1 for packet in container.demux(stream) if packet.size)
+        average = float(stream.average_rate) if stream.average_rate else 0.0
+    return len(frame_indices(total, average, fps, max_frames))
+
+
 def load_visual(
     visual: str | os.PathLike | Image.Image | np.ndarray, fps: float = 1.0, max_frames: int | None = None
 ) -> list[Image.Image] | np.ndarray:

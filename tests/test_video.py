@@ -7,7 +7,7 @@ import pytest
 from media import coloured_frames, write_video
 
 from llamavid_model import video
-from llamavid_model.video import VideoDecodeError, frame_indices, load_video, load_visuals
+from llamavid_model.video import VideoDecodeError, count_frames, frame_indices, load_video, load_visuals
 
 
 def test_one_frame_per_second_as_the_original():
@@ -69,3 +69,13 @@ def test_images_and_multi_image_documents(tmp_path):
     assert len(frames) == 2 and frames[1].getpixel((0, 0)) == (0, 0, 255)
     with pytest.raises(VideoDecodeError, match="zero frames"):
         load_visuals([])
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_frame_count_without_decoding_matches_decoding(two_fps_video, decoder, monkeypatch, tmp_path):
+    path, _ = two_fps_video
+    if decoder == "pyav":
+        monkeypatch.setitem(__import__("sys").modules, "decord", None)  # import decord -> ImportError
+    for fps, cap in ((1, None), (2, None), (1, 3)):
+        assert count_frames(path, fps=fps, max_frames=cap) == len(load_video(path, fps=fps, max_frames=cap))
+    assert count_frames(tmp_path / "still.png") == 1

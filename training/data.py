@@ -28,7 +28,7 @@ from llamavid_model.processing import (
     qformer_tokenizer_inputs,
     training_example,
 )
-from llamavid_model.video import IMAGE_SUFFIXES, frame_indices, load_visuals
+from llamavid_model.video import count_frames, load_visuals
 from training.config import TrainConfig
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -80,26 +80,6 @@ def conversation_turns(record: dict[str, Any], source: str) -> tuple[tuple[str, 
     texts = [str(m.get("value", "")).replace(IMAGE_PLACEHOLDER, "").strip() for m in messages]
     texts[0] = f"{IMAGE_PLACEHOLDER}\n{texts[0]}"
     return tuple(zip(texts[0::2], texts[1::2], strict=True))
-
-
-def count_frames(path: Path, fps: float, max_frames: int | None) -> int:
-    """Frames ``load_visuals`` will return, read from the container without decoding (images: 1)."""
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return 1
-    try:
-        from decord import VideoReader, cpu
-
-        reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
-        return len(frame_indices(len(reader), reader.get_avg_fps(), fps, max_frames))
-    except ImportError:
-        pass
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        total = sum(1 for packet in container.demux(stream) if packet.size)
-        average = float(stream.average_rate) if stream.average_rate else 0.0
-    return len(frame_indices(total, average, fps, max_frames))
 
 
 def build_examples(
