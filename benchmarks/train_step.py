@@ -2,7 +2,8 @@
 
 Random weights (compute does not depend on values). Per step: a batch of video QA conversations
 (``--frames`` frames each -> 2 visual tokens per frame, ``--text-tokens`` text tokens), forward +
-backward through ``forward_multimodal`` and an AdamW step over the trainable parameters.
+backward through ``forward_multimodal`` and an AdamW step over the trainable parameters - with the
+model set up by ``training.build_random_model``, i.e. exactly as ``training.train`` trains it.
 
     python benchmarks/train_step.py --batch 4 --frames 10 --text-tokens 256 --steps 5
 """
@@ -16,9 +17,8 @@ import time
 import torch
 
 from llamavid_model.modeling_llamavid import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llamavid_model.random_init import build_random
-
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from training import TrainConfig, build_random_model
+from training.params import module_base
 
 
 def make_batch(args: argparse.Namespace, device: torch.device, vocab: int) -> dict:
@@ -42,32 +42,24 @@ def make_batch(args: argparse.Namespace, device: torch.device, vocab: int) -> di
 
 
 def run(method: str, args: argparse.Namespace, device: torch.device) -> dict:
+    """Time optimizer steps of the model exactly as ``training.train`` sets it up for ``method``."""
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    model = build_random("7b", device=device)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = False
-    model.train()
-    if method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank,
-                                                 target_modules=LORA_TARGETS, modules_to_save=["visual_tokenizer"]))
-        step_model = model.base_model.model
-    else:
-        model.vision_tower.requires_grad_(False)
-        step_model = model
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    config = TrainConfig(train_data="unused", method=method, lora_rank=args.lora_rank,
+                         lora_alpha=2 * args.lora_rank, gradient_checkpointing=True)
+    module = build_random_model("7b", config=config, device=device, dtype=torch.bfloat16)
+    trainable = [p for p in module.parameters() if p.requires_grad]
     row = {"method": method, "trainable_params_m": sum(p.numel() for p in trainable) / 1e6}
     try:
-        optimizer = torch.optim.AdamW(trainable, lr=2e-5, fused=True)
-        batch = make_batch(args, device, model.config.vocab_size)
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, fused=True)
+        batch = make_batch(args, device, module_base(module).config.vocab_size)
         tokens = args.batch * (args.text_tokens - 1 + args.frames * 2)
         times = []
         for _ in range(args.steps + 1):
             torch.cuda.synchronize()
             start = time.perf_counter()
-            loss = step_model.forward_multimodal(**batch).loss
+            with torch.autocast("cuda", dtype=torch.bfloat16):  # what mixed_precision=bf16 does in train
+                loss = module(**batch).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -77,10 +69,10 @@ def run(method: str, args: argparse.Namespace, device: torch.device) -> dict:
         row.update(step_s=step_s, tokens_per_s=tokens / step_s, loss=float(loss),
                    peak_gib=torch.cuda.max_memory_allocated(device) / 2**30)
     except torch.OutOfMemoryError:
-        row.update(error="out of memory (AdamW fp32 states for all weights; the original recipe uses "
+        row.update(error="out of memory (AdamW states for all weights; the original recipe uses "
                          "DeepSpeed ZeRO-2 with CPU offload)",
                    peak_gib=torch.cuda.max_memory_allocated(device) / 2**30)
-    del model
+    del module
     return row
 
 
