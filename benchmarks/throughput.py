@@ -26,9 +26,9 @@ import torch
 
 from llamavid_model.inference import LlamaVidRunner, Question
 from llamavid_model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
-from llamavid_model.processing import image_processor_for
+from llamavid_model.processing import image_processor_for, qformer_tokenizer_inputs
 from llamavid_model.random_init import build_random
-from llamavid_model.tiny import write_tiny_release
+from llamavid_model.tiny import BASE_CORPUS, write_bert_tokenizer, write_sentencepiece_tokenizer
 from llamavid_model.video import load_visuals
 
 QUESTIONS = ("what is the man doing?", "who is playing the guitar?", "what is the woman slicing?",
@@ -63,6 +63,20 @@ def write_videos(folder: Path, count: int, seconds: int) -> list[Path]:
     return paths
 
 
+def write_tokenizers(folder: Path) -> Path:
+    """Sentencepiece + WordPiece tokenizers whose vocabularies hold every benchmark word whole.
+
+    Vicuna's 32k-piece tokenizer keeps these common words whole too, so prompts have Vicuna-like
+    lengths (the tests' 400-piece tokenizer splits words into fragments, ~1.7x longer prompts).
+    """
+    texts = BASE_CORPUS + QUESTIONS
+    for name in ("llm", "bert"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    write_sentencepiece_tokenizer(folder / "llm", texts, vocab_size=1000)
+    write_bert_tokenizer(folder / "bert", texts)
+    return folder
+
+
 def make_questions(videos: list[Path], per_video: int, answer_tokens: int, shared: bool) -> list[Question]:
     """MSVD-like questions; ``shared=False`` gives every question its own video key (no reuse)."""
     settings = {"max_new_tokens": answer_tokens, "min_new_tokens": answer_tokens}
@@ -87,38 +101,32 @@ def timed(fn, sync: bool = True) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
-def floor_rates(loaded: LoadedLlamaVid, batch_size: int, frames: int, answer_tokens: int) -> dict[str, float]:
-    """Measured component rates at large batch: tower frames/s, Q-Former pairs/s, LLM questions/s."""
-    model, device = loaded.model, loaded.model.device
+def floor_rates(runner: LlamaVidRunner, frames: int, answer_tokens: int) -> dict[str, float]:
+    """Each stage alone at full batch: tower frames/s, Q-Former (question, frame) pairs/s, and the
+    LLM's questions/s (prefill + decode with the runner's own prefix sharing and decode path)."""
+    loaded, batch_size = runner.loaded, runner.batch_size
+    model, device = loaded.model, runner.device
     pixels = torch.randn(64, 3, 224, 224, device=device, dtype=torch.bfloat16)
     model.encode_frames(pixels)
     _, vit_s = timed(lambda: [model.encode_frames(pixels) for _ in range(3)])
-    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(batch_size)]
-    from llamavid_model.processing import qformer_tokenizer_inputs
-
-    ids, mask = qformer_tokenizer_inputs(loaded.qformer_tokenizer, questions, device)
+    questions = [Question(QUESTIONS[i % len(QUESTIONS)], "v", list) for i in range(batch_size)]
+    ids, mask = qformer_tokenizer_inputs(loaded.qformer_tokenizer, [q.question for q in questions], device)
     features = torch.randn(frames, 257, 1408, device=device, dtype=torch.bfloat16)
     segments = [(0, frames)] * batch_size
+    settings = {"max_new_tokens": answer_tokens, "min_new_tokens": answer_tokens, "do_sample": False}
     with torch.inference_mode():
         visual = model.visual_tokens(features, segments, ids, mask)
         _, qformer_s = timed(lambda: model.visual_tokens(features, segments, ids, mask))
-        runner = LlamaVidRunner(loaded, batch_size=batch_size)
-        from llamavid_model.processing import question_with_placeholder, tokenize_with_image, vicuna_v1_prompt
-
-        prompts = [tokenize_with_image(vicuna_v1_prompt([(question_with_placeholder(q), None)]), loaded.tokenizer)
-                   for q in questions]
-        inputs = model.splice_visual_tokens(prompts, visual)
-        generate = lambda: model.generate(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,  # noqa: E731
-                                          max_new_tokens=answer_tokens, min_new_tokens=answer_tokens,
-                                          do_sample=False, pad_token_id=0)
-        generate()
-        _, llm_s = timed(generate)
-    del runner
+        llm = lambda: runner.generate(runner.llm_inputs(questions, visual), settings)  # noqa: E731
+        llm()
+        _, llm_s = timed(llm)
+        inputs = runner.llm_inputs(questions, visual)
     return {
         "vit_frames_per_s": 3 * 64 / vit_s,
         "qformer_pairs_per_s": batch_size * frames / qformer_s,
         "llm_questions_per_s": batch_size / llm_s,
-        "prompt_tokens": int(inputs.attention_mask.sum(1).float().mean().item()),
+        "prompt_tokens": float(inputs.attention_mask.sum(1).float().mean().item()),
+        "shared_prefix_tokens": float(inputs.prefix[0][0].shape[2]) if inputs.prefix else 0.0,
     }
 
 
@@ -131,9 +139,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--baseline-videos", type=int, default=2, help="videos run through the slow path")
     parser.add_argument("--attn", default="sdpa", help="comma-separated: sdpa,eager,flash_attention_2")
+    parser.add_argument("--decode", default="eager,graph",
+                        help="comma-separated decode paths of the optimized runner: eager, graph (CUDA graphs)")
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--no-cudnn-sdp", action="store_true", help="disable PyTorch's cuDNN attention backend")
+    parser.add_argument("--fp32-check", action="store_true",
+                        help="also compare greedy ids batched vs one-at-a-time with an fp32 model (no bf16 rounding)")
     args = parser.parse_args()
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -142,7 +154,7 @@ def main() -> None:
     if args.no_cudnn_sdp:
         torch.backends.cuda.enable_cudnn_sdp(False)
     work = Path(tempfile.mkdtemp(prefix="llamavid-bench-"))
-    release = write_tiny_release(work / "tok", corpus=QUESTIONS)
+    tokenizers = write_tokenizers(work / "tokenizers")
     videos = write_videos(work, args.videos, args.frames)[rank::world]
 
     rows = []
@@ -154,11 +166,15 @@ def main() -> None:
         except (ImportError, ValueError) as error:
             rows.append({"attn": attn, "error": f"{type(error).__name__}: {error}".splitlines()[0]})
             continue
-        loaded = LoadedLlamaVid(model, load_llm_tokenizer(release.checkpoint),
-                                load_qformer_tokenizer(release.bert_tokenizer), image_processor_for(224), work)
-        rows.append({"attn": attn, "world_size": world, **measure(loaded, videos, args, device)})
+        loaded = LoadedLlamaVid(model, load_llm_tokenizer(tokenizers / "llm"),
+                                load_qformer_tokenizer(tokenizers / "bert"), image_processor_for(224), work)
+        for decode in args.decode.split(","):
+            rows.append({"attn": attn, "decode": decode, "world_size": world,
+                         **measure(loaded, videos, args, device, compile=decode == "graph")})
         del model, loaded
         torch.cuda.empty_cache()
+    if args.fp32_check:
+        rows.append(fp32_identity(videos, args, tokenizers, work, device))
 
     if rank == 0 or world > 1:
         print(json.dumps({"rank": rank, "device": torch.cuda.get_device_name(device), "rows": rows}, default=float))
@@ -167,37 +183,66 @@ def main() -> None:
         args.json.write_text(json.dumps(rows, indent=2, default=float))
 
 
-def measure(loaded: LoadedLlamaVid, videos: list[Path], args: argparse.Namespace, device: torch.device) -> dict:
+def measure(loaded: LoadedLlamaVid, videos: list[Path], args: argparse.Namespace, device: torch.device,
+            compile: bool) -> dict:
     """Paths (b), then (a) and (c) unless ``--only optimized``."""
     torch.cuda.reset_peak_memory_stats(device)
-    fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=4)
+    fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=4, compile=compile)
     warm_videos = videos[: max(1, args.batch_size // args.questions)]
-    fast_runner.answer(make_questions(warm_videos, args.questions, args.answer_tokens, shared=True))  # warm-up
+    _, warmup_s = timed(lambda: fast_runner.answer_ids(make_questions(warm_videos, args.questions,
+                                                                       args.answer_tokens, shared=True)))
     questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
-    fast, fast_s = timed(lambda: fast_runner.answer(questions))
+    fast, fast_s = timed(lambda: fast_runner.answer_ids(questions))  # CUDA graphs were built above
     row: dict[str, object] = {
         "optimized_qps": len(questions) / fast_s, "optimized_frames_per_s": len(videos) * args.frames / fast_s,
-        "questions": len(questions), "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+        "questions": len(questions), "warmup_s": warmup_s,
+        "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
     }
     if args.only == "optimized":
         return row
     slow_runner = LlamaVidRunner(loaded, batch_size=1, decode_workers=0)
     subset = make_questions(videos[: args.baseline_videos], args.questions, args.answer_tokens, shared=False)
-    slow_runner.answer(subset[:2])  # warm-up
-    slow, slow_s = timed(lambda: slow_runner.answer(subset))
+    slow_runner.answer_ids(subset[:2])  # warm-up
+    slow, slow_s = timed(lambda: slow_runner.answer_ids(subset))
     same = sum(a == b for a, b in zip(slow, fast[: len(subset)], strict=True))
-    rates = floor_rates(loaded, args.batch_size, args.frames, args.answer_tokens)
+    rates = floor_rates(fast_runner, args.frames, args.answer_tokens)
     floor_s = (args.frames / args.questions / rates["vit_frames_per_s"]
                + args.frames / rates["qformer_pairs_per_s"] + 1 / rates["llm_questions_per_s"])
     row.update(one_at_a_time_qps=len(subset) / slow_s, speedup=row["optimized_qps"] * slow_s / len(subset),
                floor_qps=1 / floor_s, floor_ratio=(1 / floor_s) / row["optimized_qps"],
-               greedy_identical=f"{same}/{len(subset)}", **rates)
+               greedy_identical_ids=f"{same}/{len(subset)}", **rates)
+    return row
+
+
+def fp32_identity(videos: list[Path], args: argparse.Namespace, tokenizers: Path, work: Path,
+                  device: torch.device) -> dict:
+    """Greedy ids of the batched paths vs one-at-a-time, all in fp32 (TF32 off).
+
+    In bf16 a random model's top two logits are often closer than bf16 rounding, and batch shape
+    changes the rounding, so ids can differ for reasons unrelated to the algorithm; fp32 shows
+    whether the paths compute the same thing.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = build_random("7b", device=device, dtype=torch.float32)
+    loaded = LoadedLlamaVid(model, load_llm_tokenizer(tokenizers / "llm"), load_qformer_tokenizer(tokenizers / "bert"),
+                            image_processor_for(224), work)
+    subset = make_questions(videos[: args.baseline_videos], args.questions, args.answer_tokens, shared=True)
+    single = LlamaVidRunner(loaded, batch_size=1, decode_workers=0).answer_ids(subset)
+    row: dict[str, object] = {"attn": "sdpa", "decode": "fp32 check", "questions": len(subset)}
+    for decode in args.decode.split(","):
+        batched = LlamaVidRunner(loaded, batch_size=args.batch_size, compile=decode == "graph").answer_ids(subset)
+        same = sum(a == b for a, b in zip(single, batched, strict=True))
+        row[f"fp32_identical_ids_{decode}"] = f"{same}/{len(subset)}"
+    del model, loaded
+    torch.cuda.empty_cache()
     return row
 
 
 def print_table(rows: list[dict]) -> None:
-    keys = ["attn", "world_size", "questions", "one_at_a_time_qps", "optimized_qps", "speedup", "floor_qps",
-            "floor_ratio", "vit_frames_per_s", "llm_questions_per_s", "peak_gib", "greedy_identical", "error"]
+    keys = ["attn", "decode", "world_size", "questions", "one_at_a_time_qps", "optimized_qps", "speedup", "floor_qps",
+            "floor_ratio", "vit_frames_per_s", "qformer_pairs_per_s", "llm_questions_per_s", "prompt_tokens", "warmup_s",
+            "peak_gib", "greedy_identical_ids", "fp32_identical_ids_eager",
+            "fp32_identical_ids_graph", "error"]
     present = [k for k in keys if any(k in row for row in rows)]
     print("| " + " | ".join(present) + " |\n|" + "---|" * len(present))
     for row in rows:

@@ -1,27 +1,25 @@
 """Batched LLaMA-VID inference: questions grouped by video, each video decoded and encoded once.
 
 Video QA benchmarks ask ~25 questions per video. Only the Q-Former/context step depends on the
-question, so a batch holds questions sorted by video: each distinct video is decoded (in worker
-threads, ahead of the GPU) and passed through the vision tower once, and all its questions share
-those features. Results come back in the callers' order.
+question, so a batch holds questions sorted by video (``batching``): each distinct video is
+decoded (in worker processes, ahead of the GPU) and passed through the vision tower once, and all
+its questions share those features. Results come back in the callers' order.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from llamavid_model.batching import Batch, Question, plan_batches, prepare_batch, prepared_batches
+from llamavid_model.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
 from llamavid_model.loading import LoadedLlamaVid, decode_answer
 from llamavid_model.modeling_llamavid import IMAGE_TOKEN_INDEX
 from llamavid_model.processing import (
     IMAGE_PLACEHOLDER,
-    preprocess_frames,
     qformer_tokenizer_inputs,
     question_with_placeholder,
     tokenize_with_image,
@@ -29,64 +27,20 @@ from llamavid_model.processing import (
 )
 
 
-@dataclass
-class Question:
-    """One generation request: a question about the frames that ``load_frames`` returns."""
-
-    question: str
-    video_key: Hashable
-    load_frames: Callable[[], Sequence[Any]]
-    generation: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Batch:
-    """Questions (by caller index) with their distinct videos' pixel values."""
-
-    indices: list[int]
-    pixel_values: torch.Tensor
-    segments: list[tuple[int, int]]
-
-
-def plan_batches(questions: Sequence[Question], batch_size: int) -> list[list[int]]:
-    """Caller indices grouped into batches of ``batch_size``, same video and generation settings adjacent."""
-    order = sorted(
-        range(len(questions)),
-        key=lambda i: (repr(sorted(questions[i].generation.items())), repr(questions[i].video_key), i),
-    )
-    batches: list[list[int]] = []
-    for index in order:
-        same_settings = batches and questions[batches[-1][0]].generation == questions[index].generation
-        if batches and same_settings and len(batches[-1]) < batch_size:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
-
-
-def prefetched(tasks: Iterable[Callable[[], Batch]], workers: int, depth: int) -> Iterator[Batch]:
-    """Run ``tasks`` in ``workers`` threads, at most ``depth`` ahead of the consumer, in order."""
-    if workers <= 0:
-        for task in tasks:
-            yield task()
-        return
-    pending: deque[Future[Batch]] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llamavid-decode") as pool:
-        for task in tasks:
-            pending.append(pool.submit(task))
-            if len(pending) > depth:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
 class LlamaVidRunner:
     """Turns :class:`Question` lists into answers with a loaded checkpoint."""
 
     def __init__(
-        self, loaded: LoadedLlamaVid, *, batch_size: int = 8, vision_batch_size: int = 64, decode_workers: int = 2
+        self,
+        loaded: LoadedLlamaVid,
+        *,
+        batch_size: int = 8,
+        vision_batch_size: int = 64,
+        decode_workers: int = 2,
+        compile: bool = False,
     ) -> None:
         self.loaded = loaded
+        self.graph_decoder = GraphDecoder(loaded.model, batch_size) if compile else None
         if self.device.type == "cuda":
             # PyTorch's cuDNN attention builds a new plan for every new sequence length, and batched
             # generation meets a new length at every decode step: measured 91 -> 119 questions/s on
@@ -100,79 +54,80 @@ class LlamaVidRunner:
     def device(self) -> torch.device:
         return self.loaded.model.get_input_embeddings().weight.device
 
-    def _prepare(self, questions: Sequence[Question], indices: list[int]) -> Batch:
-        """Decode + preprocess the batch's distinct videos (runs in a worker thread)."""
-        pixel_chunks, segments, start_of = [], [], {}
-        frame_count = 0
-        for index in indices:
-            key = questions[index].video_key
-            if key not in start_of:
-                pixels = preprocess_frames(self.loaded.image_processor, questions[index].load_frames())
-                start_of[key] = (frame_count, pixels.shape[0])
-                frame_count += pixels.shape[0]
-                pixel_chunks.append(pixels)
-            segments.append(start_of[key])
-        return Batch(indices, torch.cat(pixel_chunks), segments)
-
     def answer(self, questions: Sequence[Question], progress: Callable[[int], None] | None = None) -> list[str]:
         """Answers in the order of ``questions``; ``progress(n)`` is called after each batch."""
-        answers: list[str | None] = [None] * len(questions)
+        tokenizer = self.loaded.tokenizer
+        return [cut_at_stops(decode_answer(tokenizer, ids), question.generation.get("until") or [])
+                for question, ids in zip(questions, self.answer_ids(questions, progress), strict=True)]
+
+    def answer_ids(
+        self, questions: Sequence[Question], progress: Callable[[int], None] | None = None
+    ) -> list[list[int]]:
+        """Generated token ids in the order of ``questions`` (what :meth:`answer` decodes)."""
+        answers: list[list[int]] = [[] for _ in questions]
         plan = plan_batches(questions, self.batch_size)
-        tasks = (lambda indices=indices: self._prepare(questions, indices) for indices in plan)
-        for batch in prefetched(tasks, self.decode_workers, depth=2):
-            texts = self.generate_batch([questions[i] for i in batch.indices], batch)
-            for index, text in zip(batch.indices, texts, strict=True):
-                answers[index] = text
+        batches = prepared_batches(questions, plan, self.loaded.image_processor, self.decode_workers,
+                                   pin_memory=self.device.type == "cuda")
+        for batch in batches:
+            rows = self.generate_batch([questions[i] for i in batch.indices], batch)
+            for index, row in zip(batch.indices, rows, strict=True):
+                answers[index] = row
             if progress is not None:
                 progress(len(batch.indices))
-        return [answer if answer is not None else "" for answer in answers]
+        return answers
 
     @torch.inference_mode()
     def visual_tokens(self, questions: Sequence[Question], batch: Batch) -> list[torch.Tensor]:
         model = self.loaded.model
-        features = model.encode_frames(batch.pixel_values.to(self.device), chunk_size=self.vision_batch_size)
+        pixels = batch.pixel_values.to(self.device, non_blocking=True)
+        features = model.encode_frames(pixels, chunk_size=self.vision_batch_size)
         qformer_ids, qformer_mask = qformer_tokenizer_inputs(
             self.loaded.qformer_tokenizer, [qformer_text(q.question) for q in questions], self.device
         )
         return model.visual_tokens(features, batch.segments, qformer_ids, qformer_mask)
 
     @torch.inference_mode()
-    def generate_batch(self, questions: Sequence[Question], batch: Batch) -> list[str]:
+    def generate_batch(self, questions: Sequence[Question], batch: Batch) -> list[list[int]]:
+        """New token ids for one planned batch (same generation settings throughout)."""
+        settings = {key: value for key, value in questions[0].generation.items() if key != "until"}
+        return self.generate(self.llm_inputs(questions, self.visual_tokens(questions, batch)),
+                             generation_kwargs(settings))
+
+    def llm_inputs(self, questions: Sequence[Question], visual: Sequence[torch.Tensor]) -> LlmInputs:
+        """Prompts with visual tokens spliced in, left padded; the shared system-prompt prefix run once.
+
+        Every prompt starts with the same system text before ``<image>``: its KV cache is computed
+        once per batch (about half of a short video-QA prompt's prefill) and repeated. The left
+        padding of the question parts then sits between prefix and question, masked out.
+        """
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        visual = self.visual_tokens(questions, batch)
         prompts = [tokenize_with_image(vicuna_v1_prompt([(question_with_placeholder(q.question), None)]), tokenizer)
                    for q in questions]
-        # Every prompt starts with the same system text before <image>: its KV cache is computed
-        # once per batch (about a third of a short video-QA prompt's prefill) and repeated. The
-        # left padding of the question parts then sits between prefix and question, masked out.
         shared = shared_prefix_length(prompts)
         inputs = model.splice_visual_tokens([p[shared:] for p in prompts], visual, padding_side="left")
-        embeds, mask, cache = inputs.inputs_embeds, inputs.attention_mask, None
-        if shared:
-            prefix = prompts[0][:shared].to(self.device)[None]
-            cache = model(input_ids=prefix, use_cache=True).past_key_values
-            cache.batch_repeat_interleave(len(prompts))
-            # generate() expects the whole sequence and itself skips the part the cache holds
-            prefix_embeds = model.get_input_embeddings()(prefix).expand(len(prompts), -1, -1)
-            embeds = torch.cat([prefix_embeds, embeds], dim=1)
-            mask = torch.cat([mask.new_ones(len(prompts), shared), mask], dim=1)
-        settings = dict(questions[0].generation)
-        stops = settings.pop("until", None) or []
-        output = model.generate(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            past_key_values=cache,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-            eos_token_id=tokenizer.eos_token_id,
-            **generation_kwargs(settings),
-        )
-        return [cut_at_stops(decode_answer(tokenizer, row.tolist()), stops) for row in output]
+        if not shared:
+            return LlmInputs(inputs.inputs_embeds, inputs.attention_mask)
+        prefix = prompts[0][:shared].to(self.device)[None]
+        # generate() expects the whole sequence and itself skips the part the cache holds
+        prefix_embeds = model.get_input_embeddings()(prefix).expand(len(prompts), -1, -1)
+        embeds = torch.cat([prefix_embeds, inputs.inputs_embeds], dim=1)
+        mask = torch.cat([inputs.attention_mask.new_ones(len(prompts), shared), inputs.attention_mask], dim=1)
+        return LlmInputs(embeds, mask, prefix_kv(model, prefix))
+
+    @torch.inference_mode()
+    def generate(self, inputs: LlmInputs, kwargs: dict[str, Any]) -> list[list[int]]:
+        """New token ids per row of ``inputs`` (CUDA-graph decoding when the runner compiles)."""
+        tokenizer = self.loaded.tokenizer
+        kwargs = {**kwargs, "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0}
+        if self.graph_decoder is not None:
+            return self.graph_decoder.generate(inputs, eos_token_id=tokenizer.eos_token_id, **kwargs)
+        return generate_eager(self.loaded.model, inputs, eos_token_id=tokenizer.eos_token_id, **kwargs)
 
     @torch.inference_mode()
     def continuation_logprob(self, question: Question, continuation: str) -> tuple[float, bool]:
         """Log-probability of ``continuation`` as the assistant's answer, and whether greedy decoding gives it."""
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        batch = self._prepare([question], [0])
+        batch = prepare_batch([question], [0], self.loaded.image_processor)
         visual = self.visual_tokens([question], batch)
         turn = question_with_placeholder(question.question)
         context_ids = tokenize_with_image(vicuna_v1_prompt([(turn, None)]), tokenizer)

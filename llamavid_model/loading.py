@@ -159,10 +159,15 @@ def load_llm_tokenizer(checkpoint_dir: Path) -> PreTrainedTokenizerBase:
 
 
 def decode_answer(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
-    """Text of generated ids; sentencepiece decodes byte-fallback pieces (``<0x0A>``) back to bytes."""
+    """Text of generated ids up to the first eos, special tokens skipped (as the original's
+    ``batch_decode(skip_special_tokens=True)``: rows that finished early in a batch are padded with
+    the pad/unk id). Sentencepiece decodes byte-fallback pieces (``<0x0A>``) back to bytes."""
+    if tokenizer.eos_token_id in ids:
+        ids = ids[: ids.index(tokenizer.eos_token_id)]
     sp_model = getattr(tokenizer, "sp_model", None)
     if sp_model is not None:
-        return sp_model.decode([i for i in ids if 0 <= i < sp_model.get_piece_size()])
+        special = set(tokenizer.all_special_ids)
+        return sp_model.decode([i for i in ids if 0 <= i < sp_model.get_piece_size() and i not in special])
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 

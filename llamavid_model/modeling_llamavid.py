@@ -76,29 +76,19 @@ class LlamaVidForCausalLM(LlamaForCausalLM):
         ``IGNORE_INDEX`` labels. Left padding suits generation, right padding training.
         """
         embed = self.get_input_embeddings()
-        rows, label_rows = [], []
-        for index, ids in enumerate(input_ids):
-            ids = ids.to(embed.weight.device)
-            places = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
-            if len(places) > 1:
-                raise ValueError(f"prompt {index} has {len(places)} <image> placeholders; put all frames in one.")
-            tokens = visual[index]
-            if places and tokens is None:
-                raise ValueError(f"prompt {index} has an <image> placeholder but no frames were given")
-            if not places and tokens is not None:
-                raise ValueError(f"prompt {index} has frames but no <image> placeholder")
-            item_labels = labels[index].to(ids.device) if labels is not None else None
-            if not places:
-                rows.append(embed(ids))
-                label_rows.append(item_labels)
-                continue
-            cut = places[0]
-            tokens = tokens.to(device=embed.weight.device, dtype=embed.weight.dtype)
-            rows.append(torch.cat([embed(ids[:cut]), tokens, embed(ids[cut + 1 :])]))
-            if item_labels is not None:
-                ignore = torch.full((tokens.shape[0],), IGNORE_INDEX, dtype=item_labels.dtype, device=ids.device)
-                label_rows.append(torch.cat([item_labels[:cut], ignore, item_labels[cut + 1 :]]))
-        return _pad_batch(rows, label_rows if labels is not None else None, padding_side)
+        layout = _splice_layout(input_ids, visual, labels, padding_side)
+        device = embed.weight.device
+        present = [tokens for tokens in visual if tokens is not None]
+        text = embed(layout.token_ids.to(device, non_blocking=True))
+        if present:
+            # one gather for every visual token of the batch instead of a cat per row
+            pool = torch.cat([tokens.to(device=device, dtype=text.dtype) for tokens in present])
+            source = layout.visual_source.to(device, non_blocking=True)
+            text = torch.where((source >= 0)[..., None], pool[source.clamp(min=0)], text)
+        mask = layout.attention_mask.to(device, non_blocking=True)
+        embeds = text * mask[..., None].to(text.dtype)  # padding positions are zeros
+        out_labels = layout.labels.to(device, non_blocking=True) if layout.labels is not None else None
+        return MultimodalInputs(embeds, mask, out_labels)
 
     def forward_multimodal(
         self,
@@ -116,22 +106,54 @@ class LlamaVidForCausalLM(LlamaForCausalLM):
         return self(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, labels=batch.labels)
 
 
-def _pad_batch(
-    rows: list[torch.Tensor], label_rows: list[torch.Tensor] | None, padding_side: str
-) -> MultimodalInputs:
+@dataclass
+class _SpliceLayout:
+    """Per output position: the text id to embed, or the row of the batch's visual tokens (-1: text)."""
+
+    token_ids: torch.Tensor
+    visual_source: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor | None
+
+
+def _splice_layout(
+    input_ids: Sequence[torch.Tensor],
+    visual: Sequence[torch.Tensor | None],
+    labels: Sequence[torch.Tensor] | None,
+    padding_side: str,
+) -> _SpliceLayout:
+    """Index tensors (on the CPU) that place each row's text and visual tokens in a padded batch."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    longest = max(row.shape[0] for row in rows)
-    width, dtype, device = rows[0].shape[1], rows[0].dtype, rows[0].device
-    embeds = torch.zeros(len(rows), longest, width, dtype=dtype, device=device)
-    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
-    labels = None
-    if label_rows is not None:
-        labels = torch.full((len(rows), longest), IGNORE_INDEX, dtype=torch.long, device=device)
-    for index, row in enumerate(rows):
-        span = slice(longest - row.shape[0], longest) if padding_side == "left" else slice(0, row.shape[0])
-        embeds[index, span] = row
-        mask[index, span] = 1
-        if labels is not None:
-            labels[index, span] = label_rows[index]
-    return MultimodalInputs(embeds, mask, labels)
+    rows = []
+    for index, ids in enumerate(input_ids):
+        ids = ids.cpu()
+        places = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
+        if len(places) > 1:
+            raise ValueError(f"prompt {index} has {len(places)} <image> placeholders; put all frames in one.")
+        tokens = visual[index]
+        if places and tokens is None:
+            raise ValueError(f"prompt {index} has an <image> placeholder but no frames were given")
+        if not places and tokens is not None:
+            raise ValueError(f"prompt {index} has frames but no <image> placeholder")
+        cut, count = (places[0], tokens.shape[0]) if places else (len(ids), 0)
+        rows.append((ids, cut, count, len(ids) - len(places) + count))
+    longest = max(length for *_, length in rows)
+    token_ids = torch.zeros(len(rows), longest, dtype=torch.long)
+    source = torch.full((len(rows), longest), -1, dtype=torch.long)
+    mask = torch.zeros(len(rows), longest, dtype=torch.long)
+    out_labels = torch.full((len(rows), longest), IGNORE_INDEX, dtype=torch.long) if labels is not None else None
+    offset = 0
+    for index, (ids, cut, count, length) in enumerate(rows):
+        start = longest - length if padding_side == "left" else 0
+        before = slice(start, start + cut)
+        visual_span = slice(start + cut, start + cut + count)
+        after = slice(start + cut + count, start + length)
+        token_ids[index, before], token_ids[index, after] = ids[:cut], ids[cut + 1 :]
+        source[index, visual_span] = torch.arange(offset, offset + count)
+        mask[index, start : start + length] = 1
+        if out_labels is not None:
+            row_labels = labels[index].cpu()
+            out_labels[index, before], out_labels[index, after] = row_labels[:cut], row_labels[cut + 1 :]
+        offset += count
+    return _SpliceLayout(token_ids, source, mask, out_labels)

@@ -7,6 +7,7 @@ so nothing depends on that path existing.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -86,15 +87,18 @@ def tokenize_with_image(prompt: str, tokenizer: PreTrainedTokenizerBase) -> torc
     """
     ids: list[int] = []
     for index, chunk in enumerate(prompt.split(IMAGE_PLACEHOLDER)):
-        chunk_ids = tokenizer(chunk).input_ids
-        if chunk_ids and chunk_ids[0] == tokenizer.bos_token_id:
-            chunk_ids = chunk_ids[1:]
-        if index == 0:
-            ids.append(tokenizer.bos_token_id)
-        else:
-            ids.append(IMAGE_TOKEN_INDEX)
-        ids.extend(chunk_ids)
+        ids.append(tokenizer.bos_token_id if index == 0 else IMAGE_TOKEN_INDEX)
+        ids.extend(_chunk_ids(tokenizer, chunk))
     return torch.tensor(ids, dtype=torch.long)
+
+
+@functools.lru_cache(maxsize=4096)
+def _chunk_ids(tokenizer: PreTrainedTokenizerBase, chunk: str) -> tuple[int, ...]:
+    """A text chunk's ids without BOS; cached, since every prompt of a run starts with the same system text."""
+    chunk_ids = tokenizer(chunk).input_ids
+    if chunk_ids and chunk_ids[0] == tokenizer.bos_token_id:
+        chunk_ids = chunk_ids[1:]
+    return tuple(chunk_ids)
 
 
 def training_example(

@@ -1,0 +1,107 @@
+"""Static-cache (CUDA-graph) decoding gives the eager path's tokens; answers end at eos."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from media import coloured_frames
+
+from llamavid_model.batching import prepare_batch
+from llamavid_model.decoding import GraphDecoder, generate_eager
+from llamavid_model.inference import LlamaVidRunner, Question
+from llamavid_model.loading import decode_answer, load_llamavid
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_release):
+    return load_llamavid(tiny_release.checkpoint, qformer_tokenizer=tiny_release.bert_tokenizer)
+
+
+def _questions(settings: dict) -> list[Question]:
+    videos = {name: list(coloured_frames(count, seed=seed)) for name, count, seed in (("a", 3, 1), ("b", 5, 2))}
+    asks = [("a", "what colour is it?"), ("b", "which direction does the shape move?"), ("a", "describe the video")]
+    return [Question(q, key, (lambda key=key: videos[key]), dict(settings)) for key, q in asks]
+
+
+def _inputs(loaded, questions):
+    runner = LlamaVidRunner(loaded, batch_size=len(questions), decode_workers=0)
+    batch = prepare_batch(questions, list(range(len(questions))), loaded.image_processor)
+    with torch.inference_mode():
+        return runner.llm_inputs(questions, runner.visual_tokens(questions, batch))
+
+
+@pytest.mark.parametrize(("graph_tokens", "batch_size"), [(16, 3), (16, 5), (3, 5)])
+def test_static_cache_decoding_matches_eager(loaded, graph_tokens, batch_size):
+    """Same ids with padded rows (batch 5 > 3 rows) and with answers continued past the graph part."""
+    inputs = _inputs(loaded, _questions({}))
+    assert inputs.prefix is not None  # the shared system prompt is run once
+    settings = {"max_new_tokens": 7, "do_sample": False, "pad_token_id": 0}
+    with torch.inference_mode():
+        eager = generate_eager(loaded.model, inputs, eos_token_id=loaded.tokenizer.eos_token_id, **settings)
+        # an "eos" that row 0 emits at its 2nd step: rows then finish at different steps
+        eos = eager[0][1]
+        eager_eos = generate_eager(loaded.model, inputs, eos_token_id=eos, **settings)
+        decoder = GraphDecoder(loaded.model, batch_size=batch_size, graph_tokens=graph_tokens, bucket=8)
+        graph = decoder.generate(inputs, eos_token_id=loaded.tokenizer.eos_token_id, **settings)
+        graph_eos = decoder.generate(inputs, eos_token_id=eos, **settings)  # reuses the cache
+    assert [len(row) for row in eager] == [7, 7, 7]
+    assert graph == eager
+    assert [row[: row.index(eos) + 1] if eos in row else row for row in graph_eos] == [
+        row[: row.index(eos) + 1] if eos in row else row for row in eager_eos
+    ]
+    assert eager_eos[0][:2] == eager[0][:2] and len(eager_eos[0]) >= 2
+
+
+def test_runner_answers_are_the_same_with_static_decoding(loaded):
+    questions = _questions({"max_new_tokens": 6, "min_new_tokens": 6})
+    eager = LlamaVidRunner(loaded, batch_size=2).answer(questions)
+    static = LlamaVidRunner(loaded, batch_size=2, compile=True).answer(questions)
+    assert static == eager and all(eager)
+
+
+def test_answers_end_at_eos_and_skip_padding(loaded):
+    """Rows that finished early are padded with the unk/pad id; it must not reach the answer text."""
+    tokenizer = loaded.tokenizer
+    words = tokenizer("red ball", add_special_tokens=False)["input_ids"]
+    text = decode_answer(tokenizer, words)
+    assert text == "red ball"
+    assert decode_answer(tokenizer, [*words, tokenizer.eos_token_id, 0, 0]) == text
+    assert decode_answer(tokenizer, [*words, tokenizer.eos_token_id, *words]) == text
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_splice_places_text_and_visual_tokens_with_labels(loaded, padding_side):
+    """Rows with and without <image>, different lengths: each row equals its unbatched layout."""
+    model = loaded.model
+    embed = model.get_input_embeddings()
+    width = embed.weight.shape[1]
+    ids = [torch.tensor([1, 5, -200, 7, 8]), torch.tensor([1, 9, 10]), torch.tensor([1, -200, 4])]
+    visual = [torch.randn(4, width), None, torch.randn(2, width)]
+    labels = [torch.tensor([-100, -100, -100, 7, 8]), torch.tensor([-100, 9, 10]), torch.tensor([-100, -100, 4])]
+    with torch.no_grad():
+        out = model.splice_visual_tokens(ids, visual, labels, padding_side=padding_side)
+        expected = [
+            torch.cat([embed(ids[0][:2]), visual[0], embed(ids[0][3:])]),
+            embed(ids[1]),
+            torch.cat([embed(ids[2][:1]), visual[2], embed(ids[2][2:])]),
+        ]
+    expected_labels = [[-100, -100] + [-100] * 4 + [7, 8], [-100, 9, 10], [-100] + [-100] * 2 + [4]]
+    assert out.inputs_embeds.shape == (3, 8, width)
+    for row, (want, want_labels) in enumerate(zip(expected, expected_labels, strict=True)):
+        span = slice(8 - len(want), 8) if padding_side == "left" else slice(0, len(want))
+        torch.testing.assert_close(out.inputs_embeds[row, span], want)
+        assert out.attention_mask[row].sum() == len(want) and out.attention_mask[row, span].all()
+        assert out.labels[row, span].tolist() == want_labels
+        assert (out.inputs_embeds[row][out.attention_mask[row] == 0] == 0).all()
+        assert (out.labels[row][out.attention_mask[row] == 0] == -100).all()
+    with pytest.raises(ValueError, match="prompt 1 has an <image> placeholder but no frames"):
+        model.splice_visual_tokens([ids[0], ids[2]], [visual[0], None])
+
+
+def test_a_broken_video_in_a_worker_process_is_named(loaded):
+    def broken():
+        raise ValueError("could not decode /data/broken.mp4: moov atom not found")
+
+    questions = [*_questions({"max_new_tokens": 2}), Question("what?", "broken", broken, {"max_new_tokens": 2})]
+    with pytest.raises(ValueError, match="broken.mp4"):
+        LlamaVidRunner(loaded, batch_size=2, decode_workers=2).answer(questions)
