@@ -46,6 +46,17 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def parse_bool(value: bool | str, name: str) -> bool:
+    """lmms-eval passes model arguments as strings (``compile=True``)."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name}={value!r} is not a boolean; use {name}=True or {name}=False")
+
+
 class LlamaVid(lmms):
     """lmms-eval backend for LLaMA-VID (``generate_until`` batched by video, ``loglikelihood``)."""
 
@@ -63,7 +74,8 @@ class LlamaVid(lmms):
         attn_implementation: str = "sdpa",
         batch_size: int | str = 8,
         vision_batch_size: int | str = 64,
-        decode_workers: int | str = 2,
+        decode_workers: int | str = 4,
+        compile: bool | str = False,
         fps: float | str = 1.0,
         max_frames: int | str | None = 300,
         image_size: int | str | None = None,
@@ -76,8 +88,9 @@ class LlamaVid(lmms):
             raise ValueError(
                 f"unknown llamavid model argument(s) {sorted(unknown)}; valid: pretrained, vision_tower, qformer, "
                 "qformer_tokenizer, lora, device, dtype, attn_implementation, batch_size, vision_batch_size, "
-                "decode_workers, fps, max_frames, image_size"
+                "decode_workers, compile, fps, max_frames, image_size"
             )
+        use_graphs = parse_bool(compile, "compile")  # checked before the (slow) load
         if attn_implementation not in ATTENTION:
             raise ValueError(f"attn_implementation={attn_implementation!r}; choose one of {ATTENTION}")
         accelerator = Accelerator()
@@ -107,6 +120,7 @@ class LlamaVid(lmms):
             batch_size=int(batch_size),
             vision_batch_size=int(vision_batch_size),
             decode_workers=int(decode_workers),
+            compile=use_graphs,
         )
 
     @property

@@ -70,7 +70,7 @@ def test_lmms_eval_cli_runs_llamavid_on_a_video_task(tiny_release, tiny_task, tm
     out = tmp_path / "out"
     args = (
         f"pretrained={tiny_release.checkpoint},qformer_tokenizer={tiny_release.bert_tokenizer},"
-        "dtype=fp32,fps=1"
+        "dtype=fp32,fps=1,compile=True"  # on the CPU: the static-cache decoder without CUDA graphs
     )
     command = [lmms_eval_cli(), "--model", "llamavid", "--model_args", args, "--tasks", "tiny_video_qa", "--batch_size", "2",
                "--include_path", str(tiny_task), "--limit", "2", "--output_path", str(out), "--log_samples"]
@@ -90,6 +90,8 @@ def test_unknown_model_argument_is_rejected_by_name(tiny_release):
 
     with pytest.raises(ValueError, match="frame_rate"):
         LlamaVid(pretrained=str(tiny_release.checkpoint), frame_rate=2)
+    with pytest.raises(ValueError, match="compile='maybe' is not a boolean"):
+        LlamaVid(pretrained=str(tiny_release.checkpoint), compile="maybe")
 
 
 def test_entry_point_registers_model_and_tasks():
