@@ -3,13 +3,16 @@
 Full-size LLaMA-VID (EVA-ViT-G + BERT-base Q-Former + Vicuna-7B) with random weights, bf16, on one
 GPU, in ONE process:
   (a) the reference evaluation's loop: every question decodes and encodes its video again, batch 1;
-  (b) our runner: questions grouped by video (one decode + one tower pass per video), LLM batches;
-  (c) a floor from measured rates: tower frames/s at batch 64, Q-Former pairs/s, and LLM
-      prefill+decode questions/s at the largest batch.
-Videos are real MP4 files (10 s at 30 fps, 320x240) decoded at 1 fps.
+  (b) our runner: questions grouped by video (one decode + one tower pass per video), frames
+      prepared by worker processes, LLM batches, decoded eagerly and/or with CUDA graphs
+      (``--decode eager,graph``; graph = the backend's ``compile=True``);
+  (c) a floor from measured rates: tower frames/s at batch 64, Q-Former pairs/s, and the LLM's
+      questions/s through the runner's own prefill + decode path at full batch.
+Videos are real MP4 files (10 s at 30 fps, 320x240) decoded at 1 fps. Greedy token ids of (b)
+are compared with (a); ``--fp32-check`` repeats that comparison with an fp32 model.
 
-    python benchmarks/throughput.py --videos 20 --questions 26 --frames 10 --batch-size 128
-    accelerate launch --num_processes 2 benchmarks/throughput.py --only optimized   # data parallel
+    python benchmarks/throughput.py --videos 100 --questions 26 --frames 10 --batch-size 128
+    accelerate launch --multi_gpu --num_processes 2 benchmarks/throughput.py --only optimized  # data parallel
 """
 
 from __future__ import annotations
@@ -143,7 +146,6 @@ def main() -> None:
                         help="comma-separated decode paths of the optimized runner: eager, graph (CUDA graphs)")
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--no-cudnn-sdp", action="store_true", help="disable PyTorch's cuDNN attention backend")
     parser.add_argument("--fp32-check", action="store_true",
                         help="also compare greedy ids batched vs one-at-a-time with an fp32 model (no bf16 rounding)")
     args = parser.parse_args()
@@ -151,8 +153,6 @@ def main() -> None:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     torch.cuda.set_device(device)
-    if args.no_cudnn_sdp:
-        torch.backends.cuda.enable_cudnn_sdp(False)
     work = Path(tempfile.mkdtemp(prefix="llamavid-bench-"))
     tokenizers = write_tokenizers(work / "tokenizers")
     videos = write_videos(work, args.videos, args.frames)[rank::world]

@@ -2,9 +2,10 @@
 
 Video QA benchmarks ask ~25 questions per video and only the Q-Former/context step depends on the
 question, so a batch holds questions sorted by video and carries each distinct video's pixels
-once. Decoding and PIL preprocessing run in ``torch.utils.data.DataLoader`` worker *processes*:
-in threads they hold the GIL often enough to starve the thread that launches the GPU work
-(measured on an H100: ~350 ms of CPU work per 128-question batch, against ~450 ms of GPU work).
+once. Decoding and PIL preprocessing run in ``torch.utils.data.DataLoader`` worker *processes*,
+so they overlap the GPU work without competing for the GIL with the thread that launches it: on
+an H100 one 128-question batch is ~430 ms of CPU work in one process against ~410 ms of GPU work
+(``benchmarks/stages.py``).
 """
 
 from __future__ import annotations
