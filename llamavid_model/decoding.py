@@ -36,11 +36,13 @@ class LlmInputs:
     def rows(self) -> int:
         return self.embeds.shape[0]
 
-    def dynamic_cache(self) -> DynamicCache | None:
-        """A fresh cache holding the prefix for every row (``generate`` extends it in place)."""
+    def dynamic_cache(self, beams: int = 1) -> DynamicCache | None:
+        """A fresh cache holding the prefix for every row and beam (``generate`` extends it in place;
+        it expands the inputs for beam search but not a cache passed in)."""
         if self.prefix is None:
             return None
-        return DynamicCache([(k.expand(self.rows, -1, -1, -1), v.expand(self.rows, -1, -1, -1)) for k, v in self.prefix])
+        rows = self.rows * beams
+        return DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self.prefix])
 
 
 def prefix_kv(model: PreTrainedModel, prefix_ids: torch.Tensor) -> PrefixKV:
@@ -51,8 +53,9 @@ def prefix_kv(model: PreTrainedModel, prefix_ids: torch.Tensor) -> PrefixKV:
 
 def generate_eager(model: PreTrainedModel, inputs: LlmInputs, **kwargs: Any) -> list[list[int]]:
     """``generate`` with a dynamic cache; new token ids per row."""
+    cache = inputs.dynamic_cache(beams=int(kwargs.get("num_beams", 1)))
     output = model.generate(inputs_embeds=inputs.embeds, attention_mask=inputs.attention_mask,
-                            past_key_values=inputs.dynamic_cache(), disable_compile=True, **kwargs)
+                            past_key_values=cache, disable_compile=True, **kwargs)
     return output.tolist()
 
 

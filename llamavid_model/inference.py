@@ -129,7 +129,7 @@ class LlamaVidRunner:
         """New token ids per row of ``inputs`` (CUDA-graph decoding when the runner compiles)."""
         tokenizer = self.loaded.tokenizer
         kwargs = {**kwargs, "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0}
-        if self.graph_decoder is not None:
+        if self.graph_decoder is not None and int(kwargs.get("num_beams", 1)) == 1:  # beams need rows x beams
             return self.graph_decoder.generate(inputs, eos_token_id=tokenizer.eos_token_id, **kwargs)
         return generate_eager(self.loaded.model, inputs, eos_token_id=tokenizer.eos_token_id, **kwargs)
 

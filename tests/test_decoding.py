@@ -7,7 +7,7 @@ import torch
 from media import coloured_frames
 
 from llamavid_model.batching import prepare_batch
-from llamavid_model.decoding import GraphDecoder, generate_eager
+from llamavid_model.decoding import GraphDecoder, LlmInputs, generate_eager
 from llamavid_model.inference import LlamaVidRunner, Question
 from llamavid_model.loading import decode_answer, load_llamavid
 
@@ -52,10 +52,11 @@ def test_static_cache_decoding_matches_eager(loaded, graph_tokens, batch_size):
     assert eager_eos[0][:2] == eager[0][:2] and len(eager_eos[0]) >= 2
 
 
-def test_runner_answers_are_the_same_with_static_decoding(loaded):
-    questions = _questions({"max_new_tokens": 6, "min_new_tokens": 6})
+@pytest.mark.parametrize("beams", [1, 2])
+def test_runner_answers_are_the_same_with_static_decoding(loaded, beams):
+    questions = _questions({"max_new_tokens": 6, "min_new_tokens": 6, "num_beams": beams})
     eager = LlamaVidRunner(loaded, batch_size=2).answer(questions)
-    static = LlamaVidRunner(loaded, batch_size=2, compile=True).answer(questions)
+    static = LlamaVidRunner(loaded, batch_size=2, compile=True).answer(questions)  # beam search: eager path
     assert static == eager and all(eager)
 
 
@@ -105,3 +106,15 @@ def test_a_broken_video_in_a_worker_process_is_named(loaded):
     questions = [*_questions({"max_new_tokens": 2}), Question("what?", "broken", broken, {"max_new_tokens": 2})]
     with pytest.raises(ValueError, match="broken.mp4"):
         LlamaVidRunner(loaded, batch_size=2, decode_workers=2).answer(questions)
+
+
+@pytest.mark.parametrize("beams", [1, 2])
+def test_shared_prefix_cache_gives_the_full_prompt_result(loaded, beams):
+    """Greedy and beam search from the cached system prompt equal running the whole prompt."""
+    inputs = _inputs(loaded, _questions({}))
+    settings = {"max_new_tokens": 5, "num_beams": beams, "do_sample": False, "pad_token_id": 0,
+                "eos_token_id": loaded.tokenizer.eos_token_id}
+    with torch.inference_mode():
+        shared = generate_eager(loaded.model, inputs, **settings)
+        whole = generate_eager(loaded.model, LlmInputs(inputs.embeds, inputs.attention_mask), **settings)
+    assert shared == whole
