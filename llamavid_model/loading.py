@@ -20,6 +20,7 @@ from transformers.models.instructblip.configuration_instructblip import (
     InstructBlipVisionConfig,
 )
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
+from transformers.utils import is_flash_attn_2_available
 
 from llamavid_model.configuration_llamavid import LlamaVidConfig
 from llamavid_model.modeling_llamavid import LlamaVidForCausalLM
@@ -91,6 +92,12 @@ def load_llamavid(
     attn_implementation: str = "sdpa",
 ) -> LoadedLlamaVid:
     """Build the model from a checkpoint folder plus the LAVIS vision (and optionally Q-Former) files."""
+    if attn_implementation == "flash_attention_2" and not is_flash_attn_2_available():
+        # transformers would say so too, but only after every weight file (~14 GB for 7B) was read.
+        raise ImportError(
+            "attn_implementation=flash_attention_2 needs the flash-attn package on a CUDA machine: "
+            'pip install -e ".[gpu]" (or use attn_implementation=sdpa)'
+        )
     checkpoint_dir = resolve_path(pretrained, what="LLaMA-VID checkpoint", arg="pretrained")
     config = LlamaVidConfig.from_released(checkpoint_dir)
     bases = (checkpoint_dir, checkpoint_dir.parent)

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 from media import coloured_frames
+from transformers.utils import is_flash_attn_2_available
 
 from llamavid_model.configuration_llamavid import LlamaVidConfig
 from llamavid_model.inference import LlamaVidRunner, Question
@@ -147,6 +148,14 @@ def test_unsupported_config_value_is_rejected_with_its_key():
         LlamaVidConfig(mm_projector_type="resampler")
     with pytest.raises(ValueError, match="bert_type"):
         LlamaVidConfig(bert_type="raw_bert")
+
+
+@pytest.mark.skipif(is_flash_attn_2_available(), reason="flash-attn is installed here")
+def test_flash_attention_without_the_package_names_the_extra_before_reading_weights(tmp_path):
+    missing = tmp_path / "not-read"
+    missing.mkdir()
+    with pytest.raises(ImportError, match=r"flash-attn.*\.\[gpu\]"):
+        load_llamavid(missing, attn_implementation="flash_attention_2")
 
 
 def test_continuation_logprob_scores_only_the_answer_tokens(loaded):
