@@ -16,19 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from throughput import make_questions, write_tokenizers, write_videos
-
-from llamavid_model.batching import plan_batches, prepare_batch
-from llamavid_model.inference import LlamaVidRunner, generation_kwargs, qformer_text
-from llamavid_model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
-from llamavid_model.processing import (
+from llamavid_eval.model.batching import plan_batches, prepare_batch
+from llamavid_eval.model.inference import LlamaVidRunner, generation_kwargs
+from llamavid_eval.model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
+from llamavid_eval.model.processing import (
     image_processor_for,
+    qformer_text,
     qformer_tokenizer_inputs,
     question_with_placeholder,
     tokenize_with_image,
     vicuna_v1_prompt,
 )
-from llamavid_model.random_init import build_random
+from llamavid_eval.model.random_init import build_random
+from throughput import make_questions, write_tokenizers, write_videos
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:

@@ -26,13 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from llamavid_model.inference import LlamaVidRunner, Question
-from llamavid_model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
-from llamavid_model.processing import image_processor_for, qformer_tokenizer_inputs
-from llamavid_model.random_init import build_random
-from llamavid_model.tiny import BASE_CORPUS, write_bert_tokenizer, write_sentencepiece_tokenizer
-from llamavid_model.video import load_visuals
+from llamavid_eval.model.inference import LlamaVidRunner, Question
+from llamavid_eval.model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
+from llamavid_eval.model.processing import image_processor_for, qformer_tokenizer_inputs
+from llamavid_eval.model.random_init import build_random
+from llamavid_eval.model.tiny import BASE_CORPUS, write_bert_tokenizer, write_sentencepiece_tokenizer
+from llamavid_eval.model.video import load_visuals
 
 QUESTIONS = ("what is the man doing?", "who is playing the guitar?", "what is the woman slicing?",
              "where is the dog running?", "what does the child throw?", "how many people are dancing?")

@@ -15,10 +15,10 @@ import json
 import time
 
 import torch
+from llamavid_eval.training import TrainConfig, build_random_model
+from llamavid_eval.training.params import module_base
 
-from llamavid_model.modeling_llamavid import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from training import TrainConfig, build_random_model
-from training.params import module_base
+from llamavid_eval.core.tokens import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 
 def make_batch(args: argparse.Namespace, device: torch.device, vocab: int) -> dict:

@@ -2,13 +2,13 @@
 
 Public API: :func:`get_judge` (choose a backend from a task's YAML metadata + ``LLAMAVID_JUDGE*``
 environment variables), :class:`Judge` / :class:`JudgeRequest` / :class:`Judgement` (the contract),
-:func:`summarize` (metrics), :data:`PROMPT_VERSION`. Command line: ``python -m judges --help``.
+:func:`summarize` (metrics), :data:`PROMPT_VERSION`. Command line: ``llamavid judge --help``.
 """
 
-from judges.base import Judge, Judgement, JudgeRequest
-from judges.factory import BACKENDS, JudgeSettings, get_judge, resolve_settings
-from judges.prompt import PROMPT_VERSION
-from judges.summary import summarize
+from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
+from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, get_judge, resolve_settings
+from llamavid_eval.judges.prompt import PROMPT_VERSION
+from llamavid_eval.judges.summary import summarize
 
 __all__ = [
     "BACKENDS",

@@ -2,14 +2,14 @@
 
 Subcommands:
 
-``python -m judges rejudge SOURCE [--judge {openai,local,hf,exact}] [--judge-model M] [--base-url URL] [--out DIR]``
+``llamavid judge rejudge SOURCE [--judge {openai,local,hf,exact}] [--judge-model M] [--base-url URL] [--out DIR]``
     Re-score an lmms-eval output folder (run with ``--log_samples``) or one ``*_samples_<task>.jsonl``
     with another judge, without re-running the video model. Writes, per run,
     ``<date>_<time>_rejudge_<judge>_summary.json`` (accuracy, mean_score, failures, n, judge per
     task) and ``..._items.jsonl`` (one judgement per item) beside the input, or under ``--out``.
     Unset options come from ``LLAMAVID_JUDGE*`` environment variables, then the defaults.
 
-``python -m judges agree A B [--json] [--examples N]``
+``llamavid judge agree A B [--json] [--examples N]``
     Compare two judges on the same items (items files written by ``rejudge``, or folders holding
     them): matched items, accuracy of each, % agreement, Cohen's kappa, Pearson/Spearman of scores,
     2x2 table, a few disagreements; items failed by either judge are listed separately. Markdown to
@@ -28,11 +28,11 @@ import json
 import logging
 import sys
 
-from judges.factory import BACKENDS, build_judge, resolve_settings
+from llamavid_eval.judges.factory import BACKENDS, build_judge, resolve_settings
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m judges", description=__doc__,
+    p = argparse.ArgumentParser(prog="llamavid judge", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("rejudge", help="re-score logged lmms-eval samples with another judge")
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rejudge(args: argparse.Namespace) -> int:
-    from judges.rejudge import format_overview, rejudge
+    from llamavid_eval.judges.rejudge import format_overview, rejudge
 
     overrides = {"backend": args.judge, "model": args.judge_model, "base_url": args.base_url,
                  "concurrency": args.concurrency, "timeout": args.timeout, "max_retries": args.max_retries,
@@ -85,7 +85,7 @@ def _rejudge(args: argparse.Namespace) -> int:
 
 
 def _agree(args: argparse.Namespace) -> int:
-    from judges.agreement import compare, to_markdown
+    from llamavid_eval.judges.agreement import compare, to_markdown
 
     report = compare(args.a, args.b, examples=args.examples)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else to_markdown(report), end="\n" if args.json else "")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from judges.rejudge import ITEMS_SUFFIX
+from llamavid_eval.judges.rejudge import ITEMS_SUFFIX
 
 Rows = Sequence[dict[str, Any]]
 
@@ -28,7 +28,7 @@ def load_items(source: str | Path) -> list[dict[str, Any]]:
     if path.is_dir():
         files = sorted(p for p in path.rglob(f"*_rejudge_*{ITEMS_SUFFIX}"))
         if not files:
-            raise FileNotFoundError(f"no *_rejudge_*{ITEMS_SUFFIX} files under {path}; run `python -m judges rejudge` first")
+            raise FileNotFoundError(f"no *_rejudge_*{ITEMS_SUFFIX} files under {path}; run `llamavid judge rejudge` first")
     elif path.is_file():
         files = [path]
     else:

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
 
-from judges.base import Judgement, JudgeRequest
-from judges.prompt import PROMPT_VERSION
+from llamavid_eval.judges.base import Judgement, JudgeRequest
+from llamavid_eval.judges.prompt import PROMPT_VERSION
 
 DEFAULT_CACHE_DIR = Path("~/.cache/llamavid-eval/judges")
 DB_NAME = "judgements.sqlite3"

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from judges.base import Judge, Judgement, JudgeRequest
-from judges.cache import JudgementCache, cache_key
-from judges.parse import ParseError, parse_reply
-from judges.prompt import PROMPT_VERSION, build_messages, reask_messages
+from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
+from llamavid_eval.judges.cache import JudgementCache, cache_key
+from llamavid_eval.judges.parse import ParseError, parse_reply
+from llamavid_eval.judges.prompt import PROMPT_VERSION, build_messages, reask_messages
 
 log = logging.getLogger("judges")
 

@@ -2,7 +2,7 @@
 
 Precedence, lowest to highest: built-in defaults < ``config`` (a task YAML's ``metadata``: keys
 ``judge``, ``judge_model``, ``judge_base_url``, ...) < environment (``LLAMAVID_JUDGE`` ...) <
-``overrides`` (command-line flags of ``python -m judges``). Switching the judge of an lmms-eval run
+``overrides`` (command-line flags of ``llamavid judge``). Switching the judge of an lmms-eval run
 is one variable: ``LLAMAVID_JUDGE=local lmms-eval ...``.
 
 A model or base URL belongs to the backend chosen next to it: when a higher layer switches the
@@ -18,8 +18,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from judges.base import Judge
-from judges.cache import DEFAULT_CACHE_DIR, JudgementCache
+from llamavid_eval.judges.base import Judge
+from llamavid_eval.judges.cache import DEFAULT_CACHE_DIR, JudgementCache
 
 BACKENDS = ("openai", "local", "hf", "exact")
 DEFAULT_MODELS = {
@@ -65,7 +65,7 @@ class JudgeSettings:
     cache: str = str(DEFAULT_CACHE_DIR)
 
     def public(self) -> dict[str, Any]:
-        from judges.backends.openai_compat import safe_url
+        from llamavid_eval.judges.backends.openai_compat import safe_url
 
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["base_url"] = safe_url(self.base_url)
@@ -112,7 +112,7 @@ def resolve_settings(
     merged["backend"] = backend
     merged.setdefault("model", DEFAULT_MODELS[backend])
     merged.setdefault("base_url", DEFAULT_BASE_URLS.get(backend))
-    from judges.backends.openai_compat import RESPONSE_FORMAT_CHOICES
+    from llamavid_eval.judges.backends.openai_compat import RESPONSE_FORMAT_CHOICES
 
     if merged.get("response_format", "auto") not in RESPONSE_FORMAT_CHOICES:
         raise ValueError(f"unknown response_format {merged['response_format']!r}; valid: {', '.join(RESPONSE_FORMAT_CHOICES)}")
@@ -141,15 +141,15 @@ def build_judge(settings: JudgeSettings, env: Mapping[str, str] | None = None) -
     env = os.environ if env is None else env
     model = settings.model or DEFAULT_MODELS[settings.backend]
     if settings.backend == "exact":
-        from judges.backends.exact import ExactMatchJudge
+        from llamavid_eval.judges.backends.exact import ExactMatchJudge
 
         return ExactMatchJudge()
     if settings.backend == "hf":
-        from judges.backends.hf import HFJudge
+        from llamavid_eval.judges.backends.hf import HFJudge
 
         return HFJudge(model, batch_size=settings.batch_size, cache=cache_for(settings),
                        parse_retries=settings.parse_retries)
-    from judges.backends.openai_compat import LocalJudge, OpenAIJudge
+    from llamavid_eval.judges.backends.openai_compat import LocalJudge, OpenAIJudge
 
     common: dict[str, Any] = dict(
         base_url=settings.base_url, timeout=settings.timeout, max_retries=settings.max_retries,

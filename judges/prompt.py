@@ -7,7 +7,7 @@ the text below changes, so cached verdicts from an older prompt are never reused
 
 from __future__ import annotations
 
-from judges.base import JudgeRequest
+from llamavid_eval.judges.base import JudgeRequest
 
 PROMPT_VERSION = "vcgpt-qa-v1"
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from judges.base import Judge, Judgement, JudgeRequest
-from judges.prompt import PROMPT_VERSION
-from judges.summary import judge_label, summarize
+from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
+from llamavid_eval.judges.prompt import PROMPT_VERSION
+from llamavid_eval.judges.summary import judge_label, summarize
 
 log = logging.getLogger("judges")
 

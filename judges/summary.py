@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from judges.base import Judgement
+from llamavid_eval.judges.base import Judgement
 
 
 def judge_label(backend: str, model: str) -> str:

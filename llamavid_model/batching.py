@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from llamavid_eval.model.processing import preprocess_frames
 from torch.utils.data import DataLoader, Dataset
-
-from llamavid_model.processing import preprocess_frames
 
 
 @dataclass

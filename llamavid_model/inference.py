@@ -13,18 +13,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-
-from llamavid_model.batching import Batch, Question, plan_batches, prepare_batch, prepared_batches
-from llamavid_model.decoding import GraphDecoder, LlmInputs, PrefixKV, generate_eager, prefix_kv
-from llamavid_model.loading import LoadedLlamaVid, decode_answer
-from llamavid_model.modeling_llamavid import IMAGE_TOKEN_INDEX
-from llamavid_model.processing import (
-    IMAGE_PLACEHOLDER,
+from llamavid_eval.model.batching import Batch, Question, plan_batches, prepare_batch, prepared_batches
+from llamavid_eval.model.decoding import GraphDecoder, LlmInputs, PrefixKV, generate_eager, prefix_kv
+from llamavid_eval.model.loading import LoadedLlamaVid, decode_answer
+from llamavid_eval.model.processing import (
+    qformer_text,
     qformer_tokenizer_inputs,
     question_with_placeholder,
     tokenize_with_image,
     vicuna_v1_prompt,
 )
+
+from llamavid_eval.core.tokens import IMAGE_TOKEN_INDEX
 
 
 class LlamaVidRunner:
@@ -161,11 +161,6 @@ def shared_prefix_length(prompts: Sequence[torch.Tensor]) -> int:
     length = int(places[0])
     prefix = prompts[0][:length]
     return length if all(len(p) > length and torch.equal(p[:length], prefix) for p in prompts) else 0
-
-
-def qformer_text(question: str) -> str:
-    """The Q-Former sees the question alone (no ``<image>`` placeholder)."""
-    return question.replace(IMAGE_PLACEHOLDER, " ").strip()
 
 
 def generation_kwargs(settings: dict[str, Any]) -> dict[str, Any]:

@@ -20,14 +20,13 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from llamavid_eval.model.inference import LlamaVidRunner, Question
+from llamavid_eval.model.loading import load_llamavid
+from llamavid_eval.model.lora import apply_lora
+from llamavid_eval.model.video import load_visuals
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
-
-from llamavid_model.inference import LlamaVidRunner, Question
-from llamavid_model.loading import load_llamavid
-from llamavid_model.lora import apply_lora
-from llamavid_model.video import load_visuals
 
 DTYPES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from llamavid_model.modeling_llamavid import LlamaVidForCausalLM
+from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
 
 
 def apply_lora(model: LlamaVidForCausalLM, adapter: str | os.PathLike) -> LlamaVidForCausalLM:

@@ -12,15 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
+from llamavid_eval.model.vision import EvaVisionTower
+from llamavid_eval.model.visual_tokens import VisualTokenizer
 from transformers import LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from llamavid_model.configuration_llamavid import LlamaVidConfig
-from llamavid_model.vision import EvaVisionTower
-from llamavid_model.visual_tokens import VisualTokenizer
-
-IMAGE_TOKEN_INDEX = -200
-IGNORE_INDEX = -100
+from llamavid_eval.core.tokens import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 
 @dataclass

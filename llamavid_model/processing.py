@@ -17,7 +17,7 @@ from PIL import Image
 from transformers import PreTrainedTokenizerBase
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from llamavid_model.modeling_llamavid import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llamavid_eval.core.tokens import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 IMAGE_PLACEHOLDER = "<image>"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -134,3 +134,8 @@ def qformer_tokenizer_inputs(
         list(questions), padding="longest", truncation=True, max_length=QFORMER_MAX_LENGTH, return_tensors="pt"
     )
     return batch.input_ids.to(device), batch.attention_mask.to(device)
+
+
+def qformer_text(question: str) -> str:
+    """The Q-Former sees the question alone (no ``<image>`` placeholder)."""
+    return question.replace(IMAGE_PLACEHOLDER, " ").strip()

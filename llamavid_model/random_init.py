@@ -7,9 +7,8 @@ the GPU instead of loading 14-26 GB of released weights.
 from __future__ import annotations
 
 import torch
-
-from llamavid_model.configuration_llamavid import LlamaVidConfig
-from llamavid_model.modeling_llamavid import LlamaVidForCausalLM
+from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
+from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
 
 VICUNA = {
     "7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32},

@@ -12,10 +12,9 @@ import shutil
 from pathlib import Path
 
 import torch
+from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
+from llamavid_eval.model.weights import VISION_PREFIX, model_key_to_checkpoint
 from safetensors.torch import save_file
-
-from llamavid_model.modeling_llamavid import LlamaVidForCausalLM
-from llamavid_model.weights import VISION_PREFIX, model_key_to_checkpoint
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json")

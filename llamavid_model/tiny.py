@@ -22,12 +22,11 @@ from pathlib import Path
 
 import sentencepiece as spm
 import torch
-
-from llamavid_model.configuration_llamavid import LlamaVidConfig
-from llamavid_model.modeling_llamavid import LlamaVidForCausalLM
-from llamavid_model.processing import VICUNA_V1_SYSTEM
-from llamavid_model.saving import save_released
-from llamavid_model.weights import LAVIS_VISION_RENAMES, model_key_to_checkpoint
+from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
+from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
+from llamavid_eval.model.processing import VICUNA_V1_SYSTEM
+from llamavid_eval.model.saving import save_released
+from llamavid_eval.model.weights import LAVIS_VISION_RENAMES, model_key_to_checkpoint
 
 BASE_CORPUS = (
     VICUNA_V1_SYSTEM,

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
 from torch import nn
 from transformers.models.instructblip.modeling_instructblip import InstructBlipQFormerModel
-
-from llamavid_model.configuration_llamavid import LlamaVidConfig
 
 
 def build_content_projector(config: LlamaVidConfig) -> nn.Module:

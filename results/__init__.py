@@ -1,1 +1,1 @@
-"""Leaderboards, judge comparisons and plots from lmms-eval output folders (``python -m results``)."""
+"""Leaderboards, judge comparisons and plots from lmms-eval output folders (``llamavid results``)."""

@@ -1,7 +1,7 @@
-"""``python -m results``: leaderboards and judge comparisons from lmms-eval output folders.
+"""``llamavid results``: leaderboards and judge comparisons from lmms-eval output folders.
 
-    python -m results table OUT_DIR [OUT_DIR ...] [--out DIR] [--latest|--all] [--sort METRIC]
-    python -m results judges SAMPLES_A.jsonl SAMPLES_B.jsonl [--task NAME] [--out DIR]
+    llamavid results table OUT_DIR [OUT_DIR ...] [--out DIR] [--latest|--all] [--sort METRIC]
+    llamavid results judges SAMPLES_A.jsonl SAMPLES_B.jsonl [--task NAME] [--out DIR]
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from results import agreement, html, plots, table
-from results.load import load_runs
-from results.reference import REFERENCE_CSV, load_reference
+from llamavid_eval.results import agreement, html, plots, table
+from llamavid_eval.results.load import load_runs
+from llamavid_eval.results.reference import REFERENCE_CSV, load_reference
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m results", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="llamavid results", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     tab = sub.add_parser("table", help="leaderboard (Markdown on stdout; .md, .csv, .html and plots in --out)")
     tab.add_argument("paths", nargs="+", help="lmms-eval --output_path folders (searched recursively) or results.json files")

@@ -1,6 +1,6 @@
 """Judge comparison: the same predictions under two judges, item by item.
 
-The agreement statistics belong to the judge layer (``judges.agreement.compare(a, b) -> dict`` over
+The agreement statistics belong to the judge layer (``llamavid_eval.judges.agreement.compare(a, b) -> dict`` over
 aligned per-item judgement records); :func:`local_compare` is a small stand-in with the same
 contract, used only while that module is absent, so that this view works either way.
 """
@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from results.load import Run
-from results.samples import judgements
+from llamavid_eval.results.load import Run
+from llamavid_eval.results.samples import judgements
 
 VERDICT_LABELS = ["yes", "no", "failed"]
 
@@ -62,12 +61,12 @@ def local_compare(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str,
 
 
 def compare(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
-    """Statistics from ``judges.agreement.compare`` when installed, else :func:`local_compare`; plus which one."""
+    """Statistics from ``llamavid_eval.judges.agreement.compare`` when installed, else :func:`local_compare`; plus which one."""
     try:
-        from judges.agreement import compare as judges_compare  # written in parallel by the judge layer
+        from llamavid_eval.judges.agreement import compare as judges_compare  # written in parallel by the judge layer
     except ImportError:
-        return local_compare(a, b), "results.agreement.local_compare (judges.agreement not available)"
-    return dict(judges_compare(a, b)), "judges.agreement.compare"
+        return local_compare(a, b), "llamavid_eval.results.agreement.local_compare (llamavid_eval.judges.agreement not available)"
+    return dict(judges_compare(a, b)), "llamavid_eval.judges.agreement.compare"
 
 
 def verdict_matrix(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[list[int]]:

@@ -14,9 +14,8 @@ from html import escape
 from pathlib import Path
 
 import pandas as pd
-
-from results.agreement import JudgePair, flat_stats, side_by_side
-from results.table import Leaderboard, format_value, short_source_text
+from llamavid_eval.results.agreement import JudgePair, flat_stats, side_by_side
+from llamavid_eval.results.table import Leaderboard, format_value, short_source_text
 
 _MAX_ITEMS = 300  # side-by-side rows per judge pair; the CSV has them all
 

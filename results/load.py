@@ -18,11 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from results import samples as samples_mod
+from llamavid_eval.results import samples as samples_mod
 
 _NEW_RESULTS = re.compile(r"^(?P<ts>.+)_results\.json$")
 _OLD_RESULTS = re.compile(r"^results_(?P<ts>.+)\.json$")
-#: ``python -m judges rejudge`` output beside a run (judges/rejudge.py): same predictions, another judge.
+#: ``llamavid judge rejudge`` output beside a run (judges/rejudge.py): same predictions, another judge.
 _REJUDGE_SUMMARY = re.compile(r"^(?P<ts>.*?)_?rejudge_(?P<judge>.+)_summary\.json$")
 #: Per-task keys in ``results[task]`` that are not metrics.
 _NON_METRIC = {"alias", "samples", " ", ""}

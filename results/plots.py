@@ -12,15 +12,14 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from llamavid_eval.results.agreement import VERDICT_LABELS, JudgePair, verdict_matrix
+from llamavid_eval.results.load import Run
+from llamavid_eval.results.samples import ucf_pairs
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from results.agreement import VERDICT_LABELS, JudgePair, verdict_matrix
-from results.load import Run
-from results.samples import ucf_pairs
+from llamavid_eval.core.ucf import confusion_counts
 
-UCF_CLASSES = ["Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting", "RoadAccidents", "Robbery", "Shooting", "Shoplifting", "Stealing", "Vandalism", "Normal"]
-UNMAPPED = "UNMAPPED"
 #: Which metric stands for "accuracy" in the accuracy-vs-fps plot, in order of preference.
 ACCURACY_METRICS = ["accuracy", "exact_match", "gpt_eval_accuracy", "acc"]
 
@@ -44,24 +43,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "plot"
 
 
-def class_order(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    """Gold labels (the 14 classes, plus any unexpected ones seen) and predicted labels (+ UNMAPPED)."""
-    seen = {g for g, _ in pairs} | {p for _, p in pairs}
-    extra = sorted(seen - set(UCF_CLASSES) - {UNMAPPED})
-    return UCF_CLASSES + extra, UCF_CLASSES + extra + [UNMAPPED]
-
-
-def confusion_counts(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str], np.ndarray]:
-    gold_labels, pred_labels = class_order(pairs)
-    counts = np.zeros((len(gold_labels), len(pred_labels)), dtype=int)
-    for gold, pred in pairs:
-        counts[gold_labels.index(gold), pred_labels.index(pred)] += 1
-    return gold_labels, pred_labels, counts
-
-
 def confusion_matrix(pairs: list[tuple[str, str]], title: str, stem: Path) -> list[Path]:
     """Rows = true class, colour = share of that class's videos, numbers = counts."""
-    gold_labels, pred_labels, counts = confusion_counts(pairs)
+    gold_labels, pred_labels, rows = confusion_counts(pairs)
+    counts = np.array(rows, dtype=int)
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
     fig = _new_figure(9.5, 8)
@@ -81,7 +66,7 @@ def confusion_matrix(pairs: list[tuple[str, str]], title: str, stem: Path) -> li
 
 def per_class_accuracy(series: dict[str, list[tuple[str, str]]], stem: Path) -> list[Path]:
     """Grouped bars, one group per class, one bar per run; a 0 is labelled, a class without videos says n/a."""
-    labels = class_order([p for pairs in series.values() for p in pairs])[0]
+    labels = confusion_counts([p for pairs in series.values() for p in pairs])[0]
     fig = _new_figure(max(9.0, 0.6 * len(labels) * max(1, len(series)) ** 0.5), 5.2)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(series))

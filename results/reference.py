@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from results.load import Run
+from llamavid_eval.results.load import Run
 
 REFERENCE_CSV = Path(__file__).with_name("reference.csv")
 _MODEL = "LLaMA-VID"

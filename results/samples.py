@@ -56,7 +56,7 @@ def ucf_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 def judge_label(backend: Any, model: Any) -> str:
-    """Same naming as ``judges.summary.judge_label``: ``backend:model``, ``exact-match`` for the matcher."""
+    """Same naming as ``llamavid_eval.judges.summary.judge_label``: ``backend:model``, ``exact-match`` for the matcher."""
     return "exact-match" if backend == "exact" else f"{backend}:{model}"
 
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-
-from results.load import Run
+from llamavid_eval.results.load import Run
 
 MISSING = "—"
 ID_COLUMNS = ["kind", "model", "checkpoint", "fps", "max_frames", "judge", "date"]

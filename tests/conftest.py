@@ -21,6 +21,6 @@ def golden_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_release(tmp_path_factory):
     """A random tiny LLaMA-VID written in the exact released on-disk layout."""
-    from llamavid_model.tiny import write_tiny_release
+    from llamavid_eval.model.tiny import write_tiny_release
 
     return write_tiny_release(tmp_path_factory.mktemp("tiny-release"), seed=0)

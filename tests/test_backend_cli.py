@@ -86,7 +86,7 @@ def test_lmms_eval_cli_runs_llamavid_on_a_video_task(tiny_release, tiny_task, tm
 
 
 def test_unknown_model_argument_is_rejected_by_name(tiny_release):
-    from llamavid_model.lmms_backend import LlamaVid
+    from llamavid_eval.model.lmms_backend import LlamaVid
 
     with pytest.raises(ValueError, match="frame_rate"):
         LlamaVid(pretrained=str(tiny_release.checkpoint), frame_rate=2)
@@ -99,5 +99,5 @@ def test_entry_point_registers_model_and_tasks():
     from lmms_eval.tasks import TaskManager
 
     resolved = MODEL_REGISTRY_V2.resolve("llamavid")
-    assert resolved.class_path == "llamavid_model.lmms_backend.LlamaVid"
+    assert resolved.class_path == "llamavid_eval.model.lmms_backend.LlamaVid"
     assert "msvd_qa" in TaskManager().all_tasks  # no include_path given

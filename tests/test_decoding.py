@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from llamavid_eval.model.batching import prepare_batch
+from llamavid_eval.model.decoding import GraphDecoder, LlmInputs, generate_eager
+from llamavid_eval.model.inference import LlamaVidRunner, Question
+from llamavid_eval.model.loading import decode_answer, load_llamavid
 from media import coloured_frames
-
-from llamavid_model.batching import prepare_batch
-from llamavid_model.decoding import GraphDecoder, LlmInputs, generate_eager
-from llamavid_model.inference import LlamaVidRunner, Question
-from llamavid_model.loading import decode_answer, load_llamavid
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from llamavid_eval.model.video import load_video
+from llamavid_eval.tasks import TASKS_DIR
+from llamavid_eval.tasks.llamavid_demo import make_data
+from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, COLOURS, QUESTIONS, SIZE
 from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 from test_tasks_support import ScriptedModel, evaluate, metric
 
-from llamavid_model.video import load_video
-from tasks import TASKS_DIR
-from tasks.common.data_root import DatasetNotPreparedError
-from tasks.llamavid_demo import make_data
-from tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, COLOURS, QUESTIONS, SIZE
+from llamavid_eval.core.paths import DatasetNotPreparedError
 
 NAMES = list(COLOURS)
 PALETTE = np.array(list(COLOURS.values()), dtype=float)
@@ -135,7 +135,7 @@ def test_backend_loader_keeps_every_frame_at_1_fps(data_dir):
 
 
 def test_answers_are_balanced():
-    from tasks.llamavid_demo.scenes import make_scenes
+    from llamavid_eval.tasks.llamavid_demo.scenes import make_scenes
 
     scenes = make_scenes(seed=3, split_index=0, count=64)  # 32 motion, 16 count, 16 order
     colours = [s.answers["colour"] for s in scenes if s.kind == "motion"]
@@ -218,7 +218,7 @@ def test_limit_and_missing_type_give_nan(root):
 def test_missing_dataset_names_the_generator(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMAVID_DATA_ROOT", str(tmp_path))
     with pytest.raises(
-        DatasetNotPreparedError, match=r"python -m tasks\.llamavid_demo\.make_data --out .*llamavid_demo"
+        DatasetNotPreparedError, match=r"python -m llamavid_eval\.tasks\.llamavid_demo\.make_data --out .*llamavid_demo"
     ):
         evaluate(["llamavid_demo"], ScriptedModel(lambda doc: ""))
 

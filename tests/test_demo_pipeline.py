@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tasks.llamavid_demo.__main__ import main
+from llamavid_eval.demo import main
 
 
 def _accuracy(work, run: str) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Agreement between two judges, on a hand-checked set, and ``python -m judges agree``."""
+"""Agreement between two judges, on a hand-checked set, and ``llamavid judge agree``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import json
 import math
 
 import pytest
-
-from judges.__main__ import main
-from judges.agreement import cohen_kappa, compare, pearson, spearman
+from llamavid_eval.judges.__main__ import main
+from llamavid_eval.judges.agreement import cohen_kappa, compare, pearson, spearman
 
 # Ten items both judges judged, plus failures and unmatched items.
 #  item:      0  1  2  3  4  5  6  7  8  9
@@ -107,7 +106,7 @@ def test_cli_markdown_and_json(tmp_path, capsys):
 
 
 def test_agree_on_two_rejudge_output_folders(tmp_path, capsys):
-    from judges.testing import FakeChatServer, reply
+    from llamavid_eval.judges.testing import FakeChatServer, reply
 
     samples = tmp_path / "run" / "m"
     samples.mkdir(parents=True)

@@ -8,10 +8,10 @@ import textwrap
 import threading
 from pathlib import Path
 
-from judges import JudgeRequest
-from judges.base import Judgement
-from judges.cache import JudgementCache, cache_key
-from judges.engine import ConversationJudge, Reply
+from llamavid_eval.judges import JudgeRequest
+from llamavid_eval.judges.base import Judgement
+from llamavid_eval.judges.cache import JudgementCache, cache_key
+from llamavid_eval.judges.engine import ConversationJudge, Reply
 
 REQ = JudgeRequest("What is the man doing?", "running", "He runs.")
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def test_second_run_hits_and_model_change_misses(tmp_path):
 def test_prompt_version_change_misses(tmp_path, monkeypatch):
     cache = JudgementCache(tmp_path)
     Scripted("m", ["{'pred': 'yes', 'score': 4}"], cache=cache).judge_many([REQ])
-    monkeypatch.setattr("judges.cache.PROMPT_VERSION", "vcgpt-qa-v999")
+    monkeypatch.setattr("llamavid_eval.judges.cache.PROMPT_VERSION", "vcgpt-qa-v999")
     fresh = Scripted("m", ["{'pred': 'no', 'score': 2}"], cache=cache)
     assert fresh.judge_many([REQ])[0].cached is False and fresh.asked == 1
 
@@ -112,8 +112,8 @@ def test_two_processes_write_concurrently(tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        from judges.base import Judgement
-        from judges.cache import JudgementCache
+        from llamavid_eval.judges.base import Judgement
+        from llamavid_eval.judges.cache import JudgementCache
         cache = JudgementCache(sys.argv[1])
         for i in range(150):
             cache.put_many([(f"{sys.argv[2]}-{i}", Judgement(True, 3, "r", "local", "m")),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from judges import BACKENDS, Judgement, JudgeRequest, get_judge, resolve_settings, summarize
-from judges.backends.exact import ExactMatchJudge
-from judges.backends.hf import HFJudge
-from judges.backends.openai_compat import LocalJudge, OpenAIJudge
+from llamavid_eval.judges import BACKENDS, Judgement, JudgeRequest, get_judge, resolve_settings, summarize
+from llamavid_eval.judges.backends.exact import ExactMatchJudge
+from llamavid_eval.judges.backends.hf import HFJudge
+from llamavid_eval.judges.backends.openai_compat import LocalJudge, OpenAIJudge
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from llamavid_eval.judges import JudgeRequest, summarize  # noqa: E402
+from llamavid_eval.judges.backends.hf import HFJudge  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-
-from judges import JudgeRequest, summarize  # noqa: E402
-from judges.backends.hf import HFJudge  # noqa: E402
 
 VERDICT = ["{'pred':", "'yes',", "'score':", "4}"]
 SPECIAL = ["<unk>", "<pad>", "<s>", "</s>"]

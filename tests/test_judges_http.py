@@ -1,4 +1,4 @@
-"""The openai/local backends against a real HTTP server on loopback (judges.testing.FakeChatServer)."""
+"""The openai/local backends against a real HTTP server on loopback (llamavid_eval.judges.testing.FakeChatServer)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import threading
 import time
 
 import pytest
-
-from judges import JudgeRequest, get_judge, summarize
-from judges.backends.openai_compat import LocalJudge, OpenAIJudge
-from judges.cache import JudgementCache
-from judges.prompt import SYSTEM_PROMPT
-from judges.testing import Call, FakeChatServer, error, reply, word_judge
+from llamavid_eval.judges import JudgeRequest, get_judge, summarize
+from llamavid_eval.judges.backends.openai_compat import LocalJudge, OpenAIJudge
+from llamavid_eval.judges.cache import JudgementCache
+from llamavid_eval.judges.prompt import SYSTEM_PROMPT
+from llamavid_eval.judges.testing import Call, FakeChatServer, error, reply, word_judge
 
 REQS = [
     JudgeRequest("What is the man doing?", "running", "The man is running."),
@@ -153,7 +152,7 @@ def test_malformed_replies_are_bounded_and_counted(server):
 
 
 def test_non_json_http_body_is_a_failure_not_an_exception(server):
-    from judges.testing import Response
+    from llamavid_eval.judges.testing import Response
 
     server.script = lambda call: Response(200, body="<html>oops</html>")
     out = local(server, parse_retries=0).judge_many(REQS[:1])
@@ -196,7 +195,7 @@ def _debug_where(texts):
 
 
 def test_api_key_is_sent_but_never_written(server, tmp_path, monkeypatch, caplog, capsys):
-    from judges.__main__ import main
+    from llamavid_eval.judges.__main__ import main
 
     def script(call: Call):
         if "cat" in call.user_text:  # like OpenAI, echo the key back in an auth error

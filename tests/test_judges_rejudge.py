@@ -1,4 +1,4 @@
-"""``python -m judges rejudge`` on lmms-eval 0.7.3 output folders (hand-built and genuine)."""
+"""``llamavid judge rejudge`` on lmms-eval 0.7.3 output folders (hand-built and genuine)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from judges.__main__ import main
-from judges.testing import FakeChatServer
+from llamavid_eval.judges.__main__ import main
+from llamavid_eval.judges.testing import FakeChatServer
 
 ROOT = Path(__file__).resolve().parents[1]
 QA = [("What is the man doing?", "running", "The man is running."),
@@ -107,7 +106,7 @@ def test_rejudge_one_file_to_out_with_a_local_judge(output_dir, tmp_path, capsys
 
 
 def test_rejudge_counts_failures_in_the_results(output_dir, tmp_path, monkeypatch):
-    from judges.testing import error
+    from llamavid_eval.judges.testing import error
 
     monkeypatch.setenv("LLAMAVID_JUDGE_MAX_RETRIES", "1")
     with FakeChatServer(lambda call: error(500, "down")) as server:
@@ -145,7 +144,7 @@ GENERATE = textwrap.dedent('''
     pred = {q: p for q, _, p in json.loads(sys.argv[2])}
     (tasks / "data.json").write_text(json.dumps(data))
     (tasks / "demo_utils.py").write_text(textwrap.dedent("""
-        from judges import JudgeRequest, get_judge, summarize
+        from llamavid_eval.judges import JudgeRequest, get_judge, summarize
         def doc_to_visual(doc):
             return []
         def doc_to_text(doc, lmms_eval_specific_kwargs=None):

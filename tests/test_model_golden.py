@@ -6,18 +6,17 @@ import json
 
 import pytest
 import torch
-from PIL import Image
-from safetensors.torch import load_file
-
-from llamavid_model.inference import LlamaVidRunner, Question
-from llamavid_model.loading import decode_answer, load_llamavid
-from llamavid_model.processing import (
+from llamavid_eval.model.inference import LlamaVidRunner, Question
+from llamavid_eval.model.loading import decode_answer, load_llamavid
+from llamavid_eval.model.processing import (
     preprocess_frames,
     qformer_tokenizer_inputs,
     question_with_placeholder,
     tokenize_with_image,
     vicuna_v1_prompt,
 )
+from PIL import Image
+from safetensors.torch import load_file
 
 CASES = {"video": [f"video_frame_{i:02d}.png" for i in range(8)], "image": ["image_frame_00.png"]}
 

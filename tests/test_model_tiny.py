@@ -7,14 +7,13 @@ import shutil
 
 import pytest
 import torch
+from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
+from llamavid_eval.model.inference import LlamaVidRunner, Question
+from llamavid_eval.model.loading import load_llamavid
+from llamavid_eval.model.saving import save_released
+from llamavid_eval.model.weights import WeightFileError
 from media import coloured_frames
 from transformers.utils import is_flash_attn_2_available
-
-from llamavid_model.configuration_llamavid import LlamaVidConfig
-from llamavid_model.inference import LlamaVidRunner, Question
-from llamavid_model.loading import load_llamavid
-from llamavid_model.saving import save_released
-from llamavid_model.weights import WeightFileError
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def loaded(tiny_release):
 
 
 def _tokens(loaded, frames, questions):
-    from llamavid_model.processing import preprocess_frames, qformer_tokenizer_inputs
+    from llamavid_eval.model.processing import preprocess_frames, qformer_tokenizer_inputs
 
     pixels = preprocess_frames(loaded.image_processor, frames)
     ids, mask = qformer_tokenizer_inputs(loaded.qformer_tokenizer, questions)
@@ -103,7 +102,7 @@ def test_qformer_comes_from_lavis_file_when_checkpoint_lacks_it(loaded, tiny_rel
 def test_position_embeddings_are_resized_for_a_larger_processor(tiny_release):
     bigger = load_llamavid(tiny_release.checkpoint, qformer_tokenizer=tiny_release.bert_tokenizer, image_size=224)
     frames = list(coloured_frames(1, size=300))
-    from llamavid_model.processing import preprocess_frames
+    from llamavid_eval.model.processing import preprocess_frames
 
     with torch.no_grad():
         features = bigger.model.encode_frames(preprocess_frames(bigger.image_processor, frames))
@@ -159,7 +158,7 @@ def test_flash_attention_without_the_package_names_the_extra_before_reading_weig
 
 
 def test_continuation_logprob_scores_only_the_answer_tokens(loaded):
-    from llamavid_model.processing import question_with_placeholder, tokenize_with_image, vicuna_v1_prompt
+    from llamavid_eval.model.processing import question_with_placeholder, tokenize_with_image, vicuna_v1_prompt
 
     frames = list(coloured_frames(2, seed=5))
     question = Question("what colour is it?", "v", lambda: frames)
@@ -184,7 +183,7 @@ def test_continuation_logprob_scores_only_the_answer_tokens(loaded):
 
 
 def test_shared_prefix_is_found_only_when_every_prompt_has_it():
-    from llamavid_model.inference import shared_prefix_length
+    from llamavid_eval.model.inference import shared_prefix_length
 
     image = -200
     same = [torch.tensor([1, 5, 6, image, 7]), torch.tensor([1, 5, 6, image, 8, 9])]

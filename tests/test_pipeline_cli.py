@@ -1,8 +1,8 @@
 """The whole pipeline through the real command lines, on CPU, with the tiny checkpoint.
 
-raw public layouts -> ``python -m tasks.prepare`` -> ``lmms-eval --model llamavid --tasks ...`` (no
-``--include_path``) judged by a local OpenAI-compatible endpoint on loopback -> ``python -m judges
-rejudge`` -> ``python -m results table``.
+raw public layouts -> ``llamavid prepare`` -> ``lmms-eval --model llamavid --tasks ...`` (no
+``--include_path``) judged by a local OpenAI-compatible endpoint on loopback -> ``llamavid judge
+rejudge`` -> ``llamavid results table``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from llamavid_eval.judges.testing import FakeChatServer
 from test_tasks_support import animal_kingdom_raw, ucf_raw, video_qa_raw
-
-from judges.testing import FakeChatServer
 
 BIN = Path(sys.executable).parent
 TASKS = ["msvd_qa", "ucf_crime", "ucf_crime_judged", "animal_kingdom"]
@@ -34,12 +33,12 @@ def test_prepare_evaluate_judge_rejudge_and_tabulate(tiny_release, tmp_path):
     root = tmp_path / "data"
     env = {**os.environ, "LLAMAVID_DATA_ROOT": str(root), "LLAMAVID_JUDGE_CACHE": "off"}
     qa, videos = video_qa_raw(tmp_path / "msvd_raw")
-    run([str(BIN / "llamavid-prepare"), "msvd_qa", "--qa", str(qa), "--videos", str(videos)], env)
+    run([str(BIN / "llamavid prepare"), "msvd_qa", "--qa", str(qa), "--videos", str(videos)], env)
     ucf = ucf_raw(tmp_path / "ucf_raw")
-    run([sys.executable, "-m", "tasks.prepare", "ucf_crime", "--videos", str(ucf / "Videos"),
+    run([sys.executable, "-m", "llamavid_eval.tasks.prepare", "ucf_crime", "--videos", str(ucf / "Videos"),
          "--test-list", str(ucf / "Anomaly_Detection_splits" / "Anomaly_Test.txt")], env)
     annotations, ak_videos = animal_kingdom_raw(tmp_path / "ak_raw")
-    run([sys.executable, "-m", "tasks.prepare", "animal_kingdom", "--annotations", str(annotations),
+    run([sys.executable, "-m", "llamavid_eval.tasks.prepare", "animal_kingdom", "--annotations", str(annotations),
          "--videos", str(ak_videos)], env)
 
     out = tmp_path / "out"

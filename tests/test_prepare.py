@@ -1,4 +1,4 @@
-"""`python -m tasks.prepare`: raw public layouts -> prepared splits, training JSON, reports, errors."""
+"""`llamavid prepare`: raw public layouts -> prepared splits, training JSON, reports, errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from llamavid_eval.tasks.prepare import main
 from test_tasks_support import AK_TEST, UCF_TEST, animal_kingdom_raw, ucf_raw, video_qa_raw
-
-from tasks.prepare import main
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -208,7 +207,7 @@ def test_animal_kingdom_bad_segment(tmp_path, capsys):
 
 def test_module_entry_point_runs(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.prepare", "animal_kingdom", "--help"],
+        [sys.executable, "-m", "llamavid_eval.tasks.prepare", "animal_kingdom", "--help"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).parents[1],

@@ -22,7 +22,10 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert "pytest" in tests and "pytest" not in main
 
 
-def test_main_command_runs_an_existing_module():
+def test_main_command_runs_an_existing_subcommand():
+    from llamavid_eval.cli import COMMANDS
+
     main, _ = readme_commands()
-    module = re.search(r"python -m ([\w.]+)", main).group(1)
-    assert importlib.util.find_spec(module) is not None, module
+    command = re.search(r"&& llamavid (\w+)", main).group(1)
+    assert command in COMMANDS, command
+    assert importlib.util.find_spec(COMMANDS[command][0]) is not None

@@ -1,4 +1,4 @@
-"""Judge comparison (local stand-in and the judges.agreement contract) and the matplotlib plots."""
+"""Judge comparison (local stand-in and the llamavid_eval.judges.agreement contract) and the matplotlib plots."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from llamavid_eval.results import agreement, plots
+from llamavid_eval.results.__main__ import main
 from matplotlib.image import imread
-
-from results import agreement, plots
-from results.__main__ import main
 
 
 def rec(verdict: bool | None, score: int | None = None, prediction: str = "p", failed: bool | None = None) -> dict:
@@ -33,7 +32,7 @@ def test_local_compare_numbers() -> None:
 def test_compare_uses_judges_layer_when_present() -> None:
     a, b = [rec(True, 5), rec(False, 1)], [rec(True, 4), rec(True, 3)]
     stats, provider = agreement.compare(a, b)
-    assert provider in {"judges.agreement.compare", "results.agreement.local_compare (judges.agreement not available)"}
+    assert provider in {"llamavid_eval.judges.agreement.compare", "llamavid_eval.results.agreement.local_compare (llamavid_eval.judges.agreement not available)"}
     assert isinstance(stats, dict) and stats
     flat = agreement.flat_stats({"n": 2, "confusion": {"yes_yes": 1}, "examples": [1]})
     assert flat == {"n": 2, "confusion.yes_yes": 1}

@@ -13,9 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from llamavid_eval.results.__main__ import main
 from matplotlib.image import imread
-
-from results.__main__ import main
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium); CI installs it")

@@ -15,14 +15,13 @@ import pytest
 
 lmms_eval = pytest.importorskip("lmms_eval")
 
+from llamavid_eval.results import table  # noqa: E402
+from llamavid_eval.results.__main__ import main  # noqa: E402
+from llamavid_eval.results.load import load_runs  # noqa: E402
 from lmms_eval.api.model import lmms  # noqa: E402
 from lmms_eval.evaluator import simple_evaluate  # noqa: E402
 from lmms_eval.loggers.evaluation_tracker import EvaluationTracker  # noqa: E402
 from lmms_eval.tasks import TaskManager  # noqa: E402
-
-from results import table  # noqa: E402
-from results.__main__ import main  # noqa: E402
-from results.load import load_runs  # noqa: E402
 
 UCF_DOCS = [("Abuse", "Abuse"), ("Arson", "Arson"), ("Normal", "Normal"), ("Normal", "Arson"), ("Shooting", "I cannot tell"), ("RoadAccidents", "RoadAccidents")]
 QA_DOCS = [("what is the man doing?", "cooking", "cooking"), ("what animal is shown?", "dog", "a dog"), ("who runs?", "girl", "boy"), ("what color?", "red", "red")]

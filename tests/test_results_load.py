@@ -1,4 +1,4 @@
-"""results.load / results.table on hand-written lmms-eval output folders: the awkward cases."""
+"""llamavid_eval.results.load / llamavid_eval.results.table on hand-written lmms-eval output folders: the awkward cases."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from results import table
-from results.__main__ import main
-from results.load import load_runs, parse_model_args, parse_task_metrics, short_checkpoint
-from results.reference import load_reference
+from llamavid_eval.results import table
+from llamavid_eval.results.__main__ import main
+from llamavid_eval.results.load import load_runs, parse_model_args, parse_task_metrics, short_checkpoint
+from llamavid_eval.results.reference import load_reference
 
 CKPT = "pretrained=YanweiLi/llama-vid-7b-full-224-video-fps-1"
 

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from llamavid_eval.judges.testing import Call, FakeChatServer, Response, reply
+from llamavid_eval.tasks import TASKS_DIR
 from lmms_eval.api.model import lmms
 from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 from media import write_video
-
-from judges.testing import Call, FakeChatServer, Response, reply
-from tasks import TASKS_DIR
 
 FAIL = "JUDGE_FAIL"  # a prediction containing this gets an unparseable judge reply
 
@@ -42,7 +41,7 @@ def _scripted_judge(call: Call) -> Response:
 
 @contextmanager
 def judge_server(monkeypatch) -> Iterator[list[Call]]:
-    """Serve the test judge (judges.testing's loopback server) and point the judge layer at it.
+    """Serve the test judge (llamavid_eval.judges.testing's loopback server) and point the judge layer at it.
 
     Yields the server's list of received calls (``call.body`` is the request JSON).
     """

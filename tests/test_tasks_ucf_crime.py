@@ -9,12 +9,18 @@ import json
 import math
 
 import pytest
+from llamavid_eval.tasks.prepare import main
+from llamavid_eval.tasks.ucf_crime import confusion
+from llamavid_eval.tasks.ucf_crime.labels import (
+    CLASSES,
+    JUDGED_PROMPT,
+    MC_PROMPT,
+    UNMAPPED,
+    class_from_filename,
+    map_answer,
+)
+from llamavid_eval.tasks.ucf_crime.utils import accuracy
 from test_tasks_support import FAIL, ScriptedModel, evaluate, judge_server, metric, ucf_raw
-
-from tasks.prepare import main
-from tasks.ucf_crime import confusion
-from tasks.ucf_crime.labels import CLASSES, JUDGED_PROMPT, MC_PROMPT, UNMAPPED, class_from_filename, map_answer
-from tasks.ucf_crime.utils import accuracy
 
 # video -> (scripted answer, class it maps to)
 MC = {

@@ -8,12 +8,12 @@ import random
 import pytest
 import yaml
 from datasets import Dataset
+from llamavid_eval.tasks import TASKS_DIR
+from llamavid_eval.tasks.common.local_task import seeded_subset
+from llamavid_eval.tasks.prepare import main
 from test_tasks_support import FAIL, ScriptedModel, evaluate, judge_server, metric, video_qa_raw
 
-from tasks import TASKS_DIR
-from tasks.common.data_root import DatasetNotPreparedError
-from tasks.common.local_task import seeded_subset
-from tasks.prepare import main
+from llamavid_eval.core.paths import DatasetNotPreparedError
 
 # id -> scripted answer, and what the test judge makes of it against the reference
 ANSWERS = {"0": "dancing", "1": "a woman", "2": "blue", "3": FAIL}  # yes/5, yes/4, no/1, failure
@@ -64,7 +64,7 @@ def test_mini_subset_is_fixed_and_documented():
 def test_missing_prepared_dataset_says_which_command(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMAVID_DATA_ROOT", str(tmp_path))
     monkeypatch.setenv("LLAMAVID_JUDGE", "exact")
-    with pytest.raises(DatasetNotPreparedError, match=r"python -m tasks.prepare msrvtt_qa --help"):
+    with pytest.raises(DatasetNotPreparedError, match=r"llamavid prepare msrvtt_qa --help"):
         evaluate(["msrvtt_qa"], ScriptedModel(lambda doc: ""))
 
 

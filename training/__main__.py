@@ -1,4 +1,4 @@
-"""``python -m training train --config <recipe.yaml> [--override key=value ...]`` and ``... merge``.
+"""``llamavid train --config <recipe.yaml> [--override key=value ...]`` and ``... merge``.
 
 Multi-GPU / DeepSpeed / FSDP: ``accelerate launch [--config_file ...] -m training train --config ...``.
 """
@@ -9,11 +9,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training.config import ConfigError, load_config
+from llamavid_eval.training.config import ConfigError, load_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+    parser = argparse.ArgumentParser(prog="llamavid", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="instruction-tune LLaMA-VID (full, LoRA or stage 1)")
@@ -34,11 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(args.config, args.override)
         except ConfigError as error:
             parser.error(str(error))
-        from training.recipe import train as run
+        from llamavid_eval.training.recipe import train as run
 
         print(run(config))
     else:
-        from training.checkpointing import merge_lora
+        from llamavid_eval.training.checkpointing import merge_lora
 
         print(merge_lora(args.base, args.lora, args.out, vision_tower=args.vision_tower,
                          qformer_tokenizer=args.qformer_tokenizer, dtype=args.dtype))

@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-
-from llamavid_model.loading import LoadedLlamaVid, load_llamavid
-from llamavid_model.lora import apply_lora
-from llamavid_model.saving import save_released
-from training.config import TrainConfig
+from llamavid_eval.model.loading import LoadedLlamaVid, load_llamavid
+from llamavid_eval.model.lora import apply_lora
+from llamavid_eval.model.saving import save_released
+from llamavid_eval.training.config import TrainConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PROGRESS = "progress.json"

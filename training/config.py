@@ -38,7 +38,7 @@ class TrainConfig:
     attn_implementation: str = "sdpa"
     load_dtype: str = "float32"  # weights in memory; mixed_precision decides the compute dtype
 
-    # Data: LLaVA-format conversation JSON/JSONL as `python -m tasks.prepare` writes it.
+    # Data: LLaVA-format conversation JSON/JSONL as `llamavid prepare` writes it.
     train_data: str = ""
     eval_data: str | None = None
     eval_fraction: float = 0.0  # hold out this share of train_data for the evaluation loss (seeded)

@@ -18,18 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
-from transformers import PreTrainedTokenizerBase
-
-from llamavid_model.inference import qformer_text
-from llamavid_model.processing import (
+from llamavid_eval.model.processing import (
     IMAGE_PLACEHOLDER,
     preprocess_frames,
+    qformer_text,
     qformer_tokenizer_inputs,
     training_example,
 )
-from llamavid_model.video import count_frames, load_visuals
-from training.config import TrainConfig
+from llamavid_eval.model.video import count_frames, load_visuals
+from llamavid_eval.training.config import TrainConfig
+from torch.utils.data import Dataset, Sampler
+from transformers import PreTrainedTokenizerBase
+
+from llamavid_eval.core.tokens import IGNORE_INDEX
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
@@ -52,7 +53,7 @@ class Example:
 def read_records(path: Path) -> list[dict[str, Any]]:
     """A JSON list (LLaVA style) or JSONL file of records."""
     if not path.is_file():
-        raise DataError(f"training data {path} not found (run `python -m tasks.prepare ...` or fix the path)")
+        raise DataError(f"training data {path} not found (run `llamavid prepare ...` or fix the path)")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -183,7 +184,7 @@ class Collator:
             "input_ids": [item["input_ids"] for item in items],
             "labels": [item["labels"] for item in items],
             "num_tokens": torch.tensor(sum(item["length"] for item in items)),
-            "num_label_tokens": torch.tensor(sum(int((item["labels"] != -100).sum()) for item in items)),
+            "num_label_tokens": torch.tensor(sum(int((item["labels"] != IGNORE_INDEX).sum()) for item in items)),
         }
 
 
@@ -217,7 +218,7 @@ def load_datasets(
     config: TrainConfig, tokenizer: PreTrainedTokenizerBase, image_processor: Any, tokens_per_frame: int
 ) -> tuple[ConversationDataset, ConversationDataset | None, list[dict[str, Any]]]:
     """Train and (optional) evaluation datasets, plus every skipped record with its reason."""
-    from tasks.common.data_root import data_root as default_root
+    from llamavid_eval.core.paths import data_root as default_root
 
     root = Path(config.data_root).expanduser().absolute() if config.data_root else default_root()
     skipped: list[dict[str, Any]] = []

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
+from llamavid_eval.training.config import VISUAL_PARTS, TrainConfig
 from torch import nn
-
-from llamavid_model.modeling_llamavid import LlamaVidForCausalLM
-from training.config import VISUAL_PARTS, TrainConfig
 
 PART_MODULES = {
     "qformer": ("qformer", "query_tokens", "qformer_input_norm"),  # vlm_att_encoder, vlm_att_query, vlm_att_ln
@@ -115,7 +114,7 @@ def build_random_model(
     keys (``pixel_values``, ``segments``, ``qformer_input_ids``, ``qformer_attention_mask``,
     ``input_ids``, ``labels``) and returns the output with ``.loss``.
     """
-    from llamavid_model.random_init import build_random
+    from llamavid_eval.model.random_init import build_random
 
     config = config or TrainConfig(train_data="unused")
     model = configure_trainable(build_random(size, device=device, dtype=dtype), config)

@@ -1,6 +1,6 @@
 """The training recipe, top to bottom: model -> trainable parts -> data -> optimizer/schedule -> loop -> save.
 
-Runs unchanged under ``python -m training train`` (one process) and ``accelerate launch -m training
+Runs unchanged under ``llamavid train`` (one process) and ``accelerate launch -m training
 train`` (data parallel, DeepSpeed ZeRO-2/3 or FSDP as the accelerate config says).
 """
 
@@ -15,12 +15,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
-
-from llamavid_model.loading import load_llamavid
-from training.checkpointing import (
+from llamavid_eval.model.loading import load_llamavid
+from llamavid_eval.training.checkpointing import (
     DTYPES,
     Progress,
     keep_trainable_only,
@@ -29,10 +25,10 @@ from training.checkpointing import (
     save_checkpoint,
     save_final,
 )
-from training.config import TrainConfig
-from training.data import Collator, EpochShuffleSampler, load_datasets
-from training.metrics import RunLogger, trackers
-from training.params import (
+from llamavid_eval.training.config import TrainConfig
+from llamavid_eval.training.data import Collator, EpochShuffleSampler, load_datasets
+from llamavid_eval.training.metrics import RunLogger, trackers
+from llamavid_eval.training.params import (
     TrainingModule,
     configure_trainable,
     enable_gradient_checkpointing,
@@ -40,6 +36,9 @@ from training.params import (
     trainable_parameters,
     upcast_trainable,
 )
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
 
 @dataclass

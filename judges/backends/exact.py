@@ -12,7 +12,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 
-from judges.base import Judge, Judgement, JudgeRequest
+from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
 
 ARTICLES = frozenset({"a", "an", "the"})
 

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from judges.cache import JudgementCache
-from judges.engine import ConversationJudge, Messages, Reply
-from judges.prompt import MAX_NEW_TOKENS, render_plain
+from llamavid_eval.judges.cache import JudgementCache
+from llamavid_eval.judges.engine import ConversationJudge, Messages, Reply
+from llamavid_eval.judges.prompt import MAX_NEW_TOKENS, render_plain
 
 
 @functools.lru_cache(maxsize=1)

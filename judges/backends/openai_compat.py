@@ -22,10 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
-
-from judges.cache import JudgementCache
-from judges.engine import ConversationJudge, Messages, Reply, Secrets
-from judges.prompt import MAX_NEW_TOKENS, TEMPERATURE
+from llamavid_eval.judges.cache import JudgementCache
+from llamavid_eval.judges.engine import ConversationJudge, Messages, Reply, Secrets
+from llamavid_eval.judges.prompt import MAX_NEW_TOKENS, TEMPERATURE
 
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "json_schema",

@@ -1,9 +1,9 @@
 """Animal Kingdom QA hooks: the prepared records already hold the fixed question and the joined
 reference sentences, so the open-ended video-QA hooks and the judged metrics apply unchanged."""
 
-from tasks.common.judged import judge_failures, judged_accuracy, judged_mean_score
-from tasks.common.local_task import LocalVideoTask
-from tasks.common.video_qa import doc_to_target, doc_to_text, doc_to_visual, process_results
+from llamavid_eval.tasks.common.judged import judge_failures, judged_accuracy, judged_mean_score
+from llamavid_eval.tasks.common.local_task import LocalVideoTask
+from llamavid_eval.tasks.common.video_qa import doc_to_target, doc_to_text, doc_to_visual, process_results
 
 __all__ = [
     "LocalVideoTask",

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from judges import Judgement, JudgeRequest, get_judge, resolve_settings, summarize
+from llamavid_eval.judges import Judgement, JudgeRequest, get_judge, resolve_settings, summarize
 
 _MEMO: dict[str, tuple[list[Judgement], dict[str, Any]]] = {}
 _MEMO_SIZE = 8

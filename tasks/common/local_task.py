@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from datasets import Dataset, DatasetDict
+from llamavid_eval.tasks.common.judged import JUDGED_AGGREGATIONS, check_judge
 from lmms_eval.api.task import ConfigurableTask
 
-from tasks.common.data_root import load_split
-from tasks.common.judged import JUDGED_AGGREGATIONS, check_judge
+from llamavid_eval.core.paths import load_split
 
 
 def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.common.data_root import resolve_video
-from tasks.common.judged import qa_record
+from llamavid_eval.tasks.common.judged import qa_record
+
+from llamavid_eval.core.paths import resolve_video
 
 
 def doc_to_visual(doc: dict[str, Any]) -> list[str]:

@@ -1,6 +1,6 @@
 """Write the synthetic ``llamavid_demo`` dataset: real MP4s + QA records in the video-QA task layout.
 
-    python -m tasks.llamavid_demo.make_data --out DIR --seed 0 --train 400 --test 100
+    python -m llamavid_eval.tasks.llamavid_demo.make_data --out DIR --seed 0 --train 400 --test 100
 
 ``DIR`` (default ``$LLAMAVID_DATA_ROOT/llamavid_demo``, where the task reads) gets::
 
@@ -25,10 +25,10 @@ from typing import Any
 
 import av
 import numpy as np
+from llamavid_eval.tasks.llamavid_demo import scenes
+from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, FPS, KIND_QUESTIONS, QUESTIONS, SIZE, Scene
 
-from tasks.common.data_root import DATA_ROOT_ENV, data_root
-from tasks.llamavid_demo import scenes
-from tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, FPS, KIND_QUESTIONS, QUESTIONS, SIZE, Scene
+from llamavid_eval.core.paths import DATA_ROOT_ENV, data_root
 
 FAMILY = "llamavid_demo"
 VERSION = 1  # bump when the generator's output changes
@@ -167,7 +167,7 @@ def make_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.llamavid_demo.make_data", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m llamavid_eval.tasks.llamavid_demo.make_data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {default_out()})")
     parser.add_argument("--seed", type=int, default=0)

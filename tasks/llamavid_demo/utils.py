@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from judges import JudgeRequest, get_judge
-from judges.backends.exact import words
-from tasks.common.data_root import DATA_ROOT_ENV, DatasetNotPreparedError, data_root, split_file
-from tasks.common.local_task import LocalVideoTask
-from tasks.llamavid_demo.scenes import ANSWER_SUFFIX, QUESTIONS
+from llamavid_eval.judges import JudgeRequest, get_judge
+from llamavid_eval.judges.backends.exact import words
+from llamavid_eval.tasks.common.local_task import LocalVideoTask
+from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, QUESTIONS
+
+from llamavid_eval.core.paths import DATA_ROOT_ENV, DatasetNotPreparedError, data_root, split_file
 
 FAMILY = "llamavid_demo"
 EXACT = {"judge": "exact"}
@@ -27,11 +28,11 @@ Record = dict[str, Any]
 
 def make_data_command(root: Path | None = None) -> str:
     out = (root or data_root()) / FAMILY
-    return f"python -m tasks.llamavid_demo.make_data --out {out} --seed 0 --train 400 --test 100"
+    return f"python -m llamavid_eval.tasks.llamavid_demo.make_data --out {out} --seed 0 --train 400 --test 100"
 
 
 class DemoTask(LocalVideoTask):
-    """``LocalVideoTask`` whose missing-data error names the generator, not ``tasks.prepare``."""
+    """``LocalVideoTask`` whose missing-data error names the generator, not ``llamavid_eval.tasks.prepare``."""
 
     def download(self, dataset_kwargs: dict[str, Any] | None = None) -> None:
         path = split_file(self.DATASET_PATH, self.config.test_split or "test")

@@ -1,4 +1,4 @@
-"""``python -m tasks.prepare <dataset> ...`` (console script ``llamavid-prepare``): raw public layout ->
+"""``llamavid prepare <dataset> ...`` (console script ``llamavid prepare``): raw public layout ->
 the local dataset the lmms-eval tasks read from ``$LLAMAVID_DATA_ROOT/<dataset>/``."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.common.data_root import DATA_ROOT_ENV, data_root
-from tasks.prepare import animal_kingdom, ucf_crime, video_qa
-from tasks.prepare.common import PrepareError, summarize_run
+from llamavid_eval.tasks.prepare import animal_kingdom, ucf_crime, video_qa
+from llamavid_eval.tasks.prepare.common import PrepareError, summarize_run
+
+from llamavid_eval.core.paths import DATA_ROOT_ENV, data_root
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llamavid-prepare", description=__doc__)
+    parser = argparse.ArgumentParser(prog="llamavid prepare", description=__doc__)
     sub = parser.add_subparsers(dest="dataset", required=True)
     for family in ("msvd_qa", "msrvtt_qa"):
         p = sub.add_parser(family, help=f"{family}: QA JSON + video folder (LLaMA-VID's release)")

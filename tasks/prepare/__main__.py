@@ -1,5 +1,5 @@
 import sys
 
-from tasks.prepare import main
+from llamavid_eval.tasks.prepare import main
 
 sys.exit(main())

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tasks.prepare.common import (
+from llamavid_eval.tasks.prepare.common import (
     SplitReport,
     VideoLinker,
     bad_row,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.prepare.common import (
+from llamavid_eval.tasks.prepare.common import (
     VIDEO_EXTENSIONS,
     SplitReport,
     VideoLinker,
@@ -19,7 +19,7 @@ from tasks.prepare.common import (
     require_file,
     write_split,
 )
-from tasks.ucf_crime.labels import MC_PROMPT, NORMAL, class_from_filename, mc_answer
+from llamavid_eval.tasks.ucf_crime.labels import MC_PROMPT, NORMAL, class_from_filename, mc_answer
 
 FAMILY = "ucf_crime"
 LIST_FIX = "Lines must start with a video file name such as Abuse028_x264.mp4 or Abuse/Abuse028_x264.mp4, whose prefix is a UCF-Crime class."

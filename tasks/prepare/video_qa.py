@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.prepare.common import (
+from llamavid_eval.tasks.prepare.common import (
     PrepareError,
     SplitReport,
     VideoLinker,

@@ -4,7 +4,7 @@ Written at aggregation time as ``<task>_confusion_<timestamp>.csv`` and ``.json`
 ``$LLAMAVID_CONFUSION_DIR`` if set, else into lmms-eval's ``--output_path`` folder; with neither (a
 Python ``simple_evaluate`` call) only the log gets it. It can always be rebuilt from the logged samples
 (every sample carries ``{"gold", "pred"}`` under each metric key):
-``python -m tasks.ucf_crime.confusion out/<model>/<date>_samples_ucf_crime.jsonl``.
+``python -m llamavid_eval.tasks.ucf_crime.confusion out/<model>/<date>_samples_ucf_crime.jsonl``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.ucf_crime.labels import CLASSES, UNMAPPED
+from llamavid_eval.core.ucf import CLASSES, UNMAPPED, confusion_counts
 
 CONFUSION_DIR_ENV = "LLAMAVID_CONFUSION_DIR"
 COLUMNS = (*CLASSES, UNMAPPED)
@@ -27,10 +27,10 @@ COLUMNS = (*CLASSES, UNMAPPED)
 
 def confusion_matrix(records: Iterable[Mapping[str, Any]]) -> list[list[int]]:
     """Counts, ``matrix[i][j]`` = videos of class ``CLASSES[i]`` predicted as ``COLUMNS[j]``."""
-    matrix = [[0] * len(COLUMNS) for _ in CLASSES]
-    for r in records:
-        matrix[CLASSES.index(r["gold"])][COLUMNS.index(r["pred"])] += 1
-    return matrix
+    gold_labels, pred_labels, counts = confusion_counts((r["gold"], r["pred"]) for r in records)
+    if (tuple(gold_labels), tuple(pred_labels)) != (CLASSES, COLUMNS):
+        raise ValueError(f"records hold labels outside UCF-Crime's classes: {sorted(set(gold_labels) - set(CLASSES))}")
+    return counts
 
 
 def to_csv(matrix: Sequence[Sequence[int]]) -> str:
@@ -79,5 +79,5 @@ def records_from_samples(path: Path) -> list[Mapping[str, Any]]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m tasks.ucf_crime.confusion <samples_ucf_crime.jsonl>")
+        sys.exit("usage: python -m llamavid_eval.tasks.ucf_crime.confusion <samples_ucf_crime.jsonl>")
     sys.stdout.write(to_csv(confusion_matrix(records_from_samples(Path(sys.argv[1])))))

@@ -1,7 +1,6 @@
 """UCF-Crime classes, the two prompts (multiple choice; the study's 11 categories) and answer mapping.
 
-Classes are keyed as in the file names (``RoadAccidents001_x264.mp4`` -> ``RoadAccidents``;
-``Normal_Videos_003_x264.mp4`` -> ``Normal``). Mapping a free-text answer to a class is deterministic:
+Classes come from :mod:`llamavid_eval.core.ucf` (keyed as in the file names). Mapping a free-text answer to a class is deterministic:
 1. a letter option (``B``, ``b.``, ``(B)``, ``B) Arrest``, ``Answer: B``) -> that option's class;
 2. otherwise the class names (case/spacing/underscore tolerant, plural allowed) found as words: exactly
    one distinct class -> that class;
@@ -12,13 +11,9 @@ from __future__ import annotations
 
 import re
 
-ANOMALY_CLASSES = (
-    "Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting",
-    "RoadAccidents", "Robbery", "Shooting", "Shoplifting", "Stealing", "Vandalism",
-)  # fmt: skip
-NORMAL = "Normal"
-CLASSES = (*ANOMALY_CLASSES, NORMAL)
-UNMAPPED = "UNMAPPED"
+from llamavid_eval.core.ucf import ANOMALY_CLASSES, CLASSES, NORMAL, UNMAPPED, class_from_filename
+
+__all__ = ["ANOMALY_CLASSES", "CLASSES", "NORMAL", "UNMAPPED", "class_from_filename", "map_answer", "mc_answer"]
 LETTERS = {chr(ord("A") + i): c for i, c in enumerate(CLASSES)}
 DISPLAY = {"RoadAccidents": "Road Accidents"}
 
@@ -40,7 +35,6 @@ JUDGED_PROMPT = (
     + "? Answer with the category."
 )
 
-_FILE_PREFIX = re.compile(r"^(?P<prefix>[A-Za-z]+(?:_[A-Za-z]+)*?)_?\d+")
 _NAME_PATTERNS = {
     c: re.compile(rf"\b{p}\b", re.IGNORECASE)
     for c, p in {
@@ -52,17 +46,6 @@ _NAME_PATTERNS = {
 }  # fmt: skip
 _PREFIX = r"(?:(?:the\s+)?(?:correct\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
 _LETTER = re.compile(rf"^[\s\"'*]*{_PREFIX}(?:\((?P<paren>[a-n])\)|(?P<bare>[a-n])(?=[.):]|\s*$))", re.IGNORECASE)
-
-
-def class_from_filename(name: str) -> str | None:
-    """The class a UCF-Crime file name encodes, or None when the prefix is not a known class."""
-    match = _FILE_PREFIX.match(name)
-    if not match:
-        return None
-    prefix = match.group("prefix")
-    if prefix.lower() in ("normal_videos", "normal"):
-        return NORMAL
-    return prefix if prefix in ANOMALY_CLASSES else None
 
 
 def map_answer(text: str) -> str:

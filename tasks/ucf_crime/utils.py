@@ -10,13 +10,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets import Dataset
-from loguru import logger
-
-from tasks.common.data_root import resolve_video
-from tasks.common.judged import judge_failures, judged_accuracy, judged_mean_score, qa_record
-from tasks.common.local_task import LocalVideoTask
-from tasks.ucf_crime import confusion
-from tasks.ucf_crime.labels import (
+from llamavid_eval.tasks.common.judged import judge_failures, judged_accuracy, judged_mean_score, qa_record
+from llamavid_eval.tasks.common.local_task import LocalVideoTask
+from llamavid_eval.tasks.ucf_crime import confusion
+from llamavid_eval.tasks.ucf_crime.labels import (
     CLASSES,
     JUDGED_NAMES,
     JUDGED_PROMPT,
@@ -26,6 +23,9 @@ from tasks.ucf_crime.labels import (
     map_answer,
     mc_answer,
 )
+from loguru import logger
+
+from llamavid_eval.core.paths import resolve_video
 
 __all__ = ["LocalVideoTask", "judge_failures", "judged_accuracy", "judged_mean_score"]
 Record = dict[str, Any]

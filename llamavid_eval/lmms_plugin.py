@@ -1,6 +1,6 @@
 """lmms-eval plugin: registers the ``llamavid`` model and makes this package's tasks findable.
 
-lmms-eval loads the entry point ``lmms_eval.models: llamavid = llamavid_model.lmms_plugin:manifests``
+lmms-eval loads the entry point ``lmms_eval.models: llamavid = llamavid_eval.lmms_plugin:manifests``
 when it builds its model registry (at import of ``lmms_eval.models``, before any task is looked
 up). Tasks have no entry-point group in lmms-eval 0.7, and its ``LMMS_EVAL_PLUGINS`` task path is
 appended only after the ``TaskManager`` was built (so it has no effect in 0.7.3). To make
@@ -17,7 +17,7 @@ import os
 from lmms_eval.models.registry_v2 import ModelManifest
 
 MODEL_ID = "llamavid"
-BACKEND_CLASS = "llamavid_model.lmms_backend.LlamaVid"
+BACKEND_CLASS = "llamavid_eval.model.lmms_backend.LlamaVid"
 
 
 def manifests() -> list[ModelManifest]:
@@ -31,7 +31,7 @@ def register_task_folder() -> None:
     """Let every ``TaskManager`` index ``tasks/`` as an extra include path (idempotent)."""
     from lmms_eval.tasks import TaskManager
 
-    from tasks import TASKS_DIR
+    from llamavid_eval.tasks import TASKS_DIR
 
     original = TaskManager.initialize_tasks
     if getattr(original, "_llamavid_tasks", False):

@@ -33,7 +33,7 @@ def load_split(family: str, split: str) -> list[dict[str, Any]]:
     """Read a prepared split; a missing or empty file raises with the command that writes it."""
     path = split_file(family, split)
     hint = (
-        f"Run `python -m tasks.prepare {family} --help` to see how to prepare it "
+        f"Run `llamavid prepare {family} --help` to see how to prepare it "
         f"(it writes to ${DATA_ROOT_ENV}, currently {data_root()})."
     )
     if not path.is_file():
@@ -51,6 +51,6 @@ def resolve_video(relative: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(
             f"Video {path} not found ({relative!r} under ${DATA_ROOT_ENV}={data_root()}). "
-            f"Point {DATA_ROOT_ENV} at the folder `python -m tasks.prepare` wrote, or re-run the prepare command."
+            f"Point {DATA_ROOT_ENV} at the folder `llamavid prepare` wrote, or re-run the prepare command."
         )
     return str(path)

@@ -1,13 +1,13 @@
 """The embedded default: the whole pipeline on synthetic videos, on a CPU, in minutes.
 
-    python -m tasks.llamavid_demo [--workdir llamavid-demo] [--train 400] [--test 100] [--epochs 10]
+    llamavid demo [--workdir llamavid-demo] [--train 400] [--test 100] [--epochs 10]
 
 1. generate the synthetic dataset (real MP4s + QA records, train and test split);
 2. write a tiny random LLaMA-VID in the released on-disk layout (the "zero-shot" model);
 3. fine-tune it on the train split with the training module (full fine-tune);
 4. evaluate both (the fine-tuned one at 1 and 0.5 fps) with the real CLI, ``lmms-eval --model llamavid --tasks llamavid_demo``, scored
    by the offline exact-match judge (labelled as such: not an LLM);
-5. print the leaderboard (``python -m results table``) and accuracy against chance.
+5. print the leaderboard (``llamavid results table``) and accuracy against chance.
 Everything is seeded; the work folder can be deleted afterwards.
 """
 
@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from llamavid_model.tiny import write_tiny_release
-from tasks.llamavid_demo.make_data import FAMILY, make_dataset
-from tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, QUESTIONS
-from training import TrainConfig, train
+from llamavid_eval.model.tiny import write_tiny_release
+from llamavid_eval.tasks.llamavid_demo.make_data import FAMILY, make_dataset
+from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, QUESTIONS
+from llamavid_eval.training import TrainConfig, train
 
 
 def step(title: str) -> float:
@@ -51,7 +51,7 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.llamavid_demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="llamavid demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=Path("llamavid-demo"))
     parser.add_argument("--train", type=int, default=400, help="training videos")

@@ -1,0 +1,104 @@
+"""The house rules of the layout: one import namespace, every package folder installed, and
+dependencies that point down (core < model, judges < tasks, training, results < CLI, demo, plugin)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+PACKAGE_DIRS: dict[str, str] = PYPROJECT["tool"]["setuptools"]["package-dir"]
+
+# Layer of each top-level part of the namespace; a module may import its own part or lower layers.
+LAYERS = {
+    "llamavid_eval": 0,  # the namespace's __init__: a docstring and the version
+    "llamavid_eval.core": 0,
+    "llamavid_eval.model": 1,
+    "llamavid_eval.judges": 1,
+    "llamavid_eval.tasks": 2,
+    "llamavid_eval.training": 2,
+    "llamavid_eval.results": 2,
+    "llamavid_eval.cli": 3,
+    "llamavid_eval.demo": 3,
+    "llamavid_eval.lmms_plugin": 3,
+}
+TOP = 3
+
+
+def part_of(module: str) -> str:
+    """The LAYERS key a dotted module name belongs to (longest matching prefix)."""
+    matches = [p for p in LAYERS if module == p or module.startswith(p + ".")]
+    if not matches:
+        raise AssertionError(f"{module} belongs to no layer: add it to LAYERS in tests/test_layout.py")
+    return max(matches, key=len)
+
+
+def source_modules() -> list[tuple[str, Path]]:
+    """(dotted name, file) of every module installed under the namespace, found via package-dir."""
+    found = []
+    for package, folder in PACKAGE_DIRS.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            relative = path.relative_to(REPO / folder).with_suffix("")
+            parts = [p for p in relative.parts if p != "__init__"]
+            name = ".".join([package, *parts])
+            if package == "llamavid_eval" and parts and f"llamavid_eval.{parts[0]}" in PACKAGE_DIRS:
+                continue
+            found.append((name, path))
+    return found
+
+
+def imported_modules(path: Path, module: str) -> list[str]:
+    """Our modules that ``path`` imports (absolute and relative imports, at any depth)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                base = package[: len(package) - node.level + 1]
+                names.append(".".join(base + ([node.module] if node.module else [])))
+            else:
+                names.append(node.module or "")
+    return [n for n in names if n == "llamavid_eval" or n.startswith("llamavid_eval.")]
+
+
+def layer(module: str, path: Path) -> int:
+    # ``python -m`` entry points are command lines, i.e. the top layer, wherever they sit.
+    return TOP if path.name == "__main__.py" else LAYERS[part_of(module)]
+
+
+def test_every_package_folder_is_installed():
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    packages = {name for name, path in source_modules() if path.name == "__init__.py"}
+    assert packages == listed, f"pyproject.toml [tool.setuptools] packages differs: {packages ^ listed}"
+
+
+def test_no_generic_top_level_imports():
+    """Nothing of ours is imported under the folder names (``import tasks`` would be a user's tasks/)."""
+    generic = {"tasks", "judges", "training", "results", "llamavid_model"}
+    offenders = []
+    for folder in ["llamavid_eval", "llamavid_model", "tasks", "judges", "training", "results", "tests", "benchmarks"]:
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in generic]
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize(("module", "path"), source_modules(), ids=lambda v: v if isinstance(v, str) else "")
+def test_dependencies_point_down(module: str, path: Path):
+    own_part, own_layer = part_of(module), layer(module, path)
+    upward = []
+    for target in imported_modules(path, module):
+        target_part = part_of(target)
+        if target_part == own_part:
+            continue
+        if LAYERS[target_part] >= own_layer:
+            upward.append(f"{target} (layer {LAYERS[target_part]})")
+    assert not upward, f"{module} (layer {own_layer}) imports sideways or upwards: {upward}"
