@@ -1,21 +1,46 @@
-"""Shared fixtures: the golden fixture from ../shared, a tiny release in the released layout, tiny videos."""
+"""Shared fixtures: the golden fixture found from the repository root, a tiny release in the released layout."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = Path(os.environ.get("LLAMAVID_GOLDEN", REPO.parent / "shared" / "fixtures" / "llamavid-golden"))
+GOLDEN_NAME = Path("shared") / "fixtures" / "llamavid-golden"
+GOLDEN_MARKER = "reference.safetensors"
+
+
+def golden_candidates(repo: Path, environ: Mapping[str, str]) -> list[Path]:
+    """Where the golden fixture may be, in order: ``shared/`` inside the checkout (the GPU machine puts it
+    there), ``shared/`` beside the checkout (the workstation layout), then ``$LLAMAVID_GOLDEN``."""
+    places = [repo / GOLDEN_NAME, repo.parent / GOLDEN_NAME]
+    if environ.get("LLAMAVID_GOLDEN"):
+        places.append(Path(environ["LLAMAVID_GOLDEN"]).expanduser())
+    return places
+
+
+def find_golden(repo: Path, environ: Mapping[str, str]) -> Path:
+    """The first candidate holding the fixture; otherwise fail naming every place tried."""
+    places = golden_candidates(repo, environ)
+    for place in places:
+        if (place / GOLDEN_MARKER).is_file():
+            return place
+    tried = "\n  ".join(str(p) for p in places)
+    raise FileNotFoundError(
+        f"golden fixture ({GOLDEN_MARKER}) not found; tried:\n  {tried}\n"
+        "Put the llamavid-golden folder in one of them or set LLAMAVID_GOLDEN to its folder."
+    )
 
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    if not (GOLDEN / "reference.safetensors").is_file():
-        pytest.fail(f"golden fixture missing at {GOLDEN}; set LLAMAVID_GOLDEN to its folder")
-    return GOLDEN
+    try:
+        return find_golden(REPO, os.environ)
+    except FileNotFoundError as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -102,3 +102,21 @@ def test_dependencies_point_down(module: str, path: Path):
         if LAYERS[target_part] >= own_layer:
             upward.append(f"{target} (layer {LAYERS[target_part]})")
     assert not upward, f"{module} (layer {own_layer}) imports sideways or upwards: {upward}"
+
+
+def test_golden_fixture_is_found_from_the_repository_root(tmp_path):
+    from conftest import find_golden
+
+    repo = tmp_path / "checkout"
+    beside = tmp_path / "shared" / "fixtures" / "llamavid-golden"
+    beside.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError) as missing:
+        find_golden(repo, {"LLAMAVID_GOLDEN": str(tmp_path / "elsewhere")})
+    for place in (repo / "shared", beside, tmp_path / "elsewhere"):
+        assert str(place) in str(missing.value)
+    (beside / "reference.safetensors").write_bytes(b"")
+    assert find_golden(repo, {}) == beside
+    inside = repo / "shared" / "fixtures" / "llamavid-golden"
+    inside.mkdir(parents=True)
+    (inside / "reference.safetensors").write_bytes(b"")
+    assert find_golden(repo, {}) == inside
