@@ -21,28 +21,21 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from llamavid_eval.model.inference import LlamaVidRunner, Question
-from llamavid_eval.model.loading import load_llamavid
+from llamavid_eval.model.loading import load_llamavid, torch_dtype
 from llamavid_eval.model.lora import apply_lora
 from llamavid_eval.model.video import load_visuals
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-DTYPES = {
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-}
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` = bf16 on a GPU, fp32 on the CPU."""
+    """``auto`` = bf16 on a GPU, fp32 on the CPU; otherwise any name of the dtype table."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return torch_dtype(dtype)
 
 
 def parse_bool(value: bool | str, name: str) -> bool:

@@ -32,6 +32,8 @@ from transformers.models.instructblip.configuration_instructblip import (
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
 from transformers.utils import is_flash_attn_2_available
 
+from llamavid_eval.core.dtypes import dtype_name
+
 QFORMER_PREFIX = "visual_tokenizer.qformer."
 EVA_HEAD_DIM = 88  # EVA-ViT-G: 1408 wide, 16 heads
 
@@ -77,6 +79,11 @@ def _from_hf_cache(repo_id: str) -> Path | None:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:  # not cached (or not a repo id): the caller reports what it tried
         return None
+
+
+def torch_dtype(dtype: str | torch.dtype, what: str = "dtype") -> torch.dtype:
+    """A ``torch.dtype`` from any name of the one dtype table (``bf16``, ``float16``, ...) or a dtype."""
+    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, dtype_name(dtype, what))
 
 
 def load_llamavid(

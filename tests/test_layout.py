@@ -85,8 +85,11 @@ def test_no_generic_top_level_imports():
     for folder in ["llamavid_eval", "llamavid_model", "tasks", "judges", "training", "results", "tests", "benchmarks"]:
         for path in (REPO / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else ([node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                )
                 offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in generic]
     assert not offenders, offenders
 

@@ -86,6 +86,21 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
     assert (config.learning_rate, config.max_frames, config.train_visual) == (1e-4, None, ["projector"])
 
 
+def test_one_dtype_table_for_config_merge_and_backend():
+    from llamavid_eval.model.lmms_backend import resolve_dtype
+    from llamavid_eval.model.loading import torch_dtype
+
+    config = load_config(None, ["train_data=x.json", "load_dtype=bf16", "save_dtype=half"])
+    assert (config.load_dtype, config.save_dtype) == ("bfloat16", "float16")
+    with pytest.raises(ConfigError, match="save_dtype='fp8'"):
+        load_config(None, ["train_data=x.json", "save_dtype=fp8"])
+    assert torch_dtype("fp32") is torch_dtype(torch.float32) is torch.float32
+    assert resolve_dtype("half", torch.device("cpu")) is torch.float16
+    assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
+    with pytest.raises(ValueError, match="dtype='int8'.*bf16"):
+        resolve_dtype("int8", torch.device("cpu"))
+
+
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_recipes_are_valid(recipe):
     config = load_config(recipe)

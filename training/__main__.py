@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from llamavid_eval.training.config import ConfigError, load_config
 
+from llamavid_eval.core.dtypes import ALIASES
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llamavid", description=__doc__,
@@ -26,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("--out", required=True, help="output folder")
     merge.add_argument("--vision-tower", help="LAVIS eva_vit_g.pth (default: the base config's mm_vision_tower)")
     merge.add_argument("--qformer-tokenizer", help="bert-base-uncased folder (default: bert-base-uncased)")
-    merge.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    merge.add_argument("--dtype", default="bfloat16", choices=list(ALIASES))
     args = parser.parse_args(argv)
 
     if args.command == "train":

@@ -16,12 +16,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from llamavid_eval.model.loading import LoadedLlamaVid, load_llamavid
+from llamavid_eval.model.loading import LoadedLlamaVid, load_llamavid, torch_dtype
 from llamavid_eval.model.lora import apply_lora
 from llamavid_eval.model.saving import save_released
 from llamavid_eval.training.config import TrainConfig
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PROGRESS = "progress.json"
 
 
@@ -91,7 +90,7 @@ def save_final(
     """Full / stage 1: released layout; LoRA: peft adapter folder. Returns the folder."""
     state = accelerator.get_state_dict(module)  # gathers ZeRO-3 / FSDP shards on the main process
     state = {name.removeprefix("model."): tensor for name, tensor in state.items()}
-    dtype = DTYPES[config.save_dtype]
+    dtype = torch_dtype(config.save_dtype)
     inner = accelerator.unwrap_model(module).model
     if config.method == "lora":
         out = output_dir / "adapter"
@@ -119,5 +118,5 @@ def merge_lora(
     """Base + adapter -> a full checkpoint in the released layout (what ``pretrained=`` loads)."""
     loaded = load_llamavid(base, vision_tower=vision_tower, qformer_tokenizer=qformer_tokenizer)
     merged = apply_lora(loaded.model, lora)
-    return save_released(merged, out, vision_tower_path=str(loaded.vision_tower_path), dtype=DTYPES[dtype],
+    return save_released(merged, out, vision_tower_path=str(loaded.vision_tower_path), dtype=torch_dtype(dtype),
                          tokenizer_from=loaded.checkpoint_dir)

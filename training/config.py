@@ -16,9 +16,10 @@ from typing import Any
 
 import yaml
 
+from llamavid_eval.core.dtypes import dtype_name
+
 METHODS = ("full", "lora", "stage1")
 VISUAL_PARTS = ("qformer", "attention", "projector")
-DTYPES = ("float32", "bfloat16", "float16")
 LLAMA_LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -86,11 +87,15 @@ class TrainConfig:
         """Check values that types cannot; raise :class:`ConfigError` naming the key."""
         choices = {
             "method": METHODS, "too_long": ("skip", "error"), "mixed_precision": ("bf16", "fp16", "no"),
-            "load_dtype": DTYPES, "save_dtype": DTYPES,
         }  # fmt: skip
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}={getattr(self, key)!r}: expected one of {list(allowed)}")
+        for key in ("load_dtype", "save_dtype"):  # any name of the dtype table, stored canonical
+            try:
+                setattr(self, key, dtype_name(getattr(self, key), key))
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         if not self.train_data:
             raise ConfigError("train_data is required (a LLaVA-format JSON/JSONL, e.g. ucf_crime/train_instruct.json)")
         if isinstance(self.train_visual, str) and self.train_visual != "auto":

@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
-from llamavid_eval.model.loading import load_llamavid
+from llamavid_eval.model.loading import load_llamavid, torch_dtype
 from llamavid_eval.training.checkpointing import (
-    DTYPES,
     Progress,
     keep_trainable_only,
     load_checkpoint,
@@ -75,7 +74,7 @@ def run_training(config: TrainConfig) -> TrainingRun:
     sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
     loaded = load_llamavid(
         config.base, vision_tower=config.vision_tower, qformer=config.qformer,
-        qformer_tokenizer=config.qformer_tokenizer, dtype=DTYPES[config.load_dtype],
+        qformer_tokenizer=config.qformer_tokenizer, dtype=torch_dtype(config.load_dtype),
         device="cpu" if sharded else accelerator.device, attn_implementation=config.attn_implementation,
     )
     model = configure_trainable(loaded.model, config)
