@@ -1,14 +1,16 @@
 """Video and image decoding for LLaMA-VID: frames at a chosen rate, capped, as uint8 RGB arrays.
 
 decord is what the original evaluation used (random access is fast); PyAV is the fallback where
-decord is not installed (e.g. aarch64) or cannot open a file.
+decord is not installed (e.g. aarch64), cannot open a file or finds no frames in it. Decoding and
+frame counting follow this one rule (``_first_decoder``), so a count always matches a decode.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -42,31 +44,63 @@ def load_video(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
+    return _first_decoder(path, [(name, decode) for name, decode, _ in _DECODERS], fps, max_frames)
+
+
+def count_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> int:
+    """Frames :func:`load_visuals` returns for one file, read from the container without decoding.
+
+    Training budgets visual tokens per example before it decodes anything (images count 1). The
+    decoder is chosen by the same rule as :func:`load_video`, so the count is that decoder's.
+    """
+    path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return 1
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    return _first_decoder(path, [(name, count) for name, _, count in _DECODERS], fps, max_frames)
+
+
+def _first_decoder(path: Path, attempts: list[tuple[str, Callable[..., Any]]], fps: float, max_frames: int | None):
+    """The one fallback rule: the first decoder that is installed, opens the file and finds frames wins.
+
+    Anything else (not installed, an exception, zero frames) moves on to the next one; when none is
+    left the error names the file and every decoder's reason.
+    """
     errors = []
-    for decode in (_decode_with_decord, _decode_with_pyav):
+    for name, attempt in attempts:
         try:
-            frames = decode(path, fps, max_frames)
+            result = attempt(path, fps, max_frames)
         except ImportError as error:
-            errors.append(f"{decode.__name__}: {error}")
+            errors.append(f"{name}: not installed ({error})")
             continue
         except Exception as error:  # decoders raise many types for a damaged file
-            errors.append(f"{decode.__name__}: {type(error).__name__}: {error}")
+            errors.append(f"{name}: {type(error).__name__}: {error}")
             continue
-        if len(frames) == 0:
-            errors.append(f"{decode.__name__}: decoded zero frames")
+        if (len(result) if isinstance(result, np.ndarray) else result) == 0:
+            errors.append(f"{name}: found zero frames")
             continue
-        return frames
+        return result
     raise VideoDecodeError(f"cannot decode video {path}: " + "; ".join(errors))
 
 
-def _decode_with_decord(path: Path, fps: float, max_frames: int | None) -> np.ndarray:
+def _decord_reader(path: Path):
     from decord import VideoReader, cpu
 
-    reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+    return VideoReader(str(path), ctx=cpu(0), num_threads=1)
+
+
+def _decode_with_decord(path: Path, fps: float, max_frames: int | None) -> np.ndarray:
+    reader = _decord_reader(path)
     indices = frame_indices(len(reader), reader.get_avg_fps(), fps, max_frames)
     if not indices:
         return np.zeros((0, 0, 0, 3), dtype=np.uint8)
     return reader.get_batch(indices).asnumpy()
+
+
+def _count_with_decord(path: Path, fps: float, max_frames: int | None) -> int:
+    reader = _decord_reader(path)
+    return len(frame_indices(len(reader), reader.get_avg_fps(), fps, max_frames))
 
 
 def _decode_with_pyav(path: Path, fps: float, max_frames: int | None) -> np.ndarray:
@@ -82,21 +116,7 @@ def _decode_with_pyav(path: Path, fps: float, max_frames: int | None) -> np.ndar
     return np.stack([frames[i] for i in indices])
 
 
-def count_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> int:
-    """Frames :func:`load_visuals` returns for one file, read from the container without decoding.
-
-    Training budgets visual tokens per example before it decodes anything (images count 1).
-    """
-    path = Path(path)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return 1
-    try:
-        from decord import VideoReader, cpu
-
-        reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
-        return len(frame_indices(len(reader), reader.get_avg_fps(), fps, max_frames))
-    except ImportError:
-        pass
+def _count_with_pyav(path: Path, fps: float, max_frames: int | None) -> int:
     import av
 
     with av.open(str(path)) as container:
@@ -104,6 +124,13 @@ def count_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | No
         total = sum(1 for packet in container.demux(stream) if packet.size)
         average = float(stream.average_rate) if stream.average_rate else 0.0
     return len(frame_indices(total, average, fps, max_frames))
+
+
+# (name, decode, count) in order of preference: decord first (what the original evaluation used).
+_DECODERS = (
+    ("decord", _decode_with_decord, _count_with_decord),
+    ("pyav", _decode_with_pyav, _count_with_pyav),
+)
 
 
 def load_visual(

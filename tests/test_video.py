@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 import pytest
-from llamavid_eval.model import video
 from llamavid_eval.model.video import VideoDecodeError, count_frames, frame_indices, load_video, load_visuals
 from media import coloured_frames, write_video
 
@@ -36,15 +38,11 @@ def _nearest(decoded: np.ndarray, originals: np.ndarray) -> list[int]:
 def test_decoders_sample_the_same_frames(two_fps_video, decoder, monkeypatch):
     path, originals = two_fps_video
     if decoder == "pyav":
-        monkeypatch.setattr(video, "_decode_with_decord", _unavailable)
+        monkeypatch.setitem(sys.modules, "decord", None)  # import decord -> ImportError
     frames = load_video(path, fps=1)
     assert frames.shape == (4, 32, 32, 3) and frames.dtype == np.uint8
     assert _nearest(frames, originals) == [0, 2, 4, 6]
     assert _nearest(load_video(path, fps=1, max_frames=2), originals) == [0, 6]
-
-
-def _unavailable(*_args):
-    raise ImportError("decord disabled for this test")
 
 
 def test_missing_and_corrupt_videos_are_named(tmp_path):
@@ -74,7 +72,26 @@ def test_images_and_multi_image_documents(tmp_path):
 def test_frame_count_without_decoding_matches_decoding(two_fps_video, decoder, monkeypatch, tmp_path):
     path, _ = two_fps_video
     if decoder == "pyav":
-        monkeypatch.setitem(__import__("sys").modules, "decord", None)  # import decord -> ImportError
+        monkeypatch.setitem(sys.modules, "decord", None)  # import decord -> ImportError
     for fps, cap in ((1, None), (2, None), (1, 3)):
         assert count_frames(path, fps=fps, max_frames=cap) == len(load_video(path, fps=fps, max_frames=cap))
     assert count_frames(tmp_path / "still.png") == 1
+
+
+def _decord_that_cannot_open(*_args, **_kwargs):
+    raise RuntimeError("[decord] cannot open this file")
+
+
+def test_decoding_and_counting_share_one_fallback_rule(two_fps_video, monkeypatch, tmp_path):
+    """decord installed but failing on a file: both fall back to PyAV (counting used to raise instead)."""
+    path, originals = two_fps_video
+    broken = types.SimpleNamespace(VideoReader=_decord_that_cannot_open, cpu=lambda index: index)
+    monkeypatch.setitem(sys.modules, "decord", broken)
+    assert count_frames(path, fps=1) == len(load_video(path, fps=1)) == 4
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    for read in (load_video, count_frames):
+        with pytest.raises(VideoDecodeError, match=r"garbage\.mp4.*decord: RuntimeError.*; pyav: "):
+            read(garbage)
+    with pytest.raises(FileNotFoundError, match="absent.mp4"):
+        count_frames(tmp_path / "absent.mp4")
