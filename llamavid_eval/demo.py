@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     t = step(f"3/5 fine-tune (full, {args.epochs} epochs) with the training module")
     tuned = train(TrainConfig(
         base=str(release.checkpoint), qformer_tokenizer=str(release.bert_tokenizer),
-        train_data=str(data_root / FAMILY / "train_conversations.json"), data_root=str(data_root / FAMILY),
+        train_data=str(data_root / FAMILY / "train_conversations.json"), data_root=str(data_root),
         method="full", learning_rate=args.learning_rate, warmup_ratio=0.03, num_epochs=args.epochs,
         per_device_batch_size=16, gradient_accumulation_steps=1, mixed_precision="no",
         gradient_checkpointing=False, output_dir=str(work / "finetuned"), save_every=0, resume="never",
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    in {time.perf_counter() - t:.0f} s")
 
     step("5/5 leaderboard")
-    board = subprocess.run([sys.executable, "-m", "results", "table", str(work / "eval"), "--out",
+    board = subprocess.run([sys.executable, "-m", "llamavid_eval.results", "table", str(work / "eval"), "--out",
                             str(work / "leaderboard"), "--reference", "none"], env=env, text=True,
                            capture_output=True)  # fmt: skip
     print(board.stdout or board.stderr)

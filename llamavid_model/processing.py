@@ -17,9 +17,9 @@ from PIL import Image
 from transformers import PreTrainedTokenizerBase
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from llamavid_eval.core.records import IMAGE_PLACEHOLDER
 from llamavid_eval.core.tokens import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
-IMAGE_PLACEHOLDER = "<image>"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VICUNA_V1_SYSTEM = (

@@ -101,7 +101,8 @@ def test_layout_meta_and_conversations(data_dir):
     assert len(train) == 12 and len({r["video_id"] for r in train}) == 8
     for record in test + train:
         assert record["id"] == f"{record['video_id']}_{record['question_type']}"
-        assert record["video"] == f"videos/{record['video_id']}.mp4" and (data_dir / record["video"]).is_file()
+        assert record["video"] == f"llamavid_demo/videos/{record['video_id']}.mp4"
+        assert (data_dir.parent / record["video"]).is_file()
         assert record["question"] == QUESTIONS[record["question_type"]]
         assert record["choices"] == list(ANSWERS[record["question_type"]]) and record["answer"] in record["choices"]
         assert 4 <= record["num_frames"] <= 8
@@ -123,15 +124,15 @@ def test_layout_meta_and_conversations(data_dir):
 def test_answers_are_in_the_pixels(data_dir):
     for split in ("train", "test"):
         for record in read_jsonl(data_dir / f"{split}.jsonl"):
-            frames, rate = decode(data_dir / record["video"])
+            frames, rate = decode(data_dir.parent / record["video"])
             assert frames.shape == (record["num_frames"], SIZE, SIZE, 3) and rate == 1.0
             check_pixels(record, frames)
 
 
 def test_backend_loader_keeps_every_frame_at_1_fps(data_dir):
     record = read_jsonl(data_dir / "test.jsonl")[0]
-    frames, _ = decode(data_dir / record["video"])
-    np.testing.assert_array_equal(load_video(data_dir / record["video"], fps=1), frames)
+    frames, _ = decode(data_dir.parent / record["video"])
+    np.testing.assert_array_equal(load_video(data_dir.parent / record["video"], fps=1), frames)
 
 
 def test_answers_are_balanced():
@@ -196,7 +197,7 @@ def test_task_scores_exact_match_through_the_evaluator(root, data_dir):
         assert metric(results, "llamavid_demo", name) == pytest.approx(value), name
     test = read_jsonl(data_dir / "test.jsonl")
     assert model.prompts == [f"{r['question']} Answer with one word." for r in test]
-    assert model.visuals == [[str(data_dir / r["video"])] for r in test]
+    assert model.visuals == [[str(data_dir.parent / r["video"])] for r in test]
     samples = results["samples"]["llamavid_demo"]
     logged = [s["accuracy"] for s in samples]
     assert [r["id"] for r in logged] == [r["id"] for r in test]

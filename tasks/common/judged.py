@@ -21,10 +21,6 @@ _MEMO: dict[str, tuple[list[Judgement], dict[str, Any]]] = {}
 _MEMO_SIZE = 8
 
 
-def qa_record(doc_id: Any, question: str, answer: str, prediction: str) -> dict[str, Any]:
-    return {"id": doc_id, "question": question, "answer": answer, "prediction": prediction}
-
-
 def judged_summary(records: Sequence[dict[str, Any]], task_config: Any = None) -> dict[str, Any]:
     """``summarize`` of the judgements of ``records`` (judged once per content and judge)."""
     metadata = getattr(task_config, "metadata", None)

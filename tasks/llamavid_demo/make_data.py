@@ -6,8 +6,12 @@
 
     videos/<video_id>.mp4         64x64, 4-8 frames at 1 fps (libx264, else mpeg4)
     train.jsonl, test.jsonl       {"id", "video_id", "video", "question", "answer", "question_type",
-                                   "choices", "num_frames"}; "video" is relative to DIR
+                                   "choices", "num_frames"}
     train_conversations.json      LLaVA-format instruction-tuning records of the train split
+
+"video" is ``llamavid_demo/videos/<video_id>.mp4``: relative to the data root (DIR's parent), the one
+convention of every prepared dataset (``llamavid_eval.core.records``), so tasks and training resolve
+it the same way.
     meta.json                     seed, counts, per question type the answer set and chance level
 
 The output is a pure function of the arguments (same seed -> same bytes on one PyAV/codec build).
@@ -29,6 +33,7 @@ from llamavid_eval.tasks.llamavid_demo import scenes
 from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, FPS, KIND_QUESTIONS, QUESTIONS, SIZE, Scene
 
 from llamavid_eval.core.paths import DATA_ROOT_ENV, data_root
+from llamavid_eval.core.records import conversation_record
 
 FAMILY = "llamavid_demo"
 VERSION = 1  # bump when the generator's output changes
@@ -68,7 +73,7 @@ def qa_records(video_id: str, scene: Scene) -> list[dict[str, Any]]:
         {
             "id": f"{video_id}_{qtype}",
             "video_id": video_id,
-            "video": f"videos/{video_id}.mp4",
+            "video": f"{FAMILY}/videos/{video_id}.mp4",
             "question": QUESTIONS[qtype],
             "answer": scene.answers[qtype],
             "question_type": qtype,
@@ -81,14 +86,7 @@ def qa_records(video_id: str, scene: Scene) -> list[dict[str, Any]]:
 
 def conversation(record: dict[str, Any]) -> dict[str, Any]:
     """LLaVA instruction-tuning record; the prompt is exactly what the task sends (plus ``<image>``)."""
-    return {
-        "id": record["id"],
-        "video": record["video"],
-        "conversations": [
-            {"from": "human", "value": f"<image>\n{record['question']}{ANSWER_SUFFIX}"},
-            {"from": "gpt", "value": record["answer"]},
-        ],
-    }
+    return conversation_record(record["id"], record["video"], f"{record['question']}{ANSWER_SUFFIX}", record["answer"])
 
 
 def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:

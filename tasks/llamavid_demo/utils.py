@@ -19,7 +19,7 @@ from llamavid_eval.judges.backends.exact import words
 from llamavid_eval.tasks.common.local_task import LocalVideoTask
 from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, QUESTIONS
 
-from llamavid_eval.core.paths import DATA_ROOT_ENV, DatasetNotPreparedError, data_root, split_file
+from llamavid_eval.core.paths import DATA_ROOT_ENV, DatasetNotPreparedError, data_root, resolve_video, split_file
 
 FAMILY = "llamavid_demo"
 EXACT = {"judge": "exact"}
@@ -46,14 +46,11 @@ class DemoTask(LocalVideoTask):
 
 
 def video_path(doc: Record) -> str:
-    """Absolute path of the doc's video; ``video`` is relative to the dataset folder (LLaVA style)."""
-    path = data_root() / FAMILY / doc["video"]
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Video {path} not found ({doc['video']!r} under ${DATA_ROOT_ENV}={data_root()}/{FAMILY}). "
-            f"Re-generate the demo data: {make_data_command()}"
-        )
-    return str(path)
+    """Absolute path of the doc's video; ``video`` is relative to the data root, as for every task."""
+    try:
+        return resolve_video(doc["video"])
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error} For the demo data: {make_data_command()}") from None
 
 
 def doc_to_visual(doc: Record) -> list[str]:

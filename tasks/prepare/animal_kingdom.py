@@ -17,12 +17,13 @@ from llamavid_eval.tasks.prepare.common import (
     SplitReport,
     VideoLinker,
     bad_row,
-    conversation,
     index_videos,
     require_dir,
     require_file,
     write_split,
 )
+
+from llamavid_eval.core.records import conversation_record
 
 FAMILY = "animal_kingdom"
 QUESTION = (
@@ -94,7 +95,7 @@ def prepare(
                 {"id": code, "video": linker.place(index[code]), "question": QUESTION, "answer": " ".join(sentences)}
             )
         instruct = (
-            [conversation(r["id"], r["video"], r["question"], r["answer"]) for r in records]
+            [conversation_record(r["id"], r["video"], r["question"], r["answer"]) for r in records]
             if split == "train"
             else None
         )

@@ -88,15 +88,6 @@ class VideoLinker:
         return relative.as_posix()
 
 
-def conversation(record_id: str, video: str, question: str, answer: str) -> dict[str, Any]:
-    """One LLaVA-format training record as the LLaMA-VID training code reads it."""
-    return {
-        "id": record_id,
-        "video": video,
-        "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
-    }
-
-
 def write_split(
     root: Path, report: SplitReport, records: list[dict[str, Any]], instruct: list[dict[str, Any]] | None = None
 ) -> list[Path]:

@@ -13,13 +13,14 @@ from llamavid_eval.tasks.prepare.common import (
     SplitReport,
     VideoLinker,
     bad_row,
-    conversation,
     index_videos,
     require_dir,
     require_file,
     write_split,
 )
 from llamavid_eval.tasks.ucf_crime.labels import MC_PROMPT, NORMAL, class_from_filename, mc_answer
+
+from llamavid_eval.core.records import conversation_record
 
 FAMILY = "ucf_crime"
 LIST_FIX = "Lines must start with a video file name such as Abuse028_x264.mp4 or Abuse/Abuse028_x264.mp4, whose prefix is a UCF-Crime class."
@@ -61,7 +62,7 @@ def prepare_split(
             {"id": Path(name).stem, "video": linker.place(index[name]), "label": cls, "is_anomaly": cls != NORMAL}
         )
     instruct = (
-        [conversation(r["id"], r["video"], MC_PROMPT, mc_answer(r["label"])) for r in records]
+        [conversation_record(r["id"], r["video"], MC_PROMPT, mc_answer(r["label"])) for r in records]
         if split == "train"
         else None
     )

@@ -12,12 +12,13 @@ from llamavid_eval.tasks.prepare.common import (
     SplitReport,
     VideoLinker,
     bad_row,
-    conversation,
     index_videos,
     require_dir,
     require_file,
     write_split,
 )
+
+from llamavid_eval.core.records import conversation_record
 
 REQUIRED_KEYS = ("video_id", "question", "id", "answer")
 
@@ -89,7 +90,7 @@ def prepare(
             }
         )
     instruct = (
-        [conversation(str(r["id"]), r["video"], r["question"], r["answer"]) for r in records]
+        [conversation_record(str(r["id"]), r["video"], r["question"], r["answer"]) for r in records]
         if split == "train"
         else None
     )

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets import Dataset
-from llamavid_eval.tasks.common.judged import judge_failures, judged_accuracy, judged_mean_score, qa_record
+from llamavid_eval.tasks.common.judged import judge_failures, judged_accuracy, judged_mean_score
 from llamavid_eval.tasks.common.local_task import LocalVideoTask
 from llamavid_eval.tasks.ucf_crime import confusion
 from llamavid_eval.tasks.ucf_crime.labels import (
@@ -26,6 +26,7 @@ from llamavid_eval.tasks.ucf_crime.labels import (
 from loguru import logger
 
 from llamavid_eval.core.paths import resolve_video
+from llamavid_eval.core.records import qa_record
 
 __all__ = ["LocalVideoTask", "judge_failures", "judged_accuracy", "judged_mean_score"]
 Record = dict[str, Any]

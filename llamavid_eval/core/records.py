@@ -1,0 +1,42 @@
+"""What our records look like: the training conversation, the scored records tasks log, their keys.
+
+Every record that names a video (prepared splits, demo data, training conversations) gives it as a
+path relative to the data root (``$LLAMAVID_DATA_ROOT``), resolved by
+:func:`llamavid_eval.core.paths.resolve_video`; a prepared folder moves with one variable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IMAGE_PLACEHOLDER = "<image>"
+"""Where the frames go in a training prompt (the model splices the visual tokens in its place)."""
+
+QA_RECORD_KEYS = ("id", "question", "answer", "prediction")
+"""An open-ended item as logged by judged tasks: what a judge reads and the re-judge command re-reads."""
+
+CLASSIFICATION_RECORD_KEYS = ("id", "gold", "pred", "prediction")
+"""A multiple-choice item (UCF-Crime): gold and mapped predicted class, and the raw prediction."""
+
+JUDGEMENT_KEY = "judgement"
+"""Key under which a judged task writes each item's judgement (``Judgement.to_dict()``) into its record."""
+
+
+def qa_record(doc_id: Any, question: str, answer: str, prediction: str) -> dict[str, Any]:
+    """One open-ended item with the keys of :data:`QA_RECORD_KEYS`."""
+    return dict(zip(QA_RECORD_KEYS, (doc_id, question, answer, prediction), strict=True))
+
+
+def conversation_record(record_id: str, video: str, question: str, answer: str) -> dict[str, Any]:
+    """One LLaVA-format training record (``{"id", "video", "conversations"}``) as the training module reads it.
+
+    ``video`` is relative to the data root; the prompt is ``<image>`` then the question, the reply the answer.
+    """
+    return {
+        "id": record_id,
+        "video": video,
+        "conversations": [
+            {"from": "human", "value": f"{IMAGE_PLACEHOLDER}\n{question}"},
+            {"from": "gpt", "value": answer},
+        ],
+    }
