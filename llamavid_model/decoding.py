@@ -1,14 +1,18 @@
-"""Batched greedy/sampled decoding for short video-QA answers: shared prompt prefix, CUDA graphs.
+"""Batched greedy decoding for short video-QA answers: shared prompt prefix, static cache, CUDA graphs.
 
-``generate`` on a batch of left-padded prompts spends most of a short answer's decode steps
-launching kernels (32 layers x a dozen small kernels per token) and, with the default dynamic
-cache, re-copying the whole KV cache at every step. :class:`GraphDecoder` keeps one
-``StaticCache`` alive across batches, so that transformers' own auto-compilation of the decode
-step (``torch.compile`` in ``reduce-overhead`` mode, i.e. CUDA graphs) replays the same graph for
-every batch of the same shape: rows are padded up to the batch size and the cache length is
-rounded up to a bucket; the caches of the last few shapes are kept, so batches of videos of
-different lengths do not re-record graphs each time. Answers longer than ``graph_tokens``
-continue on the eager path, so a task's large ``max_new_tokens`` does not size the static cache.
+``generate`` spends most of a short answer's decode steps in Python: per step it rebuilds inputs,
+runs logits processors and stopping criteria, and synchronises with the GPU to ask whether every
+row finished, while 32 layers x a dozen small kernels are launched one by one. For greedy
+decoding :class:`GraphDecoder` runs its own loop instead: one prefill over the new tokens (the
+shared prefix's KV is copied into a right-sized ``StaticCache``), then decode steps in which
+everything - embedding, the model, the eos ban before ``min_new_tokens``, the argmax, padding of
+finished rows, the cache's write position and the attention mask - is one captured CUDA graph,
+replayed with no Python per token and no host synchronisation until the end (or every
+``check_every`` steps, to stop when all rows finished). Rows are padded up to the batch size and
+the cache length is rounded up to a bucket, so every batch of the same shape replays the same
+graph; the last few shapes' graphs are kept. Answers longer than ``graph_tokens`` continue on the
+eager ``generate`` path, so a task's large ``max_new_tokens`` does not size the static cache.
+Sampling and beam search go to ``generate`` as well.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from transformers import DynamicCache, PreTrainedModel, StaticCache
 
 PrefixKV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
+#: ``generate`` options the static loop implements itself (greedy, optional min_new_tokens).
+_GREEDY_OPTIONS = {"max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "pad_token_id"}
+
 
 @dataclass
 class LlmInputs:
@@ -36,6 +43,10 @@ class LlmInputs:
     def rows(self) -> int:
         return self.embeds.shape[0]
 
+    @property
+    def prefix_length(self) -> int:
+        return 0 if self.prefix is None else self.prefix[0][0].shape[2]
+
     def dynamic_cache(self, beams: int = 1) -> DynamicCache | None:
         """A fresh cache holding the prefix for every row and beam (``generate`` extends it in place;
         it expands the inputs for beam search but not a cache passed in)."""
@@ -47,49 +58,75 @@ class LlmInputs:
 
 def prefix_kv(model: PreTrainedModel, prefix_ids: torch.Tensor) -> PrefixKV:
     """Per-layer keys and values of ``prefix_ids`` (``[1, length]``)."""
-    cache = model(input_ids=prefix_ids, use_cache=True).past_key_values
+    cache = model(input_ids=prefix_ids, use_cache=True).cache
     return tuple((layer.keys, layer.values) for layer in cache.layers)
 
 
 def generate_eager(model: PreTrainedModel, inputs: LlmInputs, **kwargs: Any) -> list[list[int]]:
     """``generate`` with a dynamic cache; new token ids per row."""
     cache = inputs.dynamic_cache(beams=int(kwargs.get("num_beams", 1)))
-    output = model.generate(inputs_embeds=inputs.embeds, attention_mask=inputs.attention_mask,
-                            past_key_values=cache, disable_compile=True, **kwargs)
+    output = model.generate(
+        inputs_embeds=inputs.embeds, attention_mask=inputs.attention_mask, cache=cache, disable_compile=True, **kwargs
+    )
     return output.tolist()
 
 
+def is_greedy(kwargs: dict[str, Any]) -> bool:
+    """Whether the static loop computes what ``generate`` would for these options."""
+    return (
+        set(kwargs) <= _GREEDY_OPTIONS and not kwargs.get("do_sample", False) and int(kwargs.get("num_beams", 1)) == 1
+    )
+
+
 class GraphDecoder:
-    """Static-cache decoding whose decode step transformers compiles once and replays as a CUDA graph."""
+    """Greedy static-cache decoding; on CUDA each decode step is one replayed CUDA graph."""
 
     def __init__(
-        self, model: PreTrainedModel, batch_size: int, graph_tokens: int = 64, bucket: int = 32, kept_shapes: int = 3
+        self,
+        model: PreTrainedModel,
+        batch_size: int,
+        graph_tokens: int = 64,
+        bucket: int = 32,
+        kept_shapes: int = 3,
+        check_every: int = 8,
+        use_graphs: bool | None = None,
     ) -> None:
         self.model = model
         self.batch_size = batch_size
         self.graph_tokens = graph_tokens
         self.bucket = bucket
         self.kept_shapes = kept_shapes
-        self._caches: OrderedDict[tuple[int, int], StaticCache] = OrderedDict()
+        self.check_every = check_every
+        self.use_graphs = use_graphs
+        self._states: OrderedDict[tuple[int, int], _StaticLoop] = OrderedDict()
 
     def generate(self, inputs: LlmInputs, eos_token_id: int, **kwargs: Any) -> list[list[int]]:
-        """New token ids per row; rows still unfinished after ``graph_tokens`` continue eagerly."""
+        """New token ids per row (ending at eos, if reached); rows unfinished after ``graph_tokens``
+        continue on the eager path; non-greedy options (and attention kernels that take no 4D mask,
+        i.e. flash-attention) go to ``generate``."""
+        if not is_greedy(kwargs) or self.model.config._attn_implementation not in ("sdpa", "eager"):
+            return generate_eager(self.model, inputs, eos_token_id=eos_token_id, **kwargs)
         max_new = int(kwargs.pop("max_new_tokens"))
         min_new = int(kwargs.pop("min_new_tokens", 0) or 0)
+        pad = int(kwargs.get("pad_token_id") or 0)
         first_new = min(max_new, self.graph_tokens)
         padded = self._pad_rows(inputs)
-        cache = self._static_cache(padded, first_new)
-        output = self.model.generate(inputs_embeds=padded.embeds, attention_mask=padded.attention_mask,
-                                     past_key_values=cache, max_new_tokens=first_new,
-                                     min_new_tokens=min(min_new, first_new), eos_token_id=eos_token_id, **kwargs)
-        rows = output[: inputs.rows].tolist()
-        unfinished = [i for i, row in enumerate(rows) if eos_token_id not in row and len(row) == first_new]
+        loop = self._loop(padded, first_new)
+        output = loop.run(padded, first_new, min_new, eos_token_id, pad, self.check_every)
+        rows = [_until_eos(row, eos_token_id) for row in output[: inputs.rows].tolist()]
+        unfinished = [i for i, row in enumerate(rows) if len(row) == first_new and row[-1] != eos_token_id]
         if max_new > first_new and unfinished:
-            rest = generate_eager(self.model, _extend(self.model, inputs, unfinished, output),
-                                  max_new_tokens=max_new - first_new, min_new_tokens=max(0, min_new - first_new),
-                                  eos_token_id=eos_token_id, **kwargs)
+            generated = output.index_select(0, torch.tensor(unfinished, device=output.device))
+            rest = generate_eager(
+                self.model,
+                _extend(self.model, inputs, unfinished, generated),
+                max_new_tokens=max_new - first_new,
+                min_new_tokens=max(0, min_new - first_new),
+                eos_token_id=eos_token_id,
+                **kwargs,
+            )
             for index, tail in zip(unfinished, rest, strict=True):
-                rows[index] = rows[index] + tail
+                rows[index] = rows[index] + _until_eos(tail, eos_token_id)
         return rows
 
     def _pad_rows(self, inputs: LlmInputs) -> LlmInputs:
@@ -101,27 +138,157 @@ class GraphDecoder:
         mask = torch.cat([inputs.attention_mask, inputs.attention_mask[-1:].expand(missing, -1)])
         return LlmInputs(embeds, mask, inputs.prefix)
 
-    def _static_cache(self, inputs: LlmInputs, new_tokens: int) -> StaticCache:
-        """This shape's cache (reset) or a new one, least recently used evicted; the prefix written in."""
+    def _loop(self, inputs: LlmInputs, new_tokens: int) -> _StaticLoop:
+        """This shape's loop (cache, buffers, graph) or a new one, least recently used evicted."""
         length = math.ceil((inputs.embeds.shape[1] + new_tokens) / self.bucket) * self.bucket
         shape = (inputs.rows, length)
-        cache = self._caches.pop(shape, None)
-        if cache is None:
-            while len(self._caches) >= self.kept_shapes:
-                self._caches.popitem(last=False)
-            cache = StaticCache(config=self.model.config, max_cache_len=length)
-        else:
-            cache.reset()
-        self._caches[shape] = cache
-        for layer_index, (keys, values) in enumerate(inputs.prefix or ()):
-            cache.update(keys.expand(inputs.rows, -1, -1, -1), values.expand(inputs.rows, -1, -1, -1), layer_index)
-        return cache
+        loop = self._states.pop(shape, None)
+        if loop is None:
+            while len(self._states) >= self.kept_shapes:
+                self._states.popitem(last=False)
+            use_graphs = self.use_graphs if self.use_graphs is not None else inputs.embeds.device.type == "cuda"
+            loop = _StaticLoop(self.model, inputs.rows, length, self.graph_tokens, inputs.embeds, use_graphs)
+        self._states[shape] = loop
+        return loop
+
+
+class _StaticLoop:
+    """A static cache with the decode step's input/output buffers and, on CUDA, the step's graph."""
+
+    def __init__(
+        self, model: PreTrainedModel, rows: int, length: int, max_tokens: int, like: torch.Tensor, use_graphs: bool
+    ) -> None:
+        config = model.config
+        device = like.device
+        self.model = model
+        self.dtype = like.dtype
+        self.length = length
+        self.cache = StaticCache(config=config, max_cache_len=length)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.cache.early_initialization(rows, config.num_key_value_heads, head_dim, like.dtype, device)
+        self.mask = torch.zeros(rows, 1, 1, length, dtype=torch.bool, device=device)
+        self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
+        self.positions = torch.zeros(rows, dtype=torch.long, device=device)
+        self.finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.out = torch.zeros(rows, max_tokens, dtype=torch.long, device=device)
+        self.step_index = torch.zeros((), dtype=torch.long, device=device)
+        self.min_new = torch.zeros((), dtype=torch.long, device=device)
+        self.eos = torch.zeros(1, dtype=torch.long, device=device)
+        self.pad = torch.zeros((), dtype=torch.long, device=device)
+        self.graph = self._capture() if use_graphs else None
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        """Record one decode step (after warm-up steps on a side stream, as CUDA graph capture needs);
+        the junk the warm-up writes is cleared by the next :meth:`run`."""
+        self.mask[..., 0] = True
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self.step()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.cache.reset()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.step()
+        return graph
+
+    def step(self) -> None:
+        """One greedy decode step, on device tensors only (this is what the graph holds)."""
+        write_at = self.cache.layers[0].cumulative_length.view(1)
+        self.mask.index_fill_(3, write_at, True)
+        embeds = self.model.get_input_embeddings()(self.tokens[:, None])
+        logits = self.model(
+            inputs_embeds=embeds,
+            attention_mask=self._for_attention(self.mask),
+            position_ids=self.positions[:, None],
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        chosen = self.choose(logits)
+        chosen = torch.where(self.finished, self.pad, chosen)
+        self.out.index_copy_(1, self.step_index.view(1), chosen[:, None])
+        self.finished |= chosen == self.eos
+        self.tokens.copy_(chosen)
+        self.positions.add_(1)
+        self.step_index.add_(1)
+
+    def _for_attention(self, mask: torch.Tensor) -> torch.Tensor:
+        """SDPA takes the boolean mask; eager attention adds the mask to its scores, so it gets 0 / -inf."""
+        if self.model.config._attn_implementation == "sdpa":
+            return mask
+        return torch.zeros(mask.shape, dtype=self.dtype, device=mask.device).masked_fill_(
+            ~mask, torch.finfo(self.dtype).min
+        )
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """Greedy token; eos banned while fewer than ``min_new`` tokens exist (``generate``'s
+        MinNewTokensLengthLogitsProcessor), written with tensors so that the graph can hold it."""
+        logits = logits.float()
+        banned = torch.where(self.step_index < self.min_new, -math.inf, 0.0)
+        logits.index_add_(1, self.eos, banned.expand(logits.shape[0], 1))
+        return logits.argmax(dim=-1)
+
+    @torch.inference_mode()
+    def run(
+        self, inputs: LlmInputs, new_tokens: int, min_new: int, eos: int, pad: int, check_every: int
+    ) -> torch.Tensor:
+        """``[rows, <= new_tokens]`` greedy ids: prefill, then up to ``new_tokens - 1`` decode steps."""
+        self.cache.reset()
+        self.min_new.fill_(min_new)
+        self.eos.fill_(eos)
+        self.pad.fill_(pad)
+        self.step_index.zero_()
+        self.finished.zero_()
+        self._prefill(inputs)
+        done = 1
+        while done < new_tokens:
+            if done % check_every == 0 and bool(self.finished.all()):
+                break
+            self.graph.replay() if self.graph is not None else self.step()
+            done += 1
+        return self.out[:, :done]
+
+    def _prefill(self, inputs: LlmInputs) -> None:
+        """Run the non-prefix part of the prompts; the first new token goes to the step buffers."""
+        start, total = inputs.prefix_length, inputs.embeds.shape[1]
+        for layer, (keys, values) in enumerate(inputs.prefix or ()):
+            self.cache.update(keys.expand(inputs.rows, -1, -1, -1), values.expand(inputs.rows, -1, -1, -1), layer)
+        valid = inputs.attention_mask.bool()
+        self.mask.zero_()
+        self.mask[:, 0, 0, :total] = valid
+        queries = torch.arange(start, total, device=valid.device)
+        keys = torch.arange(self.length, device=valid.device)
+        # causal over the cache, padding keys hidden; a query always sees itself, so that a padding
+        # row with nothing to attend to gives finite values instead of NaN
+        mask = (self.mask & (keys <= queries[:, None])) | (keys == queries[:, None])
+        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(
+            inputs_embeds=inputs.embeds[:, start:],
+            attention_mask=self._for_attention(mask),
+            position_ids=positions[:, start:],
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        first = torch.where(self.finished, self.pad, self.choose(logits))
+        self.out[:, 0] = first
+        self.finished.copy_(first == self.eos)
+        self.tokens.copy_(first)
+        self.positions.copy_(positions[:, -1] + 1)
+        self.step_index.fill_(1)
+
+
+def _until_eos(row: list[int], eos: int) -> list[int]:
+    """``row`` up to and including its first eos (what batch-1 ``generate`` returns)."""
+    return row[: row.index(eos) + 1] if eos in row else row
 
 
 def _extend(model: PreTrainedModel, inputs: LlmInputs, rows: list[int], generated: torch.Tensor) -> LlmInputs:
-    """``inputs`` restricted to ``rows``, each followed by the tokens generated for it so far."""
+    """``inputs`` restricted to ``rows``, each followed by ``generated`` (its tokens so far, same order)."""
     index = torch.tensor(rows, device=inputs.embeds.device)
-    new_ids = generated.index_select(0, index.to(generated.device)).to(inputs.embeds.device)
+    new_ids = generated.to(inputs.embeds.device)
     embeds = torch.cat([inputs.embeds.index_select(0, index), model.get_input_embeddings()(new_ids)], dim=1)
     mask = torch.cat([inputs.attention_mask.index_select(0, index), torch.ones_like(new_ids)], dim=1)
     return LlmInputs(embeds, mask, inputs.prefix)

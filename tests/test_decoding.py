@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from llamavid_eval.model.batching import prepare_batch
-from llamavid_eval.model.decoding import GraphDecoder, LlmInputs, generate_eager
+from llamavid_eval.model.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
 from llamavid_eval.model.inference import LlamaVidRunner, Question
 from llamavid_eval.model.loading import decode_answer, load_llamavid
 from media import coloured_frames
@@ -117,3 +119,35 @@ def test_shared_prefix_cache_gives_the_full_prompt_result(loaded, beams):
         shared = generate_eager(loaded.model, inputs, **settings)
         whole = generate_eager(loaded.model, LlmInputs(inputs.embeds, inputs.attention_mask), **settings)
     assert shared == whole
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_static_loop_honours_min_new_tokens_and_works_without_a_prefix(loaded, shared_prefix):
+    """eos banned before min_new_tokens as generate bans it; left-padded rows with no cached prefix
+    (a padding query then attends only to itself) still give generate's ids."""
+    inputs = _inputs(loaded, _questions({}))
+    if not shared_prefix:
+        inputs = LlmInputs(inputs.embeds, inputs.attention_mask)
+    settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+    with torch.inference_mode():
+        first = generate_eager(loaded.model, inputs, eos_token_id=loaded.tokenizer.eos_token_id, **settings)
+        eos = first[1][0]  # row 1 would end at its first token
+        eager = generate_eager(loaded.model, inputs, eos_token_id=eos, min_new_tokens=3, **settings)
+        graph = GraphDecoder(loaded.model, batch_size=4, bucket=8).generate(
+            inputs, eos_token_id=eos, min_new_tokens=3, **settings
+        )
+    assert [row[: row.index(eos) + 1] if eos in row else row for row in eager] == graph
+    assert all(len(row) >= 3 for row in graph) and eos not in graph[1][:2]
+
+
+def test_decoding_raises_no_library_deprecation_warning(loaded):
+    """transformers 5.x deprecates generate's ``past_key_values`` for ``cache`` (removed in 6.0):
+    our calls must use the supported names so that lifting the ``<6`` pin is a one-line change."""
+    inputs = _inputs(loaded, _questions({}))
+    settings = {"max_new_tokens": 2, "do_sample": False, "pad_token_id": 0, "eos_token_id": 2}
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        generate_eager(loaded.model, inputs, **settings)
+        GraphDecoder(loaded.model, batch_size=3).generate(inputs, **settings)
+        prefix_kv(loaded.model, torch.tensor([[1, 5, 6]]))
