@@ -78,7 +78,7 @@ def test_missing_qa_file_names_it(tmp_path, capsys):
                 str(tmp_path),
             ]
         )
-        == 2
+        == 1
     )
     err = capsys.readouterr().err
     assert "QA file not found" in err and "nope.json" in err and "--qa" in err
@@ -90,7 +90,7 @@ def test_bad_qa_record_stops_or_is_skipped_and_listed(tmp_path, capsys):
     del rows[1]["answer"]
     qa.write_text(json.dumps(rows))
     args = ["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--root", str(tmp_path / "root")]
-    assert main(args) == 2
+    assert main(args) == 1
     err = capsys.readouterr().err
     assert f"{qa}:record 1: record lacks answer" in err and "--skip-bad-rows" in err
     assert main([*args, "--skip-bad-rows"]) == 0
@@ -149,7 +149,7 @@ def test_ucf_crime_bad_line_names_file_and_line(tmp_path, capsys):
     listing = raw / "Anomaly_Detection_splits" / "Anomaly_Test.txt"
     listing.write_text(listing.read_text() + "Unknown/Parade001_x264.mp4\n")
     assert (
-        main(["ucf_crime", "--videos", str(raw / "Videos"), "--test-list", str(listing), "--root", str(tmp_path)]) == 2
+        main(["ucf_crime", "--videos", str(raw / "Videos"), "--test-list", str(listing), "--root", str(tmp_path)]) == 1
     )
     assert f"{listing}:{len(UCF_TEST) + 1}: cannot read a UCF-Crime video name" in capsys.readouterr().err
 
@@ -168,7 +168,7 @@ def test_ucf_crime_missing_list(tmp_path, capsys):
                 str(tmp_path),
             ]
         )
-        == 2
+        == 1
     )
     assert "UCF-Crime test list not found" in capsys.readouterr().err
 
@@ -200,7 +200,7 @@ def test_animal_kingdom_bad_segment(tmp_path, capsys):
     (annotations / "test.txt").write_text(AK_TEST + "AAA3 oops##The cat is sleeping.\n")
     assert (
         main(["animal_kingdom", "--annotations", str(annotations), "--videos", str(videos), "--root", str(tmp_path)])
-        == 2
+        == 1
     )
     assert f"{annotations / 'test.txt'}:4: not a '<code> <start> <end>##<sentence>' segment" in capsys.readouterr().err
 
@@ -227,5 +227,66 @@ def test_nothing_usable_is_an_error(tmp_path, capsys, dataset):
         "ucf_crime": ["--test-list", str(tmp_path / "list.txt")],
         "animal_kingdom": ["--annotations", str(tmp_path)],
     }
-    assert main([dataset, "--videos", str(tmp_path / "videos"), "--root", str(tmp_path / "root"), *extra[dataset]]) == 2
+    assert main([dataset, "--videos", str(tmp_path / "videos"), "--root", str(tmp_path / "root"), *extra[dataset]]) == 1
     assert "No usable rows" in capsys.readouterr().err
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_animal_kingdom_with_only_test_txt_prepares_test_and_names_the_missing_train(tmp_path, capsys):
+    annotations, videos = animal_kingdom_raw(tmp_path / "raw")
+    (annotations / "train.txt").unlink()
+    root = tmp_path / "root"
+    args = ["animal_kingdom", "--annotations", str(annotations), "--videos", str(videos), "--root", str(root)]
+    assert main(args) == 0
+    assert [r["id"] for r in read_jsonl(root / "animal_kingdom" / "test.jsonl")] == ["AAA1", "AAA2"]
+    assert not (root / "animal_kingdom" / "train.jsonl").exists()
+    out = capsys.readouterr().out
+    assert (
+        f"animal_kingdom/train: not prepared (Animal Kingdom train annotations not found: {annotations / 'train.txt'})"
+        in out
+    )
+    (annotations / "test.txt").unlink()
+    assert main(args) == 1
+    reason = last_line(capsys.readouterr().err)
+    assert reason.startswith("error: llamavid prepare:") and "train.txt" in reason and "test.txt" in reason
+
+
+def test_ucf_crime_with_only_a_train_list(tmp_path, capsys):
+    raw = ucf_raw(tmp_path / "raw")
+    lists = raw / "Anomaly_Detection_splits"
+    root = tmp_path / "root"
+    args = ["ucf_crime", "--videos", str(raw / "Videos"), "--train-list", str(lists / "Anomaly_Train.txt")]
+    assert main([*args, "--test-list", str(lists / "absent.txt"), "--root", str(root)]) == 0
+    assert len(read_jsonl(root / "ucf_crime" / "train.jsonl")) == 2 and not (root / "ucf_crime" / "test.jsonl").exists()
+    assert "ucf_crime/test: not prepared (UCF-Crime test list not found:" in capsys.readouterr().out
+    assert main(["ucf_crime", "--videos", str(raw / "Videos"), "--root", str(root)]) == 1
+    assert "no UCF-Crime test list given; no UCF-Crime train list given" in last_line(capsys.readouterr().err)
+
+
+def test_prepare_command_fails_with_the_reason_last(tmp_path):
+    """Through the console script: non-zero exit, ``error: ...`` as the last line, no traceback."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "llamavid"), "prepare", "msvd_qa", "--qa", str(tmp_path / "nope.json"),
+         "--videos", str(tmp_path), "--root", str(tmp_path / "root")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert (
+        last_line(done.stderr).startswith("error: llamavid prepare: QA file not found") and "nope.json" in done.stderr
+    )
+
+
+def test_unexpected_prepare_errors_keep_the_traceback_and_end_with_the_reason(tmp_path, capsys, monkeypatch):
+    import llamavid_eval.tasks.prepare as prepare
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("index bug")
+
+    monkeypatch.setattr(prepare.video_qa, "prepare", broken)
+    qa, videos = video_qa_raw(tmp_path / "raw")
+    assert main(["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--root", str(tmp_path / "root")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and last_line(err) == "error: llamavid prepare: unexpected KeyError: 'index bug'"

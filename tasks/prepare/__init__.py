@@ -4,13 +4,13 @@ the local dataset the lmms-eval tasks read from ``$LLAMAVID_DATA_ROOT/<dataset>/
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from llamavid_eval.tasks.prepare import animal_kingdom, ucf_crime, video_qa
 from llamavid_eval.tasks.prepare.common import PrepareError, summarize_run
 
+from llamavid_eval.core.exits import run_command
 from llamavid_eval.core.paths import DATA_ROOT_ENV, data_root
 
 
@@ -33,12 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--test-list",
         type=Path,
-        required=True,
-        help="Anomaly_Test.txt or Temporal_Anomaly_Annotation_for_Testing_Videos.txt",
+        help="Anomaly_Test.txt or Temporal_Anomaly_Annotation_for_Testing_Videos.txt (this and/or --train-list)",
     )
     p.add_argument("--train-list", type=Path, help="Anomaly_Train.txt (also writes train_instruct.json)")
     p = sub.add_parser("animal_kingdom", help="Animal Kingdom video grounding: train.txt/test.txt + video folder")
-    p.add_argument("--annotations", type=Path, required=True, help="folder holding train.txt and test.txt")
+    p.add_argument(
+        "--annotations",
+        type=Path,
+        required=True,
+        help="folder holding test.txt and/or train.txt (a missing one is reported)",
+    )
     p.add_argument("--videos", type=Path, required=True, help="folder of <video code>.mp4")
     for p in sub.choices.values():
         p.add_argument(
@@ -68,10 +72,6 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 when prepared, 1 with ``error: <reason>`` as the last line when not, 2 for bad arguments."""
     args = build_parser().parse_args(argv)
-    try:
-        print(run(args))
-    except PrepareError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: print(run(args)), (PrepareError, OSError), "llamavid prepare")

@@ -16,10 +16,10 @@ from typing import Any
 from llamavid_eval.tasks.prepare.common import (
     SplitReport,
     VideoLinker,
+    available_splits,
     bad_row,
     index_videos,
     require_dir,
-    require_file,
     write_split,
 )
 
@@ -72,18 +72,21 @@ def read_segments(path: Path, report: SplitReport, skip_bad_rows: bool) -> dict[
 def prepare(
     annotations: Path, videos: Path, root: Path, copy: bool, skip_bad_rows: bool
 ) -> tuple[list[SplitReport], list[Path]]:
-    """Write ``test.jsonl`` and ``train.jsonl`` + ``train_instruct.json`` from ``<annotations>/{train,test}.txt``."""
+    """Write ``test.jsonl`` and ``train.jsonl`` + ``train_instruct.json`` from ``<annotations>/{train,test}.txt``.
+
+    Either file may be absent (evaluation needs only ``test.txt``): that split is reported as missing.
+    """
     require_dir(videos, "Animal Kingdom video folder", "Pass the folder holding <code>.mp4 with --videos.")
-    for split in ("train", "test"):
-        require_file(
-            annotations / f"{split}.txt",
-            f"Animal Kingdom {split} annotations",
-            "Pass the video-grounding annotation folder (with train.txt and test.txt) with --annotations.",
-        )
+    present, reports = available_splits(
+        {split: annotations / f"{split}.txt" for split in ("train", "test")},
+        FAMILY,
+        "Animal Kingdom {split} annotations",
+        "Pass the video-grounding annotation folder (with train.txt and/or test.txt) with --annotations.",
+    )
     index, linker = index_videos(videos), VideoLinker(root, FAMILY, copy)
-    reports, files = [], []
-    for split in ("train", "test"):
-        source, report = annotations / f"{split}.txt", SplitReport(FAMILY, split)
+    files: list[Path] = []
+    for split, source in present.items():
+        report = SplitReport(FAMILY, split)
         records: list[dict[str, Any]] = []
         for code, sentences in read_segments(source, report, skip_bad_rows).items():
             if code not in index:

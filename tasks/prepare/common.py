@@ -43,9 +43,34 @@ class SplitReport:
     split: str
     written: int = 0
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    missing: str | None = None  # why the split was not prepared (its source file is absent)
 
     def skip(self, source: str, line: int | str, reason: str, row: Any = None) -> None:
         self.skipped.append({"file": source, "line": line, "reason": reason, "row": row})
+
+
+def available_splits(
+    sources: dict[str, Path | None], family: str, what: str, fix: str
+) -> tuple[dict[str, Path], list[SplitReport]]:
+    """The splits whose source file exists, and a report for each missing one (never silently dropped).
+
+    Evaluation needs only the test split and fine-tuning only the train split, so a missing split is
+    reported, not fatal; the run fails only when no split's source exists. ``what`` names a source,
+    with ``{split}`` in it (``"UCF-Crime {split} list"``).
+    """
+    present = {split: path for split, path in sources.items() if path is not None and path.is_file()}
+    missing = [
+        SplitReport(
+            family,
+            split,
+            missing=f"{what.format(split=split)} not found: {path}" if path else f"no {what.format(split=split)} given",
+        )
+        for split, path in sources.items()
+        if split not in present
+    ]
+    if not present:
+        raise PrepareError("; ".join(str(r.missing) for r in missing) + f". {fix}")
+    return present, missing
 
 
 def bad_row(
@@ -123,6 +148,9 @@ def summarize_run(reports: list[SplitReport], files: list[Path]) -> str:
     """Human summary: counts per split, skip reasons with counts, files written."""
     lines = []
     for r in reports:
+        if r.missing:
+            lines.append(f"{r.family}/{r.split}: not prepared ({r.missing})")
+            continue
         lines.append(f"{r.family}/{r.split}: wrote {r.written} records, skipped {len(r.skipped)}")
         reasons: dict[str, int] = {}
         for row in r.skipped:

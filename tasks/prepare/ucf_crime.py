@@ -12,10 +12,10 @@ from llamavid_eval.tasks.prepare.common import (
     VIDEO_EXTENSIONS,
     SplitReport,
     VideoLinker,
+    available_splits,
     bad_row,
     index_videos,
     require_dir,
-    require_file,
     write_split,
 )
 from llamavid_eval.tasks.ucf_crime.labels import MC_PROMPT, NORMAL, class_from_filename, mc_answer
@@ -70,25 +70,26 @@ def prepare_split(
 
 
 def prepare(
-    videos: Path, test_list: Path, train_list: Path | None, root: Path, copy: bool, skip_bad_rows: bool
+    videos: Path, test_list: Path | None, train_list: Path | None, root: Path, copy: bool, skip_bad_rows: bool
 ) -> tuple[list[SplitReport], list[Path]]:
-    """Write ``test.jsonl`` (and ``train.jsonl`` + ``train_instruct.json`` when a train list is given)."""
+    """Write ``test.jsonl`` and/or ``train.jsonl`` + ``train_instruct.json`` from the lists that exist.
+
+    A list not given or not found is reported as a missing split; the run fails only when both are.
+    """
     require_dir(
         videos,
         "UCF-Crime video folder",
         "Pass the extracted UCF_Crimes folder (it is searched recursively) with --videos.",
     )
-    lists = {"test": test_list, **({"train": train_list} if train_list else {})}
-    for split, path in lists.items():
-        require_file(
-            path,
-            f"UCF-Crime {split} list",
-            f"Pass Anomaly_{split.title()}.txt"
-            + (" or Temporal_Anomaly_Annotation_for_Testing_Videos.txt" if split == "test" else "")
-            + f" with --{split}-list.",
-        )
+    lists, reports = available_splits(
+        {"test": test_list, "train": train_list},
+        FAMILY,
+        "UCF-Crime {split} list",
+        "Pass Anomaly_Test.txt (or Temporal_Anomaly_Annotation_for_Testing_Videos.txt) with --test-list "
+        "and/or Anomaly_Train.txt with --train-list.",
+    )
     index, linker = index_videos(videos), VideoLinker(root, FAMILY, copy)
-    reports, files = [], []
+    files: list[Path] = []
     for split, path in lists.items():
         report, written = prepare_split(split, path, index, linker, root, skip_bad_rows)
         reports.append(report)
