@@ -92,8 +92,17 @@ class JudgementCache:
     def put_many(self, items: Iterable[tuple[str, Judgement]]) -> int:
         """Store successful judgements; failed ones are skipped. Returns how many were written."""
         rows = [
-            (key, j.backend, j.model, PROMPT_VERSION, int(bool(j.verdict)), int(j.score), j.raw,
-             json.dumps(j.metadata, ensure_ascii=False, default=str), time.time())
+            (
+                key,
+                j.backend,
+                j.model,
+                PROMPT_VERSION,
+                int(bool(j.verdict)),
+                int(j.score),
+                j.raw,
+                json.dumps(j.metadata, ensure_ascii=False, default=str),
+                time.time(),
+            )
             for key, j in items
             if not j.failed and j.verdict is not None and j.score is not None
         ]

@@ -89,8 +89,13 @@ class ConversationJudge(Judge):
     def _judge_uncached(self, todo: dict[str, JudgeRequest]) -> dict[str, Judgement]:
         convs: dict[str, Messages] = {k: build_messages(r) for k, r in todo.items()}
         meta: dict[str, dict[str, Any]] = {
-            k: {"attempts": 0, "parse_failures": 0, "parse_errors": [], "rejected_replies": [],
-                "prompt_version": PROMPT_VERSION}
+            k: {
+                "attempts": 0,
+                "parse_failures": 0,
+                "parse_errors": [],
+                "rejected_replies": [],
+                "prompt_version": PROMPT_VERSION,
+            }
             for k in todo
         }
         done: dict[str, Judgement] = {}

@@ -29,7 +29,22 @@ DEFAULT_MODELS = {
     "exact": "exact-match",
 }
 DEFAULT_BASE_URLS = {"local": "http://127.0.0.1:8000/v1"}
+# Requests in flight (the ceiling of the adaptive limit): a local server batches what it is sent, so it
+# gets far more than the OpenAI API, whose rate limits depend on the account.
+DEFAULT_CONCURRENCY = {"openai": 8, "local": 64}
 _CACHE_OFF = ("", "0", "off", "none", "false", "no")
+_TRUE, _FALSE = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
+
+
+def _flag(value: Any) -> bool:
+    """A yes/no option from YAML (bool) or the environment (1/0, on/off, true/false, yes/no)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"not a yes/no value: {value!r}")
+
 
 # option -> (config key, environment variable, parser)
 OPTIONS: dict[str, tuple[str, str, Any]] = {
@@ -43,6 +58,7 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "response_format": ("judge_response_format", "LLAMAVID_JUDGE_RESPONSE_FORMAT", str),
     "batch_size": ("judge_batch_size", "LLAMAVID_JUDGE_BATCH_SIZE", int),
     "cache": ("judge_cache", "LLAMAVID_JUDGE_CACHE", str),
+    "preflight": ("judge_preflight", "LLAMAVID_JUDGE_PREFLIGHT", _flag),
 }
 #: Read by the ``local`` backend only (the OpenAI key is never sent to a local server).
 API_KEY_ENV = "LLAMAVID_JUDGE_API_KEY"
@@ -56,13 +72,14 @@ class JudgeSettings:
     backend: str = "openai"
     model: str | None = None
     base_url: str | None = None
-    concurrency: int = 8
+    concurrency: int | None = None  # None: DEFAULT_CONCURRENCY of the backend
     timeout: float = 60.0
     max_retries: int = 5
     parse_retries: int = 2
     response_format: str = "auto"
     batch_size: int = 16
     cache: str = str(DEFAULT_CACHE_DIR)
+    preflight: bool = True  # check the judge when a task is built (judges.preflight); off to judge later
 
     def public(self) -> dict[str, Any]:
         from llamavid_eval.judges.backends.openai_compat import safe_url
@@ -112,10 +129,13 @@ def resolve_settings(
     merged["backend"] = backend
     merged.setdefault("model", DEFAULT_MODELS[backend])
     merged.setdefault("base_url", DEFAULT_BASE_URLS.get(backend))
+    merged.setdefault("concurrency", DEFAULT_CONCURRENCY.get(backend))
     from llamavid_eval.judges.backends.openai_compat import RESPONSE_FORMAT_CHOICES
 
     if merged.get("response_format", "auto") not in RESPONSE_FORMAT_CHOICES:
-        raise ValueError(f"unknown response_format {merged['response_format']!r}; valid: {', '.join(RESPONSE_FORMAT_CHOICES)}")
+        raise ValueError(
+            f"unknown response_format {merged['response_format']!r}; valid: {', '.join(RESPONSE_FORMAT_CHOICES)}"
+        )
     return JudgeSettings(**merged)
 
 
@@ -124,7 +144,8 @@ def _convert(opt: str, value: Any) -> Any:
     try:
         converted = kind(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
-        raise ValueError(f"{env_name} / {key} must be {kind.__name__}, got {value!r}") from None
+        expected = "yes/no (1/0, on/off, true/false)" if kind is _flag else kind.__name__
+        raise ValueError(f"{env_name} / {key} must be {expected}, got {value!r}") from None
     if kind in (int, float) and converted < (1 if opt in ("concurrency", "batch_size") else 0):
         raise ValueError(f"{env_name} / {key} is out of range: {value!r}")
     return converted
@@ -147,22 +168,35 @@ def build_judge(settings: JudgeSettings, env: Mapping[str, str] | None = None) -
     if settings.backend == "hf":
         from llamavid_eval.judges.backends.hf import HFJudge
 
-        return HFJudge(model, batch_size=settings.batch_size, cache=cache_for(settings),
-                       parse_retries=settings.parse_retries)
+        return HFJudge(
+            model, batch_size=settings.batch_size, cache=cache_for(settings), parse_retries=settings.parse_retries
+        )
     from llamavid_eval.judges.backends.openai_compat import LocalJudge, OpenAIJudge
+    from llamavid_eval.judges.preflight import remembered_format
 
     common: dict[str, Any] = dict(
-        base_url=settings.base_url, timeout=settings.timeout, max_retries=settings.max_retries,
-        concurrency=settings.concurrency, response_format=settings.response_format,
-        cache=cache_for(settings), parse_retries=settings.parse_retries,
+        base_url=settings.base_url,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        concurrency=settings.concurrency,
+        response_format=settings.response_format,
+        cache=cache_for(settings),
+        parse_retries=settings.parse_retries,
     )
     if settings.backend == "openai":
         key = env.get("OPENAI_API_KEY", "")
         if not key:
-            raise ValueError("the 'openai' judge needs OPENAI_API_KEY in the environment; or choose another "
-                             f"judge with LLAMAVID_JUDGE ({', '.join(BACKENDS)})")
-        return OpenAIJudge(model, api_key=key, **common)
-    return LocalJudge(model, api_key=env.get(API_KEY_ENV) or "EMPTY", **common)
+            raise ValueError(
+                "the 'openai' judge needs OPENAI_API_KEY in the environment; or choose another "
+                f"judge with LLAMAVID_JUDGE ({', '.join(BACKENDS)})"
+            )
+        judge: OpenAIJudge | LocalJudge = OpenAIJudge(model, api_key=key, **common)
+    else:
+        judge = LocalJudge(model, api_key=env.get(API_KEY_ENV) or "EMPTY", **common)
+    found = remembered_format(settings) if settings.response_format == "auto" else None
+    if found is not None:  # the preflight of this process already found what the server honours
+        judge.use_format(*found)
+    return judge
 
 
 def get_judge(config: Mapping[str, Any] | None = None, *, overrides: Mapping[str, Any] | None = None) -> Judge:

@@ -3,6 +3,8 @@
 It speaks just enough of ``POST /v1/chat/completions`` for the ``openai`` client, records every
 request (body and headers) and the highest number of requests it served at once, so tests can
 check retries, JSON-mode fallbacks, the concurrency bound and what was sent - over real HTTP.
+Requests of the preflight (:mod:`llamavid_eval.judges.preflight`) are recorded apart, in
+``preflight_calls``, so that ``calls`` counts judged items only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from llamavid_eval.judges.backends.openai_compat import PREFLIGHT_HEADER
 
 
 @dataclass
@@ -49,22 +53,31 @@ def reply(content: str, delay: float = 0.0) -> Response:
 
 
 def error(status: int, message: str = "error", delay: float = 0.0, **headers: str) -> Response:
-    return Response(status, body={"error": {"message": message, "type": "test", "code": status}}, delay=delay,
-                    headers=headers)
+    return Response(
+        status, body={"error": {"message": message, "type": "test", "code": status}}, delay=delay, headers=headers
+    )
 
 
 def word_judge(call: Call) -> Response:
-    """A default script: yes/5 when the reference answer occurs in the prediction, else no/1."""
+    """A default script: yes/5 when the reference answer occurs in the prediction, else no/1.
+
+    Like a server with guided decoding, it answers strict JSON when a ``response_format`` is sent and
+    the prompt's Python-dict style otherwise.
+    """
     ok = call.field("Correct Answer").lower() in call.field("Predicted Answer").lower()
+    if call.body.get("response_format"):
+        return reply(json.dumps({"pred": "yes" if ok else "no", "score": 5 if ok else 1}))
     return reply(f"{{'pred': '{'yes' if ok else 'no'}', 'score': {5 if ok else 1}}}")
 
 
 class FakeChatServer:
     """Use as a context manager; ``script(call) -> Response`` decides every answer."""
 
-    def __init__(self, script: Callable[[Call], Response] = word_judge) -> None:
+    def __init__(self, script: Callable[[Call], Response] = word_judge, models: list[str] | None = None) -> None:
         self.script = script
+        self.models = models  # GET /models lists these; None: the endpoint does not exist (404), as on some servers
         self.calls: list[Call] = []
+        self.preflight_calls: list[Call] = []  # requests of judges.preflight, kept out of ``calls``
         self.active = 0
         self.max_active = 0
         self._lock = threading.Lock()
@@ -90,9 +103,14 @@ class FakeChatServer:
             body = json.loads(handler.rfile.read(length) or b"{}")
         except ValueError:
             body = {}
+        headers = {k.lower(): v for k, v in handler.headers.items()}
         with self._lock:
-            call = Call(len(self.calls), body, {k.lower(): v for k, v in handler.headers.items()})
-            self.calls.append(call)
+            if PREFLIGHT_HEADER.lower() in headers:  # a preflight probe is not a judged item
+                call = Call(len(self.preflight_calls), body, headers)
+                self.preflight_calls.append(call)
+            else:
+                call = Call(len(self.calls), body, headers)
+                self.calls.append(call)
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
@@ -101,10 +119,13 @@ class FakeChatServer:
                 time.sleep(resp.delay)
             if resp.status == 200 and resp.content is not None:
                 payload: Any = {
-                    "id": f"chatcmpl-{call.n}", "object": "chat.completion", "created": int(time.time()),
+                    "id": f"chatcmpl-{call.n}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
                     "model": body.get("model", ""),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": resp.content}}],
+                    "choices": [
+                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": resp.content}}
+                    ],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }
             else:
@@ -123,6 +144,18 @@ class FakeChatServer:
             with self._lock:
                 self.active -= 1
 
+    def _list_models(self, handler: BaseHTTPRequestHandler) -> None:
+        if self.models is None or handler.path.rstrip("/") != "/v1/models":
+            status, payload = 404, {"detail": "Not Found"}
+        else:
+            status, payload = 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("content-type", "application/json")
+        handler.send_header("content-length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -131,6 +164,9 @@ class FakeChatServer:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 server._serve(self)
+
+            def do_GET(self) -> None:  # noqa: N802
+                server._list_models(self)
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
                 pass

@@ -2,28 +2,38 @@
 
 ``local`` is any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, SGLang) reached by base
 URL + model name. Reliability lives here rather than in the client: the client's own retries are
-off so that every retry is counted, backed off exponentially with jitter, and bounded.
+off so that every retry is counted, backed off exponentially with jitter, and bounded. Errors are
+classified by meaning (:mod:`llamavid_eval.judges.errors`): a rejected response format falls back
+whatever the status, a wrong model or key fails at once, only transient errors are retried; the
+server's own message is kept in every failure. Up to ``concurrency`` requests are in flight (64 for
+a local server, which batches them), adapted on 429/5xx (:mod:`llamavid_eval.judges.flow`), and a
+batch stops sending to a judge that is plainly down (circuit breaker).
 
 Structured output: with ``response_format="auto"`` the judge first asks for a JSON schema (``local``
 only; it constrains pred to yes/no and score to 0-5 on servers with guided decoding), then JSON mode,
 then plain prompting. A level is dropped for the whole judge only after the *same* request succeeds
 without it, so an unrelated 400 (e.g. a too-long prompt) never silently turns structured output off.
+Each judgement records the format sent and the one honoured (structured output that does not come
+back as a JSON object was ignored by the server, as ``transformers serve`` does).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
+from llamavid_eval.judges.base import Judgement, JudgeRequest
 from llamavid_eval.judges.cache import JudgementCache
 from llamavid_eval.judges.engine import ConversationJudge, Messages, Reply, Secrets
+from llamavid_eval.judges.errors import ErrorInfo, Kind, classify
+from llamavid_eval.judges.flow import AdaptiveLimit, CircuitBreaker
 from llamavid_eval.judges.prompt import MAX_NEW_TOKENS, TEMPERATURE
 
 VERDICT_SCHEMA: dict[str, Any] = {
@@ -48,14 +58,9 @@ RESPONSE_FORMATS: dict[str, dict[str, Any] | None] = {
     "none": None,
 }
 RESPONSE_FORMAT_CHOICES = ("auto", *RESPONSE_FORMATS)
+PREFLIGHT_HEADER = "X-Llamavid-Judge-Preflight"  # marks the preflight's probe, so a test server can tell it apart
 
-# Errors worth another try: the request may well succeed later.
 log = logging.getLogger("judges")
-
-_RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
-_RETRYABLE_STATUS = {408, 409, 429}
-# Errors that say "this request's parameters are not accepted" - the cue to drop structured output.
-_REJECTED = (openai.BadRequestError, openai.UnprocessableEntityError)
 
 
 def safe_url(url: str | None) -> str | None:
@@ -75,6 +80,7 @@ class OpenAICompatibleJudge(ConversationJudge):
 
     backend = "local"
     auto_formats: tuple[str, ...] = ("json_schema", "json_object", "none")
+    default_concurrency = 64
 
     def __init__(
         self,
@@ -84,16 +90,20 @@ class OpenAICompatibleJudge(ConversationJudge):
         base_url: str | None = None,
         timeout: float = 60.0,
         max_retries: int = 5,
-        concurrency: int = 8,
+        concurrency: int | None = None,
         response_format: str = "auto",
         cache: JudgementCache | None = None,
         parse_retries: int = 2,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
+        breaker_threshold: int = 10,
     ) -> None:
         super().__init__(model, cache=cache, parse_retries=parse_retries)
         if response_format not in RESPONSE_FORMAT_CHOICES:
-            raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMAT_CHOICES)}; got {response_format!r}")
+            raise ValueError(
+                f"response_format must be one of {', '.join(RESPONSE_FORMAT_CHOICES)}; got {response_format!r}"
+            )
+        concurrency = self.default_concurrency if concurrency is None else concurrency
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise ValueError("need concurrency >= 1, max_retries >= 0 and timeout > 0")
         self.base_url = base_url
@@ -104,8 +114,10 @@ class OpenAICompatibleJudge(ConversationJudge):
         self.backoff_max = backoff_max
         self._formats = self.auto_formats if response_format == "auto" else (response_format,)
         self._level = 0  # index into _formats; only ever moves down
+        self.format_note: str | None = None
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(concurrency)  # bound holds across concurrent judge_many calls
+        self.limit = AdaptiveLimit(concurrency)  # shared: the bound holds across concurrent judge_many calls
+        self.breaker = CircuitBreaker(breaker_threshold)
         self._secrets = Secrets(s for s in (api_key, urlsplit(base_url or "").password) if s and len(s) >= 6)
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
 
@@ -117,8 +129,34 @@ class OpenAICompatibleJudge(ConversationJudge):
         """The structured-output level currently in use."""
         return self._formats[self._level]
 
+    @property
+    def formats_to_try(self) -> tuple[str, ...]:
+        """The response formats still on the fallback ladder, strongest first."""
+        return self._formats[self._level :]
+
+    def use_format(self, fmt: str, note: str | None = None) -> None:
+        """Fix the response format (found by the preflight) so the real run never pays for the fallback."""
+        if fmt not in RESPONSE_FORMATS:
+            raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}; got {fmt!r}")
+        with self._lock:
+            self._formats, self._level, self.format_note = (fmt,), 0, note
+
     def close(self) -> None:
         self._client.close()
+
+    def judge_many(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+        self.breaker.reset()  # the breaker is per batch: a rerun after a restart starts sending again
+        return super().judge_many(requests)
+
+    def served_models(self, timeout: float) -> list[str]:
+        """The model ids of ``GET /models``, asked once without retries (raises ``openai.APIError``)."""
+        page = self._client.with_options(timeout=timeout, max_retries=0).models.list()
+        return [m.id for m in page.data]
+
+    def probe(self, messages: Messages, fmt: str, timeout: float) -> str:
+        """One request without retries or fallback - the preflight's tool (raises ``openai.APIError``)."""
+        client = self._client.with_options(timeout=timeout, max_retries=0, default_headers={PREFLIGHT_HEADER: "1"})
+        return self._ask(messages, fmt, client=client)
 
     def _complete(self, conversations: Sequence[Messages]) -> list[Reply]:
         if len(conversations) == 1:
@@ -127,45 +165,77 @@ class OpenAICompatibleJudge(ConversationJudge):
             return list(pool.map(self._complete_one, conversations))
 
     def _complete_one(self, messages: Messages) -> Reply:
-        with self._slots:
-            try:
-                return self._ask_with_retries(messages)
-            except Exception as err:  # a bug or an unexpected client error must not sink the batch
-                return Reply(error=self.redact(f"{type(err).__name__}: {err}"))
+        try:
+            return self._ask_with_retries(messages)
+        except Exception as err:  # a bug or an unexpected client error must not sink the batch
+            return Reply(error=self.redact(f"{type(err).__name__}: {err}"))
 
     def _ask_with_retries(self, messages: Messages) -> Reply:
         retries = 0
         level = self._level
         while True:
+            if self.breaker.reason is not None:
+                return Reply(
+                    error=f"not sent: {self.breaker.reason}",
+                    metadata={"transport_retries": retries, "error_kind": "breaker"},
+                )
             fmt = self._formats[level]
-            try:
-                text = self._ask(messages, fmt)
-            except _REJECTED as err:
+            text, info, err = self._send(messages, fmt)
+            if info is None:
+                break
+            reason = self.redact(info.reason)
+            meta = {"transport_retries": retries, "error_kind": info.kind.value}
+            if info.kind in (Kind.FORMAT, Kind.BAD_REQUEST):
                 if level + 1 < len(self._formats):
                     level += 1  # same request, less structure; committed only if it then succeeds
                     continue
-                return Reply(error=self._describe(err), metadata={"transport_retries": retries})
-            except (*_RETRYABLE, openai.APIStatusError) as err:
-                status = getattr(err, "status_code", None)
-                transient = not isinstance(err, openai.APIStatusError) or status in _RETRYABLE_STATUS or status >= 500
-                if not transient:
-                    return Reply(error=self._describe(err), metadata={"transport_retries": retries})
-                if retries < self.max_retries:
-                    self._sleep(retries, err)
-                    retries += 1
-                    continue
-                return Reply(error=f"gave up after {retries + 1} tries: {self._describe(err)}",
-                             metadata={"transport_retries": retries})
-            if level > self._level:
-                with self._lock:
+                return Reply(error=reason, metadata=meta)
+            if info.kind is Kind.CONNECTION or info.kind.permanent:
+                self.breaker.failed(info.kind.value, reason, self.name)
+            if info.kind.permanent:
+                return Reply(error=reason, metadata=meta)
+            if retries < self.max_retries and self.breaker.reason is None:
+                self._sleep(retries, err, reason)
+                retries += 1
+                continue
+            return Reply(error=f"gave up after {retries + 1} tries: {reason}", metadata=meta)
+        self.breaker.succeeded()
+        if level > self._level:
+            with self._lock:
+                if len(self._formats) > level:
                     self._level = max(self._level, level)
-            return Reply(text=text, metadata={"transport_retries": retries, "response_format": fmt})
+        return Reply(text=text, metadata=self._format_metadata(fmt, text or "", retries))
 
-    def _ask(self, messages: Messages, fmt: str) -> str:
+    def _send(self, messages: Messages, fmt: str) -> tuple[str | None, ErrorInfo | None, Exception | None]:
+        """One attempt inside a concurrency slot; feeds the adaptive limit."""
+        with self.limit.slot() as started:
+            try:
+                text = self._ask(messages, fmt)
+            except openai.APIError as err:
+                info = classify(err, sent_format=RESPONSE_FORMATS[fmt] is not None)
+                if (
+                    info.kind is Kind.TRANSIENT
+                    and info.status is not None
+                    and (info.status == 429 or info.status >= 500)
+                ):
+                    self.limit.overloaded(started)
+                return None, info, err
+        self.limit.succeeded()
+        return text, None, None
+
+    def _format_metadata(self, fmt: str, text: str, retries: int) -> dict[str, Any]:
+        """What was sent and what the server honoured: structured output must come back as a JSON object."""
+        honoured = fmt if fmt == "none" or is_json_object(text) else "none"
+        meta: dict[str, Any] = {"transport_retries": retries, "response_format": honoured, "response_format_sent": fmt}
+        if self.format_note:
+            meta["response_format_note"] = self.format_note
+        return meta
+
+    def _ask(self, messages: Messages, fmt: str, client: openai.OpenAI | None = None) -> str:
         extra: dict[str, Any] = {}
         if RESPONSE_FORMATS[fmt] is not None:
             extra["response_format"] = RESPONSE_FORMATS[fmt]
-        resp = self._client.chat.completions.create(
+        resp = (client or self._client).chat.completions.create(
             model=self.model,
             messages=messages,  # type: ignore[arg-type]
             temperature=TEMPERATURE,
@@ -176,9 +246,9 @@ class OpenAICompatibleJudge(ConversationJudge):
             return ""
         return resp.choices[0].message.content or ""
 
-    def _sleep(self, retries: int, err: Exception) -> None:
-        """Exponential backoff with jitter; a server's Retry-After wins when it asks for longer."""
-        log.info("judge %s: retry %d/%d after %s", self.name, retries + 1, self.max_retries, self._describe(err)[:200])
+    def _sleep(self, retries: int, err: Exception | None, reason: str) -> None:
+        """Exponential backoff with jitter; a server's Retry-After wins; a tripped breaker cuts it short."""
+        log.info("judge %s: retry %d/%d after %s", self.name, retries + 1, self.max_retries, reason[:200])
         delay = min(self.backoff_max, self.backoff_base * 2**retries)
         delay = delay / 2 + random.uniform(0, delay / 2)
         response = getattr(err, "response", None)
@@ -187,12 +257,15 @@ class OpenAICompatibleJudge(ConversationJudge):
                 delay = max(delay, min(self.backoff_max, float(response.headers.get("retry-after", 0))))
             except (TypeError, ValueError):
                 pass
-        time.sleep(delay)
+        self.breaker.stopped.wait(delay)
 
-    def _describe(self, err: Exception) -> str:
-        status = getattr(err, "status_code", None)
-        head = f"HTTP {status}" if status else type(err).__name__
-        return self.redact(f"{head}: {err}")[:500]
+
+def is_json_object(text: str) -> bool:
+    """Whether ``text`` is exactly one JSON object - what a server honouring structured output returns."""
+    try:
+        return isinstance(json.loads(text.strip()), dict)
+    except ValueError:
+        return False
 
 
 class OpenAIJudge(OpenAICompatibleJudge):
@@ -200,6 +273,7 @@ class OpenAIJudge(OpenAICompatibleJudge):
 
     backend = "openai"
     auto_formats = ("json_object", "none")
+    default_concurrency = 8  # the API's rate limits depend on the account tier; the adaptive limit copes with 429s
 
 
 class LocalJudge(OpenAICompatibleJudge):

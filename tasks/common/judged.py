@@ -59,7 +59,12 @@ JUDGED_AGGREGATIONS = (judged_accuracy, judged_mean_score, judge_failures)
 
 
 def check_judge(task_config: Any) -> None:
-    """Build the judge once up front so a bad judge setting (unknown backend, no API key) fails
-    before hours of inference rather than at aggregation."""
+    """Build the judge and check it against its server (``judges.preflight``) when the task is built, so a
+    judge that cannot work stops the run in seconds, before the video model runs, not after it at aggregation.
+    Raises ``JudgeUnavailable`` naming backend, URL, model, the server's reason and the fix."""
+    from llamavid_eval.judges.preflight import check_once
+
     metadata = getattr(task_config, "metadata", None)
-    get_judge(metadata if isinstance(metadata, Mapping) else None)
+    config = metadata if isinstance(metadata, Mapping) else None
+    get_judge(config).close()  # settings errors (unknown backend, no API key) before any request
+    check_once(resolve_settings(config))

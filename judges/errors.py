@@ -1,0 +1,121 @@
+"""What a failed request to a judge server *means*: the server's own reason, and what to do about it.
+
+Status codes alone mislead: llama-cpp-python answers a rejected ``response_format`` with HTTP 500
+(a format problem, not a crash), FastAPI servers answer a wrong model name with 400 and put the
+reason in ``{"detail": ...}``, which the ``openai`` client leaves out of its exception text. So an
+error is classified by status *and* by the words of the server's message, and that message is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+import openai
+
+MESSAGE_LIMIT = 400  # characters of a server's message kept in a recorded failure
+
+
+class Kind(str, Enum):
+    """What to do after an error."""
+
+    FORMAT = "format"  # the server rejects the response_format: ask again with less structure
+    MODEL = "model"  # the model is not served: permanent
+    AUTH = "auth"  # key missing or rejected: permanent
+    FORBIDDEN = "forbidden"  # key accepted, request not allowed: permanent
+    BAD_REQUEST = "bad_request"  # this request is refused (e.g. too long): permanent for the item
+    CONNECTION = "connection"  # nothing answered: transient, but a down server trips the breaker
+    TRANSIENT = "transient"  # timeout, 429, genuine 5xx: retry with backoff
+
+    @property
+    def permanent(self) -> bool:
+        return self in (Kind.MODEL, Kind.AUTH, Kind.FORBIDDEN, Kind.BAD_REQUEST)
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """A classified error: ``kind``, the HTTP status (None without a reply) and a one-line ``reason``."""
+
+    kind: Kind
+    status: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+# Words of a server rejecting structured output (vLLM, SGLang, llama.cpp, llama-cpp-python, OpenAI).
+_FORMAT_WORDS = re.compile(r"response_format|response format|json_schema|json_object|guided|grammar", re.IGNORECASE)
+# Words of "this model is not here": OpenAI's model_not_found, FastAPI servers pinned to one model.
+_MODEL_WORDS = re.compile(
+    r"model_not_found|pinned to|(model\b.{0,80}\b(does not exist|not found|not exist|unknown|not served|no such|"
+    r"not available|not loaded|is not supported))|(unknown|invalid|no such) model",
+    re.IGNORECASE | re.DOTALL,
+)
+_RETRY_STATUS = {408, 409, 425, 429}
+
+
+def server_message(err: BaseException) -> str:
+    """The server's own words: ``error.message``, FastAPI's ``detail`` or the raw body; else the exception text."""
+    body = getattr(err, "body", None)
+    text = _message_from_body(body) if body is not None else ""
+    if not text:
+        response = getattr(err, "response", None)
+        try:
+            text = (response.text or "").strip() if response is not None else ""
+        except Exception:  # a streamed or closed body cannot be read again: fall back to the exception text
+            text = ""
+    if not text:
+        text = str(err)
+        text = re.sub(r"^Error code: \d+\s*-?\s*", "", text)
+    return " ".join(text.split())[:MESSAGE_LIMIT]
+
+
+def _message_from_body(body: object) -> str:
+    if isinstance(body, str):
+        return body
+    if not isinstance(body, dict):
+        return json.dumps(body, default=str)
+    inner = body.get("error", body)
+    if isinstance(inner, dict):
+        for key in ("message", "detail", "msg"):
+            if inner.get(key):
+                return _message_from_body(inner[key]) if not isinstance(inner[key], str) else inner[key]
+    elif isinstance(inner, str) and inner:
+        return inner
+    detail = body.get("detail")
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):  # FastAPI's validation errors: [{"loc": [...], "msg": "...", ...}]
+        return "; ".join(
+            f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg', d)}" for d in detail if isinstance(d, dict)
+        ) or json.dumps(detail)
+    return json.dumps(body, default=str)
+
+
+def classify(err: BaseException, *, sent_format: bool = True) -> ErrorInfo:
+    """Classify ``err`` from the ``openai`` client; ``sent_format`` says whether a response_format was sent."""
+    if isinstance(err, openai.APITimeoutError):
+        return ErrorInfo(Kind.TRANSIENT, None, "timed out waiting for the judge server")
+    if isinstance(err, openai.APIConnectionError):
+        cause = err.__cause__ or err.__context__
+        detail = f" ({type(cause).__name__}: {cause})" if cause else ""
+        return ErrorInfo(Kind.CONNECTION, None, f"could not connect to the judge server{detail}"[:MESSAGE_LIMIT])
+    if not isinstance(err, openai.APIStatusError):
+        return ErrorInfo(Kind.TRANSIENT, None, f"{type(err).__name__}: {err}"[:MESSAGE_LIMIT])
+    status = err.status_code
+    message = server_message(err)
+    reason = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    if sent_format and _FORMAT_WORDS.search(message):
+        return ErrorInfo(Kind.FORMAT, status, reason)
+    if status == 401:
+        return ErrorInfo(Kind.AUTH, status, reason)
+    if status == 403:
+        return ErrorInfo(Kind.FORBIDDEN, status, reason)
+    if status == 404 or (status < 500 and _MODEL_WORDS.search(message)):
+        return ErrorInfo(Kind.MODEL, status, reason)
+    if status in _RETRY_STATUS or status >= 500:
+        return ErrorInfo(Kind.TRANSIENT, status, reason)
+    return ErrorInfo(Kind.BAD_REQUEST, status, reason)

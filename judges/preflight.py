@@ -1,0 +1,184 @@
+"""Check a judge once, before the video model runs, and stop the run with one clear message if it cannot work.
+
+Judging happens at aggregation time, after all of the GPU work; a judge that is down, a rejected
+key or a model the server does not serve would otherwise surface hours later, item by item, after
+retries. The preflight asks the server directly, without retries and with a short timeout: the model
+list (``GET /models``, where the server has one), then one tiny judgement, stepping down the response
+formats until a reply parses. The format found is remembered for this process (keyed by backend, URL
+and model), so the judge rebuilt at aggregation time starts with it and never pays for the fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import openai
+from llamavid_eval.judges.backends.openai_compat import OpenAICompatibleJudge, is_json_object, safe_url
+from llamavid_eval.judges.base import JudgeRequest
+from llamavid_eval.judges.errors import Kind, classify
+from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge
+from llamavid_eval.judges.parse import ParseError, parse_reply
+from llamavid_eval.judges.prompt import build_messages
+
+log = logging.getLogger("judges")
+
+TIMEOUT = 15.0  # seconds per preflight request at most: a judge that needs longer for one tiny item is unusable
+PROBE = JudgeRequest("What colour is the sky in the video?", "blue", "The sky is blue.")
+_NO_MODEL_LIST = {404, 405, 501}  # the server has no GET /models: the tiny judgement decides
+_PAPER_JUDGE_NOTE = (
+    "Note: the paper's judge gpt-3.5-turbo is reported shut down by OpenAI on 2026-10-23 (the deprecation "
+    "notices name gpt-4.1-mini as its substitute); keep the paper's numbers as reported rows and calibrate "
+    "the replacement with `llamavid judge swap`."
+)
+# (backend, base URL without credentials, model) -> (response format, note) found by a preflight
+_REMEMBERED: dict[tuple[str, str | None, str | None], tuple[str, str | None]] = {}
+
+
+class JudgeUnavailable(RuntimeError):
+    """The judge cannot work; the message names backend, URL, model, the server's reason and the fix."""
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """What the preflight found: the models the server lists (None: no list) and the format to use."""
+
+    backend: str
+    base_url: str | None
+    model: str
+    served_models: tuple[str, ...] | None
+    response_format: str
+    format_note: str | None
+    seconds: float
+
+    def summary(self) -> str:
+        note = f" ({self.format_note})" if self.format_note else ""
+        return (
+            f"judge {self.backend}:{self.model} at {self.base_url or 'the OpenAI API'} answers; "
+            f"response format {self.response_format}{note}; checked in {self.seconds:.1f} s"
+        )
+
+
+def _key(settings: JudgeSettings) -> tuple[str, str | None, str | None]:
+    return settings.backend, safe_url(settings.base_url), settings.model
+
+
+def remembered_format(settings: JudgeSettings) -> tuple[str, str | None] | None:
+    """The response format (and a note) a preflight of this process found for this judge, if any."""
+    return _REMEMBERED.get(_key(settings))
+
+
+def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> PreflightReport | None:
+    """Check the judge ``settings`` describe; raise :class:`JudgeUnavailable` if it cannot work.
+
+    Returns None for judges without a server (``exact``; ``hf`` loads its model when it first judges).
+    """
+    if settings.backend not in ("openai", "local"):
+        return None
+    start = time.monotonic()
+    _REMEMBERED.pop(_key(settings), None)  # check afresh: the server may have changed since
+    try:
+        judge = build_judge(settings, env)
+    except ValueError as err:
+        raise JudgeUnavailable(_message(settings, str(err), None)) from None
+    assert isinstance(judge, OpenAICompatibleJudge)
+    try:
+        timeout = min(judge.timeout, TIMEOUT)
+        served = _served_models(judge, settings, timeout)
+        fmt, note = _find_format(judge, settings, timeout, served)
+    finally:
+        judge.close()
+    _REMEMBERED[_key(settings)] = (fmt, note)
+    report = PreflightReport(
+        settings.backend, safe_url(settings.base_url), judge.model, served, fmt, note, time.monotonic() - start
+    )
+    log.info("%s", report.summary())
+    return report
+
+
+def _served_models(judge: OpenAICompatibleJudge, settings: JudgeSettings, timeout: float) -> tuple[str, ...] | None:
+    try:
+        models = tuple(judge.served_models(timeout))
+    except openai.APIError as err:
+        info = classify(err, sent_format=False)
+        if info.status in _NO_MODEL_LIST:
+            return None
+        raise JudgeUnavailable(_message(settings, info.reason, None)) from None
+    if judge.model not in models:
+        log.warning(
+            "judge %s: the server does not list model %r (it lists %s); trying it anyway",
+            judge.name,
+            judge.model,
+            _listing(models),
+        )
+    return models
+
+
+def _find_format(
+    judge: OpenAICompatibleJudge, settings: JudgeSettings, timeout: float, served: tuple[str, ...] | None
+) -> tuple[str, str | None]:
+    """Step down the judge's response formats until the tiny judgement parses; detect an ignored format."""
+    messages = build_messages(PROBE)
+    formats = judge.formats_to_try
+    tried: list[str] = []
+    for fmt in formats:
+        try:
+            text = judge.probe(messages, fmt, timeout)
+        except openai.APIError as err:
+            info = classify(err, sent_format=fmt != "none")
+            if info.kind in (Kind.FORMAT, Kind.BAD_REQUEST) and fmt != formats[-1]:
+                tried.append(f"{fmt} rejected ({judge.redact(info.reason)})")
+                continue
+            raise JudgeUnavailable(_message(settings, judge.redact(info.reason), served)) from None
+        text = judge.redact(text)
+        try:
+            parse_reply(text)
+        except ParseError as err:
+            tried.append(f"{fmt}: reply {text[:120]!r} does not parse ({err.reason})")
+            continue
+        if fmt != "none" and not is_json_object(text):
+            return "none", f"the server ignores response_format: {fmt} was sent and a non-JSON reply came back"
+        return fmt, ("; ".join(tried) or None)
+    reason = "no response format gave a verdict that parses: " + "; ".join(tried)
+    raise JudgeUnavailable(_message(settings, reason, served))
+
+
+def _listing(models: tuple[str, ...], limit: int = 20) -> str:
+    if not models:
+        return "no models"
+    more = f" (+{len(models) - limit} more)" if len(models) > limit else ""
+    return ", ".join(models[:limit]) + more
+
+
+def _message(settings: JudgeSettings, reason: str, served: tuple[str, ...] | None) -> str:
+    """One message: which judge, the server's reason, what it serves, and how to go on."""
+    url = safe_url(settings.base_url) or "https://api.openai.com/v1"
+    lines = [f"The judge cannot work: backend {settings.backend!r}, URL {url}, model {settings.model!r}: {reason}"]
+    if served is not None:
+        lines.append(f"The server serves: {_listing(served)}.")
+    others = ", ".join(b for b in BACKENDS if b != settings.backend)
+    lines.append(
+        "Fix: start the judge server or point LLAMAVID_JUDGE_BASE_URL at it; pick a served model with "
+        f"LLAMAVID_JUDGE_MODEL=...; or another judge with LLAMAVID_JUDGE=... ({others}) and calibrate the "
+        "replacement with `llamavid judge swap`; or skip this check with LLAMAVID_JUDGE_PREFLIGHT=0 and judge "
+        "later with `llamavid judge rejudge`."
+    )
+    if str(settings.model).startswith("gpt-3.5-turbo"):
+        lines.append(_PAPER_JUDGE_NOTE)
+    return "\n".join(lines)
+
+
+def check_once(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> PreflightReport | None:
+    """:func:`preflight` unless switched off (``LLAMAVID_JUDGE_PREFLIGHT=0``) or already passed in this process."""
+    if not settings.preflight:
+        log.warning(
+            "judge %s:%s not checked (preflight off): failures will show only when judging",
+            settings.backend,
+            settings.model,
+        )
+        return None
+    if remembered_format(settings) is not None:
+        return None
+    return preflight(settings, env)
