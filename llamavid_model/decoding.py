@@ -88,7 +88,7 @@ class GraphDecoder:
         graph_tokens: int = 64,
         bucket: int = 32,
         kept_shapes: int = 3,
-        check_every: int = 8,
+        check_every: int = 16,
         use_graphs: bool | None = None,
     ) -> None:
         self.model = model
@@ -101,11 +101,21 @@ class GraphDecoder:
         self._states: OrderedDict[tuple[int, int], _StaticLoop] = OrderedDict()
 
     def generate(self, inputs: LlmInputs, eos_token_id: int, **kwargs: Any) -> list[list[int]]:
-        """New token ids per row (ending at eos, if reached); rows unfinished after ``graph_tokens``
-        continue on the eager path; non-greedy options (and attention kernels that take no 4D mask,
-        i.e. flash-attention) go to ``generate``."""
+        """New token ids per row (ending at eos, if reached); see :meth:`launch`."""
+        return self.launch(inputs, eos_token_id, **kwargs).rows()
+
+    def launch(self, inputs: LlmInputs, eos_token_id: int, **kwargs: Any) -> PendingDecode:
+        """Queue the decoding on the GPU and return without waiting for it (the caller can prepare its
+        next batch meanwhile). Non-greedy options, and attention kernels that take no 4D mask
+        (flash-attention), run ``generate`` at once."""
         if not is_greedy(kwargs) or self.model.config._attn_implementation not in ("sdpa", "eager"):
-            return generate_eager(self.model, inputs, eos_token_id=eos_token_id, **kwargs)
+            return PendingDecode(
+                self.model,
+                inputs,
+                eos_token_id,
+                {},
+                done=generate_eager(self.model, inputs, eos_token_id=eos_token_id, **kwargs),
+            )
         max_new = int(kwargs.pop("max_new_tokens"))
         min_new = int(kwargs.pop("min_new_tokens", 0) or 0)
         pad = int(kwargs.get("pad_token_id") or 0)
@@ -113,21 +123,8 @@ class GraphDecoder:
         padded = self._pad_rows(inputs)
         loop = self._loop(padded, first_new)
         output = loop.run(padded, first_new, min_new, eos_token_id, pad, self.check_every)
-        rows = [_until_eos(row, eos_token_id) for row in output[: inputs.rows].tolist()]
-        unfinished = [i for i, row in enumerate(rows) if len(row) == first_new and row[-1] != eos_token_id]
-        if max_new > first_new and unfinished:
-            generated = output.index_select(0, torch.tensor(unfinished, device=output.device))
-            rest = generate_eager(
-                self.model,
-                _extend(self.model, inputs, unfinished, generated),
-                max_new_tokens=max_new - first_new,
-                min_new_tokens=max(0, min_new - first_new),
-                eos_token_id=eos_token_id,
-                **kwargs,
-            )
-            for index, tail in zip(unfinished, rest, strict=True):
-                rows[index] = rows[index] + _until_eos(tail, eos_token_id)
-        return rows
+        rest = {**kwargs, "max_new_tokens": max_new - first_new, "min_new_tokens": max(0, min_new - first_new)}
+        return PendingDecode(self.model, inputs, eos_token_id, rest, output=output[: inputs.rows], first_new=first_new)
 
     def _pad_rows(self, inputs: LlmInputs) -> LlmInputs:
         """Repeat the last row up to the batch size: one graph shape for every batch (extra rows discarded)."""
@@ -150,6 +147,40 @@ class GraphDecoder:
             loop = _StaticLoop(self.model, inputs.rows, length, self.graph_tokens, inputs.embeds, use_graphs)
         self._states[shape] = loop
         return loop
+
+
+class PendingDecode:
+    """Decoded ids still on the GPU; :meth:`rows` waits for them and finishes long answers eagerly."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        inputs: LlmInputs,
+        eos: int,
+        rest: dict[str, Any],
+        output: torch.Tensor | None = None,
+        first_new: int = 0,
+        done: list[list[int]] | None = None,
+    ) -> None:
+        self.model, self.inputs, self.eos, self.rest = model, inputs, eos, rest
+        self.output, self.first_new, self.done = output, first_new, done
+
+    @torch.inference_mode()
+    def rows(self) -> list[list[int]]:
+        if self.done is not None:
+            return self.done
+        eos = self.eos
+        rows = [_until_eos(row, eos) for row in self.output.tolist()]
+        unfinished = [i for i, row in enumerate(rows) if len(row) == self.first_new and row[-1] != eos]
+        if self.rest["max_new_tokens"] > 0 and unfinished:
+            generated = self.output.index_select(0, torch.tensor(unfinished, device=self.output.device))
+            tails = generate_eager(
+                self.model, _extend(self.model, self.inputs, unfinished, generated), eos_token_id=eos, **self.rest
+            )
+            for index, tail in zip(unfinished, tails, strict=True):
+                rows[index] = rows[index] + _until_eos(tail, eos)
+        self.done = rows
+        return rows
 
 
 class _StaticLoop:
@@ -234,7 +265,8 @@ class _StaticLoop:
     def run(
         self, inputs: LlmInputs, new_tokens: int, min_new: int, eos: int, pad: int, check_every: int
     ) -> torch.Tensor:
-        """``[rows, <= new_tokens]`` greedy ids: prefill, then up to ``new_tokens - 1`` decode steps."""
+        """``[rows, <= new_tokens]`` greedy ids (a copy: the buffers serve the next batch): prefill,
+        then up to ``new_tokens - 1`` decode steps; the host waits only to check for finished rows."""
         self.cache.reset()
         self.min_new.fill_(min_new)
         self.eos.fill_(eos)
@@ -248,7 +280,7 @@ class _StaticLoop:
                 break
             self.graph.replay() if self.graph is not None else self.step()
             done += 1
-        return self.out[:, :done]
+        return self.out[:, :done].clone()
 
     def _prefill(self, inputs: LlmInputs) -> None:
         """Run the non-prefix part of the prompts; the first new token goes to the step buffers."""

@@ -15,8 +15,14 @@ VICUNA = {
     "13b": {"hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40, "num_attention_heads": 40},
 }
 EVA_VIT_G = {"hidden_size": 1408, "intermediate_size": 6144, "num_hidden_layers": 39, "num_attention_heads": 16}
-BERT_BASE_QFORMER = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                     "num_attention_heads": 12, "vocab_size": 30523, "encoder_hidden_size": 1408}
+BERT_BASE_QFORMER = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "vocab_size": 30523,
+    "encoder_hidden_size": 1408,
+}
 
 
 def real_size_config(size: str = "7b", image_size: int = 224, attn_implementation: str = "sdpa") -> LlamaVidConfig:

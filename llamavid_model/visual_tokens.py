@@ -134,17 +134,21 @@ class VisualTokenizer(nn.Module):
             ``[context_0, content_0..., context_1, content_1..., ...]``.
         """
         device = features.device
-        counts = torch.tensor([count for _, count in segments], device=device)
-        if bool((counts <= 0).any()):
+        counts = [count for _, count in segments]
+        if min(counts) <= 0:
             raise ValueError("every item needs at least one frame (got a segment with 0 frames)")
-        frame_index = torch.cat([torch.arange(start, start + count, device=device) for start, count in segments])
-        item_index = torch.repeat_interleave(torch.arange(len(segments), device=device), counts)
+        # index tensors built on the host and copied without blocking (a blocking copy, or reading a
+        # device tensor back, would make the host wait for the vision tower queued before this)
+        frame_index = torch.cat([torch.arange(start, start + count) for start, count in segments])
+        item_index = torch.repeat_interleave(torch.arange(len(segments)), torch.tensor(counts))
+        frame_index = frame_index.to(device, non_blocking=True)
+        item_index = item_index.to(device, non_blocking=True)
 
         keys = self.key_projector(self._patches(features))
         context = self.context_tokens(features, keys, frame_index, input_ids[item_index], attention_mask[item_index])
         content = self.content_tokens(features)[frame_index]
         tokens = torch.cat([context, content], dim=1)
-        return [chunk.flatten(0, 1) for chunk in tokens.split(counts.tolist())]
+        return [chunk.flatten(0, 1) for chunk in tokens.split(counts)]
 
 
 class FrameSharedCrossAttention(InstructBlipQFormerMultiHeadAttention):
