@@ -70,6 +70,10 @@ def word_judge(call: Call) -> Response:
     return reply(f"{{'pred': '{'yes' if ok else 'no'}', 'score': {5 if ok else 1}}}")
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 drops connections of a client with 64 in flight
+
+
 class FakeChatServer:
     """Use as a context manager; ``script(call) -> Response`` decides every answer."""
 
@@ -81,7 +85,7 @@ class FakeChatServer:
         self.active = 0
         self.max_active = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 

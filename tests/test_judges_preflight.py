@@ -1,0 +1,203 @@
+"""The judge preflight and error handling against servers that misbehave as real ones do (loopback fakes).
+
+The llama-cpp-python case replays that server's answer to ``response_format: json_schema``: HTTP 500
+with its error wrapper ``{"error": {"message": <pydantic's validation text>, "type":
+"internal_server_error", ...}}``. The real server is not in the suite because building
+llama-cpp-python from source takes ~9 minutes on 2 cores; ``transformers serve`` is
+(tests/test_judges_real_server.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from llamavid_eval.judges import JudgeRequest, get_judge, resolve_settings
+from llamavid_eval.judges.backends.openai_compat import LocalJudge
+from llamavid_eval.judges.cache import JudgementCache
+from llamavid_eval.judges.preflight import JudgeUnavailable, check_once, preflight
+from llamavid_eval.judges.testing import Call, FakeChatServer, Response, error, reply, word_judge
+
+LLAMA_CPP_500 = Response(
+    500,
+    body={
+        "error": {
+            "message": "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n  Input should be "
+            "'text' or 'json_object' [type=literal_error, input_value='json_schema', input_type=str]",
+            "type": "internal_server_error",
+            "param": None,
+            "code": None,
+        }
+    },
+)
+REQS = [JudgeRequest(f"What is shown in clip {i}?", "a cat", f"a cat number {i}") for i in range(30)]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for var in (
+        "LLAMAVID_JUDGE",
+        "LLAMAVID_JUDGE_MODEL",
+        "LLAMAVID_JUDGE_BASE_URL",
+        "LLAMAVID_JUDGE_PREFLIGHT",
+        "LLAMAVID_JUDGE_CONCURRENCY",
+        "LLAMAVID_JUDGE_RESPONSE_FORMAT",
+        "OPENAI_API_KEY",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LLAMAVID_JUDGE_CACHE", "off")
+
+
+def llama_cpp(call: Call) -> Response:
+    if call.body.get("response_format", {}).get("type") == "json_schema":
+        return LLAMA_CPP_500
+    return word_judge(call)
+
+
+def local(url: str, **kw) -> LocalJudge:
+    kw.setdefault("backoff_base", 0.01)
+    kw.setdefault("timeout", 5.0)
+    return LocalJudge(kw.pop("model", "judge"), api_key="EMPTY", base_url=url, **kw)
+
+
+def settings(url: str, model: str = "judge", **config):
+    return resolve_settings({"judge": "local", "judge_base_url": url, "judge_model": model, **config}, env={})
+
+
+def test_llama_cpp_500_on_json_schema_falls_back_on_the_first_item():
+    with FakeChatServer(llama_cpp) as server:
+        judge = local(server.url, max_retries=5, concurrency=1)
+        start = time.monotonic()
+        out = judge.judge_many(REQS[:3])
+        assert time.monotonic() - start < 2  # no backoff: a rejected format is not a crash
+        formats = [c.body.get("response_format", {}).get("type") for c in server.calls]
+        assert formats == ["json_schema", "json_object", "json_object", "json_object"]
+        assert all(not j.failed and j.metadata["response_format"] == "json_object" for j in out)
+        assert judge.response_format == "json_object"
+
+
+def test_preflight_finds_the_format_and_the_rebuilt_judge_starts_with_it():
+    with FakeChatServer(llama_cpp, models=["judge"]) as server:
+        report = preflight(settings(server.url))
+        assert report.response_format == "json_object" and report.served_models == ("judge",)
+        assert "Input should be 'text' or 'json_object'" in report.format_note
+        judge = get_judge({"judge": "local", "judge_base_url": server.url, "judge_model": "judge"})
+        judge.judge_many(REQS[:2])
+        assert [c.body["response_format"]["type"] for c in server.calls] == ["json_object"] * 2
+        assert len(server.preflight_calls) == 2  # json_schema refused, json_object worked
+
+
+def test_preflight_stops_within_seconds_on_a_closed_port():
+    start = time.monotonic()
+    with pytest.raises(JudgeUnavailable) as caught:
+        check_once(settings("http://127.0.0.1:9/v1", "judge-x"))
+    assert time.monotonic() - start < 5
+    message = str(caught.value)
+    assert "http://127.0.0.1:9/v1" in message and "'judge-x'" in message and "Connection refused" in message
+    assert "LLAMAVID_JUDGE_PREFLIGHT=0" in message and "llamavid judge swap" in message
+
+
+def test_preflight_names_the_served_models_and_the_servers_reason():
+    def pinned(call: Call) -> Response:
+        return Response(400, body={"detail": f"Server is pinned to 'judge'; requested '{call.body['model']}'."})
+
+    with FakeChatServer(pinned, models=["judge"]) as server, pytest.raises(JudgeUnavailable) as caught:
+        preflight(settings(server.url, "meta-llama/Meta-Llama-3-8B-Instruct"))
+    message = str(caught.value)
+    assert "Server is pinned to 'judge'; requested 'meta-llama/Meta-Llama-3-8B-Instruct'" in message
+    assert "The server serves: judge." in message and len(server.preflight_calls) == 1  # permanent: asked once
+
+
+def test_paper_judge_gone_says_what_to_do():
+    def gone(call: Call) -> Response:
+        return error(404, f"The model `{call.body['model']}` does not exist or you do not have access to it.")
+
+    with FakeChatServer(gone) as server, pytest.raises(JudgeUnavailable) as caught:
+        env = {"OPENAI_API_KEY": "sk-x"}
+        preflight(resolve_settings({"judge": "openai", "judge_base_url": server.url}, env=env), env)
+    message = str(caught.value)
+    assert "'gpt-3.5-turbo'" in message and "does not exist" in message
+    assert "2026-10-23" in message and "gpt-4.1-mini" in message
+
+
+def test_server_ignoring_response_format_is_detected_and_recorded():
+    def ignores(call: Call) -> Response:  # transformers serve: drops response_format, answers a Python dict
+        return reply("{'pred': 'yes', 'score': 5}")
+
+    with FakeChatServer(ignores) as server:
+        plain = local(server.url).judge_many(REQS[:1])[0]
+        assert plain.metadata["response_format"] == "none" and plain.metadata["response_format_sent"] == "json_schema"
+        report = preflight(settings(server.url))
+        assert report.response_format == "none" and "ignores response_format" in report.format_note
+        judged = get_judge({"judge": "local", "judge_base_url": server.url, "judge_model": "judge"}).judge(REQS[1])
+        assert "response_format" not in server.calls[-1].body
+        assert judged.metadata["response_format"] == "none" and "ignores" in judged.metadata["response_format_note"]
+
+
+def test_preflight_can_be_switched_off():
+    s = resolve_settings(
+        {"judge": "local", "judge_base_url": "http://127.0.0.1:9/v1"}, env={"LLAMAVID_JUDGE_PREFLIGHT": "0"}
+    )
+    assert s.preflight is False and check_once(s) is None
+    with pytest.raises(ValueError, match="LLAMAVID_JUDGE_PREFLIGHT / judge_preflight must be yes/no"):
+        resolve_settings(env={"LLAMAVID_JUDGE_PREFLIGHT": "maybe"})
+
+
+def test_wrong_model_is_permanent_and_trips_the_breaker_once(caplog):
+    def pinned(call: Call) -> Response:
+        return Response(400, body={"detail": "Server is pinned to 'judge'; requested 'other'."})
+
+    with FakeChatServer(pinned) as server:
+        out = local(server.url, model="other", concurrency=1, max_retries=5, breaker_threshold=4).judge_many(REQS)
+    assert len(server.calls) == 4  # no retries, no format fallback, then nothing more is sent
+    assert all(j.failed for j in out) and "Server is pinned to 'judge'" in out[0].error
+    assert sum("not sent: judge stopped after 4 consecutive model failures" in j.error for j in out) == 26
+    assert caplog.text.count("judge stopped after") == 1
+
+
+def test_a_down_server_ends_the_batch_quickly_and_caches_nothing(tmp_path):
+    cache = JudgementCache(tmp_path)
+    judge = local("http://127.0.0.1:9/v1", max_retries=5, backoff_base=0.2, concurrency=4, cache=cache)
+    start = time.monotonic()
+    out = judge.judge_many(REQS)
+    assert time.monotonic() - start < 5
+    assert len(out) == 30 and all(j.failed for j in out) and len(cache) == 0
+    assert all("connect" in j.error for j in out)
+
+
+def test_genuine_500_is_retried_and_its_message_kept():
+    with FakeChatServer(lambda call: error(500, "CUDA out of memory while loading weights")) as server:
+        out = local(server.url, max_retries=2, response_format="none").judge_many(REQS[:1])
+    assert len(server.calls) == 3 and out[0].metadata["transport_retries"] == 2
+    assert out[0].error.endswith("gave up after 3 tries: HTTP 500: CUDA out of memory while loading weights")
+
+
+def test_bad_key_is_not_retried():
+    with FakeChatServer(lambda call: error(401, "Invalid API key")) as server:
+        out = local(server.url, max_retries=5).judge_many(REQS[:1])
+    assert len(server.calls) == 1 and "HTTP 401: Invalid API key" in out[0].error
+
+
+def test_local_judges_keep_64_requests_in_flight_by_default(monkeypatch):
+    assert resolve_settings({"judge": "local"}, env={}).concurrency == 64
+    assert resolve_settings({"judge": "openai"}, env={}).concurrency == 8
+    assert resolve_settings({"judge": "local"}, env={"LLAMAVID_JUDGE_CONCURRENCY": "5"}).concurrency == 5
+    with FakeChatServer(lambda call: reply('{"pred": "yes", "score": 5}', delay=1.0)) as server:
+        local(server.url).judge_many([JudgeRequest(f"q{i}", "a", "p") for i in range(70)])
+    assert server.max_active == 64
+
+
+def test_429s_shrink_the_concurrency_and_everything_still_completes():
+    state = {"served": 0}
+
+    def overloaded(call: Call) -> Response:
+        if server.active > 6:
+            return error(429, "too many requests")
+        state["served"] += 1
+        return reply('{"pred": "yes", "score": 5}', delay=0.05)
+
+    with FakeChatServer(overloaded) as server:
+        judge = local(server.url, concurrency=32, max_retries=10, backoff_base=0.02, backoff_max=0.2)
+        out = judge.judge_many([JudgeRequest(f"q{i}", "a", "p") for i in range(100)])
+    assert all(not j.failed for j in out) and state["served"] == 100
+    assert judge.limit.limit < 32  # halved on 429 (and growing back by ~1 per round of successes)
