@@ -33,7 +33,7 @@ def test_prepare_evaluate_judge_rejudge_and_tabulate(tiny_release, tmp_path):
     root = tmp_path / "data"
     env = {**os.environ, "LLAMAVID_DATA_ROOT": str(root), "LLAMAVID_JUDGE_CACHE": "off"}
     qa, videos = video_qa_raw(tmp_path / "msvd_raw")
-    run([str(BIN / "llamavid prepare"), "msvd_qa", "--qa", str(qa), "--videos", str(videos)], env)
+    run([str(BIN / "llamavid"), "prepare", "msvd_qa", "--qa", str(qa), "--videos", str(videos)], env)
     ucf = ucf_raw(tmp_path / "ucf_raw")
     run([sys.executable, "-m", "llamavid_eval.tasks.prepare", "ucf_crime", "--videos", str(ucf / "Videos"),
          "--test-list", str(ucf / "Anomaly_Detection_splits" / "Anomaly_Test.txt")], env)
