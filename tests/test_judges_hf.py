@@ -15,24 +15,37 @@ from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 VERDICT = ["{'pred':", "'yes',", "'score':", "4}"]
 SPECIAL = ["<unk>", "<pad>", "<s>", "</s>"]
 WORDS = ["ASSISTANT:", "USER:", "SYSTEM:", "Question:", "Answer:", "the", "a", "dog", "cat", "yes", "no", "score"]
-REQS = [JudgeRequest("What animal?", "dog", "a dog"), JudgeRequest("What colour is the long red car?", "red", "blue"),
-        JudgeRequest("Who?", "man", "a man")]
+REQS = [
+    JudgeRequest("What animal?", "dog", "a dog"),
+    JudgeRequest("What colour is the long red car?", "red", "blue"),
+    JudgeRequest("Who?", "man", "a man"),
+]
 
 
-def build(path, *, forced: bool, chat_template: str | None = None) -> str:
+def build(path, *, forced: bool, chat_template: str | None = None, after_verdict: tuple[str, ...] = ("</s>",)) -> str:
     vocab = {w: i for i, w in enumerate(SPECIAL + WORDS + VERDICT)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
-                                                bos_token="<s>", eos_token="</s>")
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
     if chat_template:
         fast.chat_template = chat_template
     fast.save_pretrained(path)
     n = len(vocab)
-    config = transformers.LlamaConfig(vocab_size=n, hidden_size=n, intermediate_size=16, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
-                                      bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"], pad_token_id=vocab["<pad>"],
-                                      tie_word_embeddings=False)
+    config = transformers.LlamaConfig(
+        vocab_size=n,
+        hidden_size=n,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+        pad_token_id=vocab["<pad>"],
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config)
     if forced:
@@ -44,12 +57,13 @@ def build(path, *, forced: bool, chat_template: str | None = None) -> str:
                 layer.mlp.down_proj.weight.zero_()
             model.model.embed_tokens.weight.copy_(torch.eye(n))
             model.lm_head.weight.zero_()
-            chain = ["ASSISTANT:", *VERDICT, "</s>"]
+            chain = ["ASSISTANT:", *VERDICT, *after_verdict]
             for cur, nxt in zip(chain, chain[1:], strict=False):
                 model.lm_head.weight[vocab[nxt], vocab[cur]] = 10.0
     # the checkpoint asks for sampling, as Llama-3-Instruct's does; the judge must ignore it
-    model.generation_config = transformers.GenerationConfig(do_sample=True, temperature=0.6, top_p=0.9,
-                                                            eos_token_id=vocab["</s>"], pad_token_id=vocab["<pad>"])
+    model.generation_config = transformers.GenerationConfig(
+        do_sample=True, temperature=0.6, top_p=0.9, eos_token_id=vocab["</s>"], pad_token_id=vocab["<pad>"]
+    )
     model.save_pretrained(path)
     return str(path)
 
@@ -68,8 +82,14 @@ def test_random_llama_garbage_becomes_counted_failures(tmp_path):
     assert [j.raw for j in again] == [j.raw for j in out]  # greedy despite the checkpoint's sampling defaults
 
 
-@pytest.mark.parametrize("template", [None, "{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }} "
-                                             "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        None,
+        "{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }} "
+        "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}",
+    ],
+)
 def test_scripted_llama_verdicts_parse_end_to_end(tmp_path, template):
     path = build(tmp_path / "forced", forced=True, chat_template=template)
     judge = HFJudge(path, batch_size=2, device="cpu", max_new_tokens=8)
@@ -82,3 +102,34 @@ def test_scripted_llama_verdicts_parse_end_to_end(tmp_path, template):
 def test_missing_model_is_a_failure_not_a_crash(tmp_path):
     out = HFJudge(str(tmp_path / "nope"), device="cpu").judge_many(REQS[:2])
     assert [j.failed for j in out] == [True, True] and "could not load" in out[0].error
+
+
+def test_reply_stops_once_the_verdict_is_complete(tmp_path):
+    """A judge that would go on talking after the dictionary is cut at its closing brace."""
+    path = build(tmp_path / "chatty", forced=True, after_verdict=("the", "dog", "the", "cat", "</s>"))
+    out = HFJudge(path, batch_size=3, device="cpu", max_new_tokens=8).judge_many(REQS)
+    assert [j.raw for j in out] == ["{'pred': 'yes', 'score': 4}"] * 3
+
+
+def test_shared_prefix_and_length_sorting_give_plain_generate_replies(tmp_path):
+    """Replies equal one-prompt-at-a-time ``generate`` (cut after the first token holding ``}``)."""
+    from llamavid_eval.judges.prompt import build_messages
+
+    path = build(tmp_path / "random", forced=False)
+    judge = HFJudge(path, batch_size=2, device="cpu", max_new_tokens=8, parse_retries=0)
+    out = judge.judge_many(REQS)
+    tok, lm = judge._load()
+    expected = []
+    for req in REQS:
+        ids = torch.tensor([judge._ids(tok, build_messages(req))])
+        new = lm.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=8,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )[0, ids.shape[1] :].tolist()
+        closing = [i for i, t in enumerate(new) if "}" in tok.decode([t])]
+        expected.append(tok.decode(new[: closing[0] + 1] if closing else new, skip_special_tokens=True))
+    assert [j.raw for j in out] == expected
+    assert judge._prefix is not None and len(judge._prefix[0]) > 5  # the instruction was shared

@@ -4,6 +4,12 @@ For machines without a judge server. Decoding is greedy with an explicit generat
 checkpoint's own sampling defaults (Llama-3-Instruct ships temperature 0.6 / top-p 0.9, which made
 the study's verdicts irreproducible) are ignored. The model loads on first use, not at
 construction, so building a judge from a task YAML costs nothing until something is judged.
+
+Throughput: every judge prompt starts with the same system text and instruction (~60% of its
+tokens); that shared token prefix is run through the model once and its keys/values are copied
+into every row's static cache, so only each item's own tokens are prefilled. Conversations are
+sorted by length before batching (little padding), and a row stops at the first ``}`` - the
+verdict dictionary is complete there - instead of running to ``max_new_tokens``.
 """
 
 from __future__ import annotations
@@ -56,9 +62,21 @@ class HFJudge(ConversationJudge):
         self._lock = threading.Lock()
         self._tok: Any = None
         self._lm: Any = None
+        self._prefix: tuple[tuple[int, ...], tuple[tuple[Any, Any], ...]] | None = None
+        self._closing: Any = None
+
+    @classmethod
+    def with_model(cls, name: str, tokenizer: Any, lm: Any, **kwargs: Any) -> HFJudge:
+        """A judge around an already loaded tokenizer and model (benchmarks, notebooks); ``name``
+        is what verdicts and cache keys record as the judge model."""
+        judge = cls(name, **kwargs)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+        judge._tok, judge._lm = tokenizer, lm.eval()
+        return judge
 
     def close(self) -> None:
-        self._tok = self._lm = None
+        self._tok = self._lm = self._prefix = self._closing = None
         _load_pretrained.cache_clear()
 
     def _load(self) -> tuple[Any, Any]:
@@ -73,8 +91,10 @@ class HFJudge(ConversationJudge):
             try:
                 return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), False
             except Exception:  # templates without a system role (Gemma, Mistral): fold it into the first turn
-                merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]},
-                          *messages[2:]]
+                merged = [
+                    {"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]},
+                    *messages[2:],
+                ]
                 return tok.apply_chat_template(merged, tokenize=False, add_generation_prompt=True), False
         return render_plain(messages), True
 
@@ -83,31 +103,99 @@ class HFJudge(ConversationJudge):
             tok, lm = self._load()
         except Exception as err:
             return [Reply(error=f"could not load {self.model}: {type(err).__name__}: {err}")] * len(conversations)
-        replies: list[Reply] = []
-        for start in range(0, len(conversations), self.batch_size):
-            chunk = conversations[start : start + self.batch_size]
+        prompts = [self._ids(tok, messages) for messages in conversations]
+        shared = _shared_length(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths: little padding
+        replies: list[Reply | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
             try:
-                replies.extend(Reply(text=t) for t in self._generate(tok, lm, chunk))
+                texts = self._generate(tok, lm, [prompts[i] for i in chunk], shared)
+                for index, text in zip(chunk, texts, strict=True):
+                    replies[index] = Reply(text=text)
             except Exception as err:  # e.g. out of memory: this chunk fails, the rest still runs
-                replies.extend([Reply(error=f"generation failed: {type(err).__name__}: {err}")] * len(chunk))
-        return replies
+                for index in chunk:
+                    replies[index] = Reply(error=f"generation failed: {type(err).__name__}: {err}")
+        return [reply for reply in replies if reply is not None]
 
-    def _generate(self, tok: Any, lm: Any, chunk: Sequence[Messages]) -> list[str]:
+    def _ids(self, tok: Any, messages: Messages) -> list[int]:
+        text, add_special = self._render(tok, messages)
+        return tok(text, add_special_tokens=add_special)["input_ids"]
+
+    def _generate(self, tok: Any, lm: Any, prompts: list[list[int]], shared: int) -> list[str]:
+        """Greedy replies for one batch; the first ``shared`` ids of every prompt are the same."""
         import torch
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, StaticCache
 
-        rendered = [self._render(tok, m) for m in chunk]
-        add_special = rendered[0][1]
-        enc = tok([text for text, _ in rendered], return_tensors="pt", padding=True,
-                  add_special_tokens=add_special).to(lm.device)
+        pad = tok.pad_token_id
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([p[:shared] + [pad] * (width - len(p)) + p[shared:] for p in prompts], device=lm.device)
+        mask = torch.tensor(
+            [[1] * shared + [0] * (width - len(p)) + [1] * (len(p) - shared) for p in prompts], device=lm.device
+        )
+        cache = StaticCache(config=lm.config, max_cache_len=width + self.max_new_tokens)
+        if shared:  # the shared prefix's keys/values, computed once per judge
+            for layer, (keys, values) in enumerate(self._prefix_kv(lm, tuple(prompts[0][:shared]))):
+                cache.update(keys.expand(len(prompts), -1, -1, -1), values.expand(len(prompts), -1, -1, -1), layer)
         config = GenerationConfig(
             do_sample=False,
             num_beams=1,
             max_new_tokens=self.max_new_tokens,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=lm.generation_config.eos_token_id if lm.generation_config.eos_token_id is not None
+            pad_token_id=pad,
+            eos_token_id=lm.generation_config.eos_token_id
+            if lm.generation_config.eos_token_id is not None
             else tok.eos_token_id,
         )
         with torch.inference_mode():
-            out = lm.generate(**enc, generation_config=config)
-        return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            out = lm.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                cache=cache,
+                generation_config=config,
+                stopping_criteria=[_VerdictComplete(self._closing_ids(tok, lm))],
+                disable_compile=True,
+            )
+        return tok.batch_decode(out[:, width:], skip_special_tokens=True)
+
+    def _prefix_kv(self, lm: Any, prefix: tuple[int, ...]) -> tuple[tuple[Any, Any], ...]:
+        """Per-layer keys/values of ``prefix`` (batch 1), kept while the prefix stays the same."""
+        import torch
+
+        if self._prefix is None or self._prefix[0] != prefix:
+            with torch.inference_mode():
+                cache = lm(input_ids=torch.tensor([prefix], device=lm.device), use_cache=True).cache
+            self._prefix = (prefix, tuple((layer.keys, layer.values) for layer in cache.layers))
+        return self._prefix[1]
+
+    def _closing_ids(self, tok: Any, lm: Any) -> Any:
+        """Ids of the tokens whose text holds ``}`` (a reply is complete once it emits one)."""
+        import torch
+
+        if self._closing is None:
+            size = len(tok)
+            texts = tok.batch_decode([[i] for i in range(size)])
+            self._closing = torch.tensor([i for i, t in enumerate(texts) if "}" in t] or [-1], device=lm.device)
+        return self._closing
+
+
+def _shared_length(prompts: Sequence[list[int]]) -> int:
+    """Length of the id prefix common to every prompt, leaving each prompt at least one own id."""
+    if not prompts:
+        return 0
+    first, limit = prompts[0], min(len(p) for p in prompts) - 1
+    length = 0
+    while length < limit and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return length
+
+
+class _VerdictComplete:
+    """``generate`` stopping criterion: a row is done once it emits a token containing ``}``."""
+
+    def __init__(self, closing_ids: Any) -> None:
+        self.closing_ids = closing_ids
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.isin(input_ids[:, -1], self.closing_ids)
