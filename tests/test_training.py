@@ -262,3 +262,19 @@ def test_build_random_model_at_7b_size_on_meta():
     count = {name: sum(p.numel() for p in m.parameters() if p.requires_grad) for name, m in (("lora", lora), ("full", full))}
     assert 6.5e9 < count["full"] < 7.2e9 and 0.3e9 < count["lora"] < 0.7e9
     assert all(not p.requires_grad for p in full.model.vision_tower.parameters())
+
+
+def test_train_and_merge_commands_fail_with_the_reason_last(tmp_path, capsys):
+    missing = tmp_path / "no-such-checkpoint"
+    args = ["train", "--override", "train_data=x.json", "--override", f"base={missing}",
+            "--override", f"output_dir={tmp_path / 'out'}", "--override", "report_to=none"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: llamavid train: LLaMA-VID checkpoint not found")
+    assert main(["merge", "--base", str(missing), "--lora", str(tmp_path), "--out", str(tmp_path / "m")]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: llamavid merge: LLaMA-VID checkpoint not found") and str(missing) in last
+    with pytest.raises(SystemExit) as usage:
+        main(["train", "--override", "train_data=x.json", "--override", "fps=fast"])
+    assert usage.value.code == 2 and "fps='fast'" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -1,6 +1,6 @@
 """``llamavid train --config <recipe.yaml> [--override key=value ...]`` and ``... merge``.
 
-Multi-GPU / DeepSpeed / FSDP: ``accelerate launch [--config_file ...] -m training train --config ...``.
+Multi-GPU / DeepSpeed / FSDP: ``accelerate launch [--config_file ...] -m llamavid_eval.training train --config ...``.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from llamavid_eval.training.config import ConfigError, load_config
+from llamavid_eval.training.config import ConfigError, TrainConfig, load_config
 
 from llamavid_eval.core.dtypes import ALIASES
+from llamavid_eval.core.exits import run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,21 +31,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("--qformer-tokenizer", help="bert-base-uncased folder (default: bert-base-uncased)")
     merge.add_argument("--dtype", default="bfloat16", choices=list(ALIASES))
     args = parser.parse_args(argv)
-
     if args.command == "train":
         try:
             config = load_config(args.config, args.override)
         except ConfigError as error:
             parser.error(str(error))
-        from llamavid_eval.training.recipe import train as run
+        return run_command(lambda: _train(config), expected_errors(), "llamavid train")
+    return run_command(lambda: _merge(args), expected_errors(), "llamavid merge")
 
-        print(run(config))
-    else:
-        from llamavid_eval.training.checkpointing import merge_lora
 
-        print(merge_lora(args.base, args.lora, args.out, vision_tower=args.vision_tower,
-                         qformer_tokenizer=args.qformer_tokenizer, dtype=args.dtype))
-    return 0
+def expected_errors() -> tuple[type[Exception], ...]:
+    """Failures whose message says what to fix (missing or malformed file, bad record, missing extra):
+    one ``error:`` line; anything else also prints its traceback. Imported here, after parsing, so
+    that ``--help`` does not wait for torch."""
+    from llamavid_eval.model.video import VideoDecodeError
+    from llamavid_eval.model.weights import WeightFileError
+    from llamavid_eval.training.data import DataError
+
+    return ConfigError, DataError, WeightFileError, VideoDecodeError, FileNotFoundError, ImportError
+
+
+def _train(config: TrainConfig) -> None:
+    from llamavid_eval.training.recipe import train
+
+    print(train(config))
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from llamavid_eval.training.checkpointing import merge_lora
+
+    print(merge_lora(args.base, args.lora, args.out, vision_tower=args.vision_tower,
+                     qformer_tokenizer=args.qformer_tokenizer, dtype=args.dtype))  # fmt: skip
 
 
 if __name__ == "__main__":

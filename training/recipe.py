@@ -1,6 +1,6 @@
 """The training recipe, top to bottom: model -> trainable parts -> data -> optimizer/schedule -> loop -> save.
 
-Runs unchanged under ``llamavid train`` (one process) and ``accelerate launch -m training
+Runs unchanged under ``llamavid train`` (one process) and ``accelerate launch -m llamavid_eval.training
 train`` (data parallel, DeepSpeed ZeRO-2/3 or FSDP as the accelerate config says).
 """
 
