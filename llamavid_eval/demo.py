@@ -21,10 +21,15 @@ import sys
 import time
 from pathlib import Path
 
+from llamavid_eval.core.exits import run_command
 from llamavid_eval.model.tiny import write_tiny_release
 from llamavid_eval.tasks.llamavid_demo.make_data import FAMILY, make_dataset
 from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, QUESTIONS
 from llamavid_eval.training import TrainConfig, train
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message names the step, its output is printed above it."""
 
 
 def step(title: str) -> float:
@@ -46,11 +51,19 @@ def evaluate(
         command += ["--limit", str(limit)]
     result = subprocess.run(command, env=env, text=True, capture_output=True)
     log = result.stdout + result.stderr
+    # lmms-eval logs an evaluation that raised and still exits 0: look for its message too.
     if result.returncode != 0 or "Error during evaluation" in log:
-        raise SystemExit(f"lmms-eval failed for {name}:\n{log[-4000:]}")
+        print(log[-4000:], file=sys.stderr)
+        raise DemoError(f"lmms-eval failed for {name} (exit status {result.returncode}); the end of its log is above")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when every step ran, 1 with ``error: <reason>`` as the last line when one failed."""
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: run(args), (DemoError, FileExistsError, OSError), "llamavid demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llamavid demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=Path("llamavid-demo"))
@@ -60,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test questions")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def run(args: argparse.Namespace) -> None:
+    """The five steps; raises :class:`DemoError` naming the step that failed."""
     work = args.workdir.resolve()
     data_root = work / "data"
     env = {**os.environ, "LLAMAVID_DATA_ROOT": str(data_root), "LLAMAVID_JUDGE": "exact",
@@ -105,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
                             str(work / "leaderboard"), "--reference", "none"], env=env, text=True,
                            capture_output=True)  # fmt: skip
     print(board.stdout or board.stderr)
+    if board.returncode != 0:
+        raise DemoError(f"the leaderboard step failed (exit status {board.returncode}); its output is above")
     chance = {qtype: info["chance"] for qtype, info in meta["question_types"].items()}
     tested = meta["splits"]["test"]["per_type"]
     overall = sum(chance[q] * tested[q]["questions"] for q in chance) / sum(tested[q]["questions"] for q in chance)
     print(f"chance level (uniform guess, %): overall {overall:.1f}, per type {json.dumps(chance)}")
     print(f"leaderboard: {work / 'leaderboard'}  |  total {time.perf_counter() - started:.0f} s")
-    return board.returncode
 
 
 if __name__ == "__main__":
