@@ -10,10 +10,22 @@ Subcommands:
     Unset options come from ``LLAMAVID_JUDGE*`` environment variables, then the defaults.
 
 ``llamavid judge agree A B [--json] [--examples N]``
-    Compare two judges on the same items (items files written by ``rejudge``, or folders holding
-    them): matched items, accuracy of each, % agreement, Cohen's kappa, Pearson/Spearman of scores,
+    Compare two judges on the same items (items files written by ``rejudge``, folders holding them,
+    or lmms-eval samples files of a judged task): matched items, accuracy of each, % agreement,
+    Cohen's kappa and B's shift from A with 95% intervals, exact McNemar, Pearson/Spearman of scores,
     2x2 table, a few disagreements; items failed by either judge are listed separately. Markdown to
-    stdout, or JSON with ``--json``.
+    stdout, or JSON with ``--json``. The suite's one judge-comparison command (with ``swap``).
+
+``llamavid judge swap RUN [RUN ...] --judges J1,J2[,...] [--reference J] [--out DIR]``
+    The judge-swap experiment: re-judge the stored predictions of each run with each judge
+    (``backend[:model][@base_url]``, e.g. ``openai:gpt-4.1-mini,local:meta-llama/Meta-Llama-3-8B-Instruct,exact``;
+    cached), then one report (``swap_report.md/.html/.json`` and plots under ``--out``): accuracy
+    and score per judge and task with intervals, pairwise kappa and agreement, each judge's shift
+    against the reference judge (default: the first), Kendall's tau of the runs' ranking, and the
+    items the judges disagree on most.
+
+All three exit non-zero when they fail or when more judgements failed than ``--max-failure-rate``
+(default 0) allows, with the count and the reason in the last line.
 
 Environment: LLAMAVID_JUDGE (openai|local|hf|exact), LLAMAVID_JUDGE_MODEL, LLAMAVID_JUDGE_BASE_URL,
 LLAMAVID_JUDGE_CONCURRENCY, LLAMAVID_JUDGE_TIMEOUT, LLAMAVID_JUDGE_MAX_RETRIES,
@@ -27,13 +39,29 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
 from llamavid_eval.judges.factory import BACKENDS, build_judge, resolve_settings
 
+from llamavid_eval.core import failures
+
+
+def _judge_options(parser: argparse.ArgumentParser) -> None:
+    """Transport options shared by rejudge and swap (unset: ``LLAMAVID_JUDGE*``, then the defaults)."""
+    parser.add_argument("--tasks", help="comma-separated task names to re-judge (default: all)")
+    parser.add_argument("--concurrency", type=int)
+    parser.add_argument("--timeout", type=float, help="seconds per request")
+    parser.add_argument("--max-retries", type=int, help="retries per request on timeouts, 429, 5xx, connection errors")
+    parser.add_argument("--parse-retries", type=int, help="re-asks after an unparseable reply")
+    parser.add_argument("--cache", help='cache folder, or "off"')
+    failures.add_argument(parser)
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llamavid judge", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="llamavid judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("rejudge", help="re-score logged lmms-eval samples with another judge")
     r.add_argument("source", help="lmms-eval output folder (--log_samples) or one *_samples_<task>.jsonl")
@@ -41,55 +69,110 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--judge-model", help="judge model name or, for hf, a local model folder")
     r.add_argument("--base-url", help="OpenAI-compatible endpoint (local backend)")
     r.add_argument("--out", help="write results here (mirroring the input folders) instead of beside the input")
-    r.add_argument("--tasks", help="comma-separated task names to re-judge (default: all)")
-    r.add_argument("--concurrency", type=int)
-    r.add_argument("--timeout", type=float, help="seconds per request")
-    r.add_argument("--max-retries", type=int, help="retries per request on timeouts, 429, 5xx, connection errors")
-    r.add_argument("--parse-retries", type=int, help="re-asks after an unparseable reply")
-    r.add_argument("--cache", help='cache folder, or "off"')
+    _judge_options(r)
     a = sub.add_parser("agree", help="agreement between two judges on the same items")
-    a.add_argument("a", help="items .jsonl written by rejudge, or a folder with them (judge A)")
+    a.add_argument(
+        "a", help="items .jsonl written by rejudge, a folder with them, or samples of a judged task (judge A)"
+    )
     a.add_argument("b", help="the same for judge B")
     a.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     a.add_argument("--examples", type=int, default=5, help="disagreements / failures to show (default 5)")
+    failures.add_argument(a)
+    w = sub.add_parser("swap", help="re-judge runs with several judges and report what the swap changes")
+    w.add_argument("runs", nargs="+", help="lmms-eval output folders (--log_samples) or *_samples_<task>.jsonl files")
+    w.add_argument("--judges", required=True, help="comma-separated backend[:model][@base_url], at least two")
+    w.add_argument("--reference", help="judge the others are compared against (default: the first)")
+    w.add_argument("--out", type=Path, default=Path("judge_swap"), help="report folder (default: ./judge_swap)")
+    w.add_argument("--base-url", help="endpoint for local judges that name none with @")
+    w.add_argument("--examples", type=int, default=10, help="most disputed items to list (default 10)")
+    w.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
+    _judge_options(w)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    commands = {"rejudge": _rejudge, "agree": _agree, "swap": _swap}
     try:
-        if args.command == "rejudge":
-            return _rejudge(args)
-        return _agree(args)
+        return commands[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
+def _transport(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "concurrency": args.concurrency,
+        "timeout": args.timeout,
+        "max_retries": args.max_retries,
+        "parse_retries": args.parse_retries,
+        "cache": args.cache,
+        "base_url": args.base_url,
+    }
+
+
+def _tasks(args: argparse.Namespace) -> list[str] | None:
+    return [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+
+
+def _status(failed: int, total: int, max_rate: float, reason: str | None = None) -> int:
+    """0, or 1 with the count and the reason as the last line on stderr."""
+    message = failures.excess(failed, total, max_rate, reason)
+    if message:
+        print(message, file=sys.stderr)
+        return 1
+    return 0
+
+
 def _rejudge(args: argparse.Namespace) -> int:
     from llamavid_eval.judges.rejudge import format_overview, rejudge
 
-    overrides = {"backend": args.judge, "model": args.judge_model, "base_url": args.base_url,
-                 "concurrency": args.concurrency, "timeout": args.timeout, "max_retries": args.max_retries,
-                 "parse_retries": args.parse_retries, "cache": args.cache}
+    overrides = {"backend": args.judge, "model": args.judge_model, **_transport(args)}
     settings = resolve_settings(overrides=overrides)
     judge = build_judge(settings)
     try:
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-        overview = rejudge(args.source, judge, out=args.out, tasks=tasks, settings=settings.public())
+        overview = rejudge(args.source, judge, out=args.out, tasks=_tasks(args), settings=settings.public())
     finally:
         judge.close()
     print(format_overview(overview))
-    return 0
+    counts = [m for run in overview["runs"] for m in run["results"].values()]
+    failed, total = sum(m["failures"] for m in counts), sum(m["n"] for m in counts)
+    return _status(failed, total, args.max_failure_rate, overview["failure_reason"])
 
 
 def _agree(args: argparse.Namespace) -> int:
-    from llamavid_eval.judges.agreement import compare, to_markdown
+    from llamavid_eval.judges.agreement import compare, failure_count, to_markdown
 
     report = compare(args.a, args.b, examples=args.examples)
-    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else to_markdown(report), end="\n" if args.json else "")
-    return 0
+    print(
+        json.dumps(report, indent=2, ensure_ascii=False) if args.json else to_markdown(report),
+        end="\n" if args.json else "",
+    )
+    if report["matched"] == 0:
+        print(
+            f"error: no item of {args.a} matches one of {args.b} (same task, id, question, answer and "
+            "prediction); were they judged from the same run?",
+            file=sys.stderr,
+        )
+        return 1
+    reason = failures.common_reason(s["error"] for r in report["failed_items"] for s in (r["a"], r["b"]) if s["failed"])
+    return _status(*failure_count(report), args.max_failure_rate, reason)
+
+
+def _swap(args: argparse.Namespace) -> int:
+    from llamavid_eval.judges import swap
+    from llamavid_eval.results import swap_report
+
+    specs = swap.parse_judges(args.judges)
+    rows = swap.run_swap(args.runs, specs, args.out, tasks=_tasks(args), common=_transport(args))
+    names = {spec.text: name for spec, name in zip(specs, rows, strict=True)}
+    report = swap.analyse(rows, names.get(args.reference, args.reference), examples=args.examples)
+    written = swap_report.write(report, args.out, plots=not args.no_plots)
+    print(swap_report.to_markdown(report))
+    print(f"wrote {', '.join(str(p) for p in written if p.suffix != '.svg')}", file=sys.stderr)
+    reason = failures.common_reason(r.get("error") for rs in rows.values() for r in rs if r.get("failed"))
+    return _status(*swap.failure_count(report), args.max_failure_rate, reason)
 
 
 if __name__ == "__main__":

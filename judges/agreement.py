@@ -1,10 +1,13 @@
 """How much two judges agree on the same items: the number that says whether a judge swap is safe.
 
-The study saw MSVD-QA move ten points when GPT-3.5 was replaced by Llama-3; this module makes that
-comparison routine. Items are matched by task, document/item id and the exact (question, answer,
-prediction) text, so two re-judgings of the same run line up whatever folders they were written to.
-Items one judge failed are reported separately (``failed_a`` / ``failed_b``), never dropped silently
-and never counted as "no".
+The one agreement implementation of the suite (``llamavid judge agree``, ``judge swap``, the
+leaderboard's HTML page). The study saw MSVD-QA move ten points when GPT-3.5 was replaced by
+Llama-3; this module makes that comparison routine and says how sure it is: every rate comes with a
+95% cluster-bootstrap interval (items about one video resampled together, when the records name the
+video), the accuracy shift with a paired interval and an exact McNemar test. Items are matched by
+task, document/item id and the exact (question, answer, prediction) text, so two re-judgings of one
+run line up whatever folders they were written to. Items one judge failed are reported separately
+(``failed_a`` / ``failed_b``), never dropped silently and never counted as "no".
 """
 
 from __future__ import annotations
@@ -17,27 +20,70 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from llamavid_eval.judges.rejudge import ITEMS_SUFFIX
+from scipy import stats as sps
+
+from llamavid_eval.core.items import VIDEO_KEY
+from llamavid_eval.core.outputs import find_samples, iter_samples, judged_records, judgement_failed
+from llamavid_eval.core.stats import (
+    Interval,
+    bootstrap_statistic,
+    cluster_bootstrap_mean,
+    cohen_kappa,
+    mcnemar_exact,
+    paired_difference,
+)
 
 Rows = Sequence[dict[str, Any]]
 
 
 def load_items(source: str | Path) -> list[dict[str, Any]]:
-    """Per-item rows from an ``*_items.jsonl`` file or a folder holding items files of ONE judge."""
+    """Per-item judgement rows of ONE judge: a re-judge ``*_items.jsonl``, a folder of them, or an lmms-eval
+    samples file (or folder) whose records carry judgements."""
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.rglob(f"*_rejudge_*{ITEMS_SUFFIX}"))
+        files = sorted(path.rglob(f"*_rejudge_*{ITEMS_SUFFIX}"))
+        rows = [r for f in files for r in iter_samples(f)]
         if not files:
-            raise FileNotFoundError(f"no *_rejudge_*{ITEMS_SUFFIX} files under {path}; run `llamavid judge rejudge` first")
+            rows = _rows_from_samples(path)
     elif path.is_file():
+        rows = list(iter_samples(path))
         files = [path]
+        if rows and "task" not in rows[0]:
+            rows = _rows_from_samples(path)
     else:
         raise FileNotFoundError(f"no such file or folder: {path}")
-    rows = [json.loads(line) for f in files for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
     judges = sorted({str(r.get("judge")) for r in rows})
     if len(judges) > 1:
-        raise ValueError(f"{path} holds judgements of several judges ({', '.join(judges)}); pass one items file "
-                         f"instead: {', '.join(str(f) for f in files)}")
+        raise ValueError(
+            f"{path} holds judgements of several judges ({', '.join(judges)}); pass one items file "
+            f"instead: {', '.join(str(f) for f in files)}"
+        )
+    return rows
+
+
+def _rows_from_samples(path: Path) -> list[dict[str, Any]]:
+    """Judgement rows from logged samples (the judgement the run itself made at aggregation time)."""
+    rows: list[dict[str, Any]] = []
+    for sf in find_samples(path):
+        for position, sample in enumerate(iter_samples(sf.path)):
+            found = judged_records(sample)
+            if found:
+                _, rec = found[0]  # one record per item: the metric keys of a line hold the same judgement
+                rows.append(
+                    {
+                        **rec,
+                        "task": sf.task,
+                        "doc_id": sample.get("doc_id", position),
+                        "id": rec.get("id", sample.get("doc_id", position)),
+                        "failed": judgement_failed(rec),
+                    }
+                )
+    if not rows:
+        raise FileNotFoundError(
+            f"no judgement records under {path}: pass `judge rejudge` items files or samples files of a judged task"
+        )
     return rows
 
 
@@ -47,15 +93,48 @@ def _keys(rows: Rows) -> dict[tuple[Any, ...], dict[str, Any]]:
     out = {}
     for r in rows:
         text = json.dumps([r.get("question"), r.get("answer"), r.get("prediction")], ensure_ascii=False)
-        base = (r.get("task"), json.dumps(r.get("doc_id"), default=str), json.dumps(r.get("id"), default=str),
-                hashlib.sha256(text.encode("utf-8")).hexdigest())
+        base = (
+            r.get("task"),
+            json.dumps(r.get("doc_id"), default=str),
+            json.dumps(r.get("id"), default=str),
+            hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        )
         out[(*base, seen[base])] = r
         seen[base] += 1
     return out
 
 
-def _ok(r: dict[str, Any]) -> bool:
-    return not r.get("failed") and r.get("verdict") is not None and r.get("score") is not None
+def ok(r: dict[str, Any]) -> bool:
+    return not judgement_failed(r)
+
+
+def clusters_of(rows: Rows) -> list[str] | None:
+    """The video of each row when every row names one (cluster bootstrap), else None (items independent)."""
+    videos = [r.get(VIDEO_KEY) for r in rows]
+    return [str(v) for v in videos] if rows and all(v is not None for v in videos) else None
+
+
+def _none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def pair_intervals(
+    va: list[bool], vb: list[bool], sa: list[float], sb: list[float], clusters: list[str] | None
+) -> dict[str, Interval]:
+    """95% intervals of each judge's accuracy and score, their agreement, kappa, and B's shift from A."""
+    ya, yb = np.array(va, dtype=float) * 100, np.array(vb, dtype=float) * 100
+    return {
+        "accuracy_a": cluster_bootstrap_mean(ya, clusters),
+        "accuracy_b": cluster_bootstrap_mean(yb, clusters),
+        "mean_score_a": cluster_bootstrap_mean(sa, clusters),
+        "mean_score_b": cluster_bootstrap_mean(sb, clusters),
+        "agreement": cluster_bootstrap_mean((ya == yb) * 100.0, clusters),
+        "kappa": bootstrap_statistic(
+            cohen_kappa, {"a": np.array(va), "b": np.array(vb)}, clusters, name="Cohen's kappa"
+        ),
+        "accuracy_shift": paired_difference(ya, yb, clusters),
+        "score_shift": paired_difference(sa, sb, clusters),
+    }
 
 
 def compare(a: Rows | str | Path, b: Rows | str | Path, *, examples: int = 5) -> dict[str, Any]:
@@ -64,8 +143,8 @@ def compare(a: Rows | str | Path, b: Rows | str | Path, *, examples: int = 5) ->
     rows_b = load_items(b) if isinstance(b, (str, Path)) else list(b)
     ka, kb = _keys(rows_a), _keys(rows_b)
     matched = [k for k in ka if k in kb]
-    both = [(ka[k], kb[k]) for k in matched if _ok(ka[k]) and _ok(kb[k])]
-    failed = [(ka[k], kb[k]) for k in matched if not (_ok(ka[k]) and _ok(kb[k]))]
+    both = [(ka[k], kb[k]) for k in matched if ok(ka[k]) and ok(kb[k])]
+    failed = [(ka[k], kb[k]) for k in matched if not (ok(ka[k]) and ok(kb[k]))]
     va = [bool(x["verdict"]) for x, _ in both]
     vb = [bool(y["verdict"]) for _, y in both]
     sa = [float(x["score"]) for x, _ in both]
@@ -81,6 +160,8 @@ def compare(a: Rows | str | Path, b: Rows | str | Path, *, examples: int = 5) ->
         ((x, y) for x, y in both if bool(x["verdict"]) != bool(y["verdict"])),
         key=lambda p: (-abs(p[0]["score"] - p[1]["score"]), str(p[0].get("task")), str(p[0].get("id"))),
     )
+    clusters = clusters_of([x for x, _ in both])
+    intervals = pair_intervals(va, vb, sa, sb, clusters) if n else {}
     return {
         "judge_a": _name(rows_a),
         "judge_b": _name(rows_b),
@@ -89,66 +170,38 @@ def compare(a: Rows | str | Path, b: Rows | str | Path, *, examples: int = 5) ->
         "matched": len(matched),
         "only_in_a": len(ka) - len(matched),
         "only_in_b": len(kb) - len(matched),
-        "failed_a": sum(1 for x, _ in failed if not _ok(x)),
-        "failed_b": sum(1 for _, y in failed if not _ok(y)),
-        "failed_both": sum(1 for x, y in failed if not _ok(x) and not _ok(y)),
+        "failed_a": sum(1 for x, _ in failed if not ok(x)),
+        "failed_b": sum(1 for _, y in failed if not ok(y)),
+        "failed_both": sum(1 for x, y in failed if not ok(x) and not ok(y)),
         "n": n,
         "accuracy_a": 100.0 * sum(va) / n if n else None,
         "accuracy_b": 100.0 * sum(vb) / n if n else None,
         "mean_score_a": sum(sa) / n if n else None,
         "mean_score_b": sum(sb) / n if n else None,
         "agreement": 100.0 * (conf["yes_yes"] + conf["no_no"]) / n if n else None,
-        "kappa": cohen_kappa(conf),
+        "kappa": _none(cohen_kappa(va, vb)) if n else None,
         "pearson": pearson(sa, sb),
         "spearman": spearman(sa, sb),
+        "mcnemar_p": mcnemar_exact(conf["yes_no"], conf["no_yes"]) if n else None,
         "confusion": conf,
+        "intervals": {k: v.to_dict() for k, v in intervals.items()},
         "disagreements": [_example(x, y) for x, y in disagree[:examples]],
         "failed_items": [_example(x, y) for x, y in failed[:examples]],
     }
 
 
-def cohen_kappa(conf: dict[str, int]) -> float | None:
-    """Cohen's kappa of a 2x2 table; ``None`` when chance agreement is 1 (both judges constant and equal)."""
-    n = sum(conf.values())
-    if not n:
-        return None
-    po = (conf["yes_yes"] + conf["no_no"]) / n
-    a_yes, b_yes = conf["yes_yes"] + conf["yes_no"], conf["yes_yes"] + conf["no_yes"]
-    pe = (a_yes * b_yes + (n - a_yes) * (n - b_yes)) / (n * n)
-    return None if math.isclose(pe, 1.0) else (po - pe) / (1 - pe)
-
-
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Pearson's r; ``None`` with fewer than two items or a constant side (r is undefined)."""
-    n = len(x)
-    if n < 2:
+    """Pearson's r (scipy); ``None`` with fewer than two items or a constant side (r is undefined)."""
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
         return None
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    """Average ranks (ties share the mean of their positions), as Spearman's rho needs."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    return float(sps.pearsonr(x, y).statistic)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    return pearson(_ranks(x), _ranks(y))
+    """Spearman's rho (scipy, average ranks for ties); ``None`` where Pearson's r would be."""
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return float(sps.spearmanr(x, y).statistic)
 
 
 def _name(rows: Rows) -> str | None:
@@ -158,19 +211,40 @@ def _name(rows: Rows) -> str | None:
 
 def _example(x: dict[str, Any], y: dict[str, Any]) -> dict[str, Any]:
     def side(r: dict[str, Any]) -> dict[str, Any]:
-        return {"verdict": r.get("verdict"), "score": r.get("score"), "failed": bool(r.get("failed")), "error": r.get("error")}
+        return {"verdict": r.get("verdict"), "score": r.get("score"), "failed": not ok(r), "error": r.get("error")}
 
-    return {"task": x.get("task"), "id": x.get("id"), "question": x.get("question"), "answer": x.get("answer"),
-            "prediction": x.get("prediction"), "a": side(x), "b": side(y)}
+    return {
+        "task": x.get("task"),
+        "id": x.get("id"),
+        "question": x.get("question"),
+        "answer": x.get("answer"),
+        "prediction": x.get("prediction"),
+        "a": side(x),
+        "b": side(y),
+    }
+
+
+def failure_count(report: dict[str, Any]) -> tuple[int, int]:
+    """(matched items failed by either judge, matched items): what the exit status is decided on."""
+    return report["failed_a"] + report["failed_b"] - report["failed_both"], report["matched"]
+
+
+def _ci(report: dict[str, Any], key: str, digits: int) -> str:
+    iv = report["intervals"].get(key)
+    if not iv or not (math.isfinite(iv["low"]) and math.isfinite(iv["high"])):
+        return "n/a"
+    return f"{iv['low']:.{digits}f} to {iv['high']:.{digits}f}"
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    """The report for people: counts, metrics, the 2x2 table and a few disagreements."""
+    """The report for people: counts, metrics with 95% intervals, the 2x2 table and a few disagreements."""
 
     def f(v: float | None, d: int = 3) -> str:
         return "n/a" if v is None else f"{v:.{d}f}"
 
     c = report["confusion"]
+    shift = None if report["n"] == 0 else report["accuracy_b"] - report["accuracy_a"]
+    method = next(iter(report["intervals"].values()), {}).get("method", "no items")
     out = [
         "# Judge agreement",
         "",
@@ -179,16 +253,20 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- failed among matched: A {report['failed_a']}, B {report['failed_b']} (both {report['failed_both']}); "
         f"compared: {report['n']}",
         "",
-        "| metric | value |",
-        "|---|---:|",
-        f"| accuracy A (%) | {f(report['accuracy_a'], 2)} |",
-        f"| accuracy B (%) | {f(report['accuracy_b'], 2)} |",
-        f"| mean score A | {f(report['mean_score_a'])} |",
-        f"| mean score B | {f(report['mean_score_b'])} |",
-        f"| agreement on yes/no (%) | {f(report['agreement'], 2)} |",
-        f"| Cohen's kappa | {f(report['kappa'])} |",
-        f"| Pearson r (scores) | {f(report['pearson'])} |",
-        f"| Spearman rho (scores) | {f(report['spearman'])} |",
+        "| metric | value | 95% CI |",
+        "|---|---:|---:|",
+        f"| accuracy A (%) | {f(report['accuracy_a'], 2)} | {_ci(report, 'accuracy_a', 2)} |",
+        f"| accuracy B (%) | {f(report['accuracy_b'], 2)} | {_ci(report, 'accuracy_b', 2)} |",
+        f"| accuracy B - A (points) | {f(shift, 2)} | {_ci(report, 'accuracy_shift', 2)} |",
+        f"| mean score A | {f(report['mean_score_a'])} | {_ci(report, 'mean_score_a', 3)} |",
+        f"| mean score B | {f(report['mean_score_b'])} | {_ci(report, 'mean_score_b', 3)} |",
+        f"| agreement on yes/no (%) | {f(report['agreement'], 2)} | {_ci(report, 'agreement', 2)} |",
+        f"| Cohen's kappa | {f(report['kappa'])} | {_ci(report, 'kappa', 3)} |",
+        f"| McNemar exact p (yes/no) | {f(report['mcnemar_p'], 4)} | |",
+        f"| Pearson r (scores) | {f(report['pearson'])} | |",
+        f"| Spearman rho (scores) | {f(report['spearman'])} | |",
+        "",
+        f"Intervals: {method}.",
         "",
         "| | B yes | B no |",
         "|---|---:|---:|",
@@ -199,8 +277,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         if rows:
             out += ["", f"## {title} (first {len(rows)})", ""]
             for r in rows:
-                out.append(f"- [{r['task']} #{r['id']}] Q: {r['question']!r} | answer: {r['answer']!r} | "
-                           f"prediction: {r['prediction']!r} -> A: {_side(r['a'])}, B: {_side(r['b'])}")
+                out.append(
+                    f"- [{r['task']} #{r['id']}] Q: {r['question']!r} | answer: {r['answer']!r} | "
+                    f"prediction: {r['prediction']!r} -> A: {_side(r['a'])}, B: {_side(r['b'])}"
+                )
     return "\n".join(out) + "\n"
 
 

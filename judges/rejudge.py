@@ -28,20 +28,15 @@ from typing import Any
 
 from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
 from llamavid_eval.judges.prompt import PROMPT_VERSION
-from llamavid_eval.judges.summary import judge_label, summarize
+from llamavid_eval.judges.summary import summarize
+
+from llamavid_eval.core.failures import common_reason
+from llamavid_eval.core.items import VIDEO_KEY
+from llamavid_eval.core.outputs import QA_KEYS, SamplesFile, find_samples, is_qa_record, iter_samples, judge_label
 
 log = logging.getLogger("judges")
 
-SAMPLES_RE = re.compile(r"^(?P<date_id>\d{8}_\d{6})_samples_(?P<task>.+)\.jsonl$")
 ITEMS_SUFFIX = "_items.jsonl"
-RECORD_KEYS = ("question", "answer", "prediction")
-
-
-@dataclass(frozen=True)
-class SamplesFile:
-    path: Path
-    date_id: str
-    task: str
 
 
 @dataclass
@@ -53,56 +48,35 @@ class Item:
     model_dir: str
     doc_id: Any
     id: Any
+    video: str | None  # the video the item is about (clusters for intervals), when the record names it
     request: JudgeRequest
     metrics: list[str] = field(default_factory=list)
-
-
-def find_samples(path: str | Path) -> list[SamplesFile]:
-    """Samples files under ``path`` (recursively) or ``path`` itself, in a stable order."""
-    path = Path(path)
-    if path.is_file():
-        m = SAMPLES_RE.match(path.name)
-        if m:
-            return [SamplesFile(path, m["date_id"], m["task"])]
-        return [SamplesFile(path, "", path.stem)]  # a renamed file still works; its name is the task
-    if not path.is_dir():
-        raise FileNotFoundError(f"no such file or folder: {path}")
-    found = [SamplesFile(p, m["date_id"], m["task"])
-             for p in sorted(path.rglob("*_samples_*.jsonl")) if (m := SAMPLES_RE.match(p.name))]
-    if not found:
-        raise FileNotFoundError(f"no lmms-eval samples files (<date>_<time>_samples_<task>.jsonl) under {path}; "
-                                "was lmms-eval run with --log_samples?")
-    return found
-
-
-def is_record(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(value.get(k), (str, int, float)) and not isinstance(value.get(k), bool) for k in RECORD_KEYS
-    )
 
 
 def read_items(sf: SamplesFile, model_dir: str = "") -> list[Item]:
     """The judgeable records in one samples file (lines that hold none are skipped, e.g. MCQ tasks)."""
     items: list[Item] = []
-    with sf.path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
+    for sample in iter_samples(sf.path):
+        seen: dict[tuple[Any, ...], Item] = {}
+        for metric, value in sample.items():
+            if not is_qa_record(value):
                 continue
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{sf.path}:{line_no}: not JSON ({err})") from None
-            seen: dict[tuple[Any, ...], Item] = {}
-            for metric, value in sample.items():
-                if not is_record(value):
-                    continue
-                req = JudgeRequest(*(str(value[k]) for k in RECORD_KEYS))
-                ident = value.get("id", sample.get("doc_id"))
-                key = (json.dumps(ident, default=str), req)
-                if key not in seen:
-                    seen[key] = Item(sf.task, sf.date_id, model_dir, sample.get("doc_id"), ident, req)
-                    items.append(seen[key])
-                seen[key].metrics.append(metric)
+            req = JudgeRequest(*(str(value[k]) for k in QA_KEYS))
+            ident = value.get("id", sample.get("doc_id"))
+            key = (json.dumps(ident, default=str), req)
+            if key not in seen:
+                video = value.get(VIDEO_KEY)
+                seen[key] = Item(
+                    sf.task,
+                    sf.date_id,
+                    model_dir,
+                    sample.get("doc_id"),
+                    ident,
+                    None if video is None else str(video),
+                    req,
+                )
+                items.append(seen[key])
+            seen[key].metrics.append(metric)
     return items
 
 
@@ -129,13 +103,16 @@ def rejudge(
         run_items[(folder, date_id)] = [it for f in group for it in read_items(f, model_dir)]
     everything = [it for items in run_items.values() for it in items]
     if not everything:
-        raise ValueError(f"no judgeable records under {source}: no metric value is a dict with "
-                         f"{', '.join(RECORD_KEYS)} (is this a judged task?)")
+        raise ValueError(
+            f"no judgeable records under {source}: no metric value is a dict with "
+            f"{', '.join(QA_KEYS)} (is this a judged task?)"
+        )
     judgements = judge.judge_many([it.request for it in everything])  # one call: full concurrency, one cache pass
     by_item = dict(zip(map(id, everything), judgements, strict=True))
 
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", judge.name).strip("-")
-    overview: dict[str, Any] = {"judge": judge.name, "runs": []}
+    errors = [j.error for j in judgements if j.failed]
+    overview: dict[str, Any] = {"judge": judge.name, "runs": [], "failure_reason": common_reason(errors)}
     for (folder, date_id), items in run_items.items():
         if not items:
             continue
@@ -169,11 +146,26 @@ def rejudge(
 
 def _row(it: Item, j: Judgement) -> dict[str, Any]:
     return {
-        "task": it.task, "date_id": it.date_id, "model_dir": it.model_dir, "doc_id": it.doc_id, "id": it.id,
-        "metrics": it.metrics, "question": it.request.question, "answer": it.request.answer,
-        "prediction": it.request.prediction, "verdict": j.verdict, "score": j.score, "failed": j.failed,
-        "error": j.error, "cached": j.cached, "raw": j.raw, "backend": j.backend, "model": j.model,
-        "judge": judge_label(j.backend, j.model), "prompt_version": PROMPT_VERSION, "metadata": j.metadata,
+        "task": it.task,
+        "date_id": it.date_id,
+        "model_dir": it.model_dir,
+        "doc_id": it.doc_id,
+        "id": it.id,
+        "metrics": it.metrics,
+        "question": it.request.question,
+        "answer": it.request.answer,
+        "prediction": it.request.prediction,
+        "verdict": j.verdict,
+        "score": j.score,
+        "failed": j.failed,
+        "error": j.error,
+        "cached": j.cached,
+        "raw": j.raw,
+        "backend": j.backend,
+        "model": j.model,
+        "judge": judge_label(j.backend, j.model),
+        "prompt_version": PROMPT_VERSION,
+        "metadata": j.metadata,
     }
 
 
@@ -197,13 +189,19 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 def format_overview(overview: dict[str, Any]) -> str:
     """A Markdown table of the re-judged metrics."""
-    lines = [f"Judge: {overview['judge']}", "",
-             "| run | task | n | accuracy | mean score | failures |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        f"Judge: {overview['judge']}",
+        "",
+        "| run | task | n | accuracy | mean score | failures |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for run in overview["runs"]:
         name = "/".join(p for p in (run["rejudge"]["model_dir"], run["rejudge"]["date_id"]) if p) or "."
         for task, m in run["results"].items():
-            lines.append(f"| {name} | {task} | {m['n']} | {_fmt(m['accuracy'], 2)} | {_fmt(m['mean_score'], 3)} | "
-                         f"{m['failures']} |")
+            lines.append(
+                f"| {name} | {task} | {m['n']} | {_fmt(m['accuracy'], 2)} | {_fmt(m['mean_score'], 3)} | "
+                f"{m['failures']} |"
+            )
     lines.append("")
     lines += [f"wrote {run['summary']}\nwrote {run['items']}" for run in overview["runs"]]
     return "\n".join(lines)

@@ -7,10 +7,9 @@ from typing import Any
 
 from llamavid_eval.judges.base import Judgement
 
+from llamavid_eval.core.outputs import judge_label
 
-def judge_label(backend: str, model: str) -> str:
-    """How a judge is named in results: ``backend:model``, or ``exact-match`` for the offline matcher."""
-    return "exact-match" if backend == "exact" else f"{backend}:{model}"
+__all__ = ["judge_label", "summarize"]
 
 
 def summarize(judgements: Iterable[Judgement]) -> dict[str, Any]:

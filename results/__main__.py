@@ -1,40 +1,73 @@
-"""``llamavid results``: leaderboards and judge comparisons from lmms-eval output folders.
+"""``llamavid results``: leaderboards and paired run comparisons from lmms-eval output folders.
 
-    llamavid results table OUT_DIR [OUT_DIR ...] [--out DIR] [--latest|--all] [--sort METRIC]
-    llamavid results judges SAMPLES_A.jsonl SAMPLES_B.jsonl [--task NAME] [--out DIR]
+llamavid results table OUT_DIR [OUT_DIR ...] [--out DIR] [--latest|--all] [--sort METRIC] [--detail]
+llamavid results compare RUN_A RUN_B [--task NAME] [--metric NAME] [--json]
+
+Both exit non-zero when they fail or when judge failures exceed --max-failure-rate (default 0), with
+the reason in the last line. Judge agreement is ``llamavid judge agree`` / ``llamavid judge swap``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from llamavid_eval.results import agreement, html, plots, table
+from llamavid_eval.results import compare as compare_mod
 from llamavid_eval.results.load import load_runs
 from llamavid_eval.results.reference import REFERENCE_CSV, load_reference
 
+from llamavid_eval.core import failures
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llamavid results", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="llamavid results", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     tab = sub.add_parser("table", help="leaderboard (Markdown on stdout; .md, .csv, .html and plots in --out)")
-    tab.add_argument("paths", nargs="+", help="lmms-eval --output_path folders (searched recursively) or results.json files")
+    tab.add_argument(
+        "paths", nargs="+", help="lmms-eval --output_path folders (searched recursively) or results.json files"
+    )
     tab.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder (default: ./leaderboard)")
     which = tab.add_mutually_exclusive_group()
-    which.add_argument("--latest", dest="latest", action="store_true", default=True, help="repeats of a configuration: newest result per task wins (default)")
+    which.add_argument(
+        "--latest",
+        dest="latest",
+        action="store_true",
+        default=True,
+        help="repeats of a configuration: newest result per task wins (default)",
+    )
     which.add_argument("--all", dest="latest", action="store_false", help="one row per results file")
-    tab.add_argument("--sort", metavar="METRIC", help="column to sort by: 'task/metric' or a unique part ('msvd_qa', 'accuracy')")
+    tab.add_argument(
+        "--sort", metavar="METRIC", help="column to sort by: 'task/metric' or a unique part ('msvd_qa', 'accuracy')"
+    )
     tab.add_argument("--ascending", action="store_true", help="sort ascending (default: best first)")
-    tab.add_argument("--reference", choices=["matching", "all", "none"], default="matching", help="reported rows: only for measured tasks (default), all, none")
-    tab.add_argument("--reference-file", type=Path, default=REFERENCE_CSV, help="reported numbers (default: the shipped reference.csv)")
+    tab.add_argument(
+        "--reference",
+        choices=["matching", "all", "none"],
+        default="matching",
+        help="reported rows: only for measured tasks (default), all, none",
+    )
+    tab.add_argument(
+        "--reference-file",
+        type=Path,
+        default=REFERENCE_CSV,
+        help="reported numbers (default: the shipped reference.csv)",
+    )
     tab.add_argument("--no-plots", action="store_true", help="skip matplotlib plots")
     tab.add_argument("--title", default="LLaMA-VID leaderboard")
-    jud = sub.add_parser("judges", help="compare two judges on the same predictions (two samples .jsonl files)")
-    jud.add_argument("a", type=Path)
-    jud.add_argument("b", type=Path)
-    jud.add_argument("--task", default="", help="task name for titles (default: file name)")
-    jud.add_argument("--out", type=Path, default=Path("judge_comparison"))
+    tab.add_argument("--detail", action="store_true", help="also per-class and diagnostic columns on stdout/.md")
+    failures.add_argument(tab)
+    cmp = sub.add_parser("compare", help="paired comparison of two runs on the same task (B vs A)")
+    cmp.add_argument("a", help="run A: lmms-eval output folder (--log_samples) or one *_samples_<task>.jsonl")
+    cmp.add_argument("b", help="run B: the same for the other run")
+    cmp.add_argument("--task", help="task to compare when the folders hold several")
+    cmp.add_argument("--metric", help="per-item metric (default: accuracy, else exact_match, ..., mean_score)")
+    cmp.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    failures.add_argument(cmp)
     return parser
 
 
@@ -43,7 +76,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     if not runs:
-        print("error: no readable lmms-eval results found", file=sys.stderr)
+        print(f"error: no readable lmms-eval results under {', '.join(map(str, args.paths))}", file=sys.stderr)
         return 1
     board = table.build(runs, load_reference(args.reference_file), latest=args.latest, reference_mode=args.reference)
     if args.sort:
@@ -52,49 +85,55 @@ def cmd_table(args: argparse.Namespace) -> int:
         except KeyError as exc:
             print(f"error: {exc.args[0]}", file=sys.stderr)
             return 2
+    _write(board, args)
+    return _failure_status(
+        *table.judge_failures(board), args.max_failure_rate, "see the judge_failures column (--detail)"
+    )
+
+
+def _write(board: table.Leaderboard, args: argparse.Namespace) -> None:
+    """Markdown on stdout; .md (the chosen view), .csv, .html (everything) and plots under ``--out``."""
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    markdown = table.to_markdown(board)
+    markdown = table.to_markdown(board, detail=args.detail)
     pairs = agreement.find_pairs(board.runs)
     sections, judge_md = [], []
     for index, pair in enumerate(pairs):
-        stats, provider = agreement.compare(pair.a, pair.b)
-        sections.append(html.judge_section(pair, stats, provider))
-        judge_md.append(agreement.stats_markdown(pair, stats, provider))
+        stats = agreement.compare(pair.a, pair.b)
+        sections.append(html.judge_section(pair, stats))
+        judge_md.append(agreement.stats_markdown(pair, stats))
         agreement.side_by_side(pair).to_csv(out / f"judge_items_{index}_{plots.slug(pair.task)}.csv", index=False)
     made = [] if args.no_plots else plots.make_all(board.runs, pairs, out / "plots")
-    (out / "leaderboard.md").write_text(markdown + ("\n## Judge comparison\n\n" + "\n".join(judge_md) if judge_md else ""), encoding="utf-8")
+    judges = "\n## Judge comparison\n\n" + "\n".join(judge_md) if judge_md else ""
+    (out / "leaderboard.md").write_text(markdown + judges, encoding="utf-8")
     table.to_csv(board, out / "leaderboard.csv")
     (out / "leaderboard.html").write_text(html.render(board, made, sections, title=args.title), encoding="utf-8")
     print(markdown)
-    print(f"wrote {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'leaderboard.html'} and {sum(len(p) for _, p in made)} plot files", file=sys.stderr)
-    return 0
+    files = f"{out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'leaderboard.html'}"
+    print(f"wrote {files} and {sum(len(p) for _, p in made)} plot files", file=sys.stderr)
 
 
-def cmd_judges(args: argparse.Namespace) -> int:
-    try:
-        pair = agreement.pair_from_files(args.a, args.b, task=args.task)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+def cmd_compare(args: argparse.Namespace) -> int:
+    report = compare_mod.compare_runs(args.a, args.b, task=args.task, metric=args.metric)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else compare_mod.to_markdown(report))
+    return _failure_status(*compare_mod.failure_rate(report), args.max_failure_rate)
+
+
+def _failure_status(failed: int, total: int, max_rate: float, reason: str | None = None) -> int:
+    message = failures.excess(failed, total, max_rate, reason)
+    if message:
+        print(message, file=sys.stderr)
         return 1
-    if not pair.ids:
-        print("error: no items with the same id and prediction in both files", file=sys.stderr)
-        return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    stats, provider = agreement.compare(pair.a, pair.b)
-    markdown = agreement.stats_markdown(pair, stats, provider)
-    agreement.side_by_side(pair).to_csv(args.out / "judge_items.csv", index=False)
-    made = [("Judge agreement", plots.agreement_matrix(pair, args.out / "judge_agreement"))]
-    (args.out / "judge_comparison.md").write_text(markdown, encoding="utf-8")
-    page_board = table.build([], [], reference_mode="none")
-    (args.out / "judge_comparison.html").write_text(html.render(page_board, made, [html.judge_section(pair, stats, provider)], title=pair.title), encoding="utf-8")
-    print(markdown)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return cmd_table(args) if args.command == "table" else cmd_judges(args)
+    try:
+        return cmd_table(args) if args.command == "table" else cmd_compare(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

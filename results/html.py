@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
 import pandas as pd
-from llamavid_eval.results.agreement import JudgePair, flat_stats, side_by_side
-from llamavid_eval.results.table import Leaderboard, format_value, short_source_text
+from llamavid_eval.results.agreement import JudgePair, flat_stats, interval_method, side_by_side
+from llamavid_eval.results.table import Leaderboard, format_interval, format_value, interval_notes, short_source_text
 
 _MAX_ITEMS = 300  # side-by-side rows per judge pair; the CSV has them all
 
@@ -74,12 +74,12 @@ _JS = """
 """
 
 
-def _data_uri(png: Path) -> str:
+def data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-def _cell(value: object, numeric: bool, title: str = "") -> str:
-    text = format_value(value)
+def _cell(value: object, numeric: bool, title: str = "", text: str | None = None) -> str:
+    text = format_value(value) if text is None else text
     missing = value is None or (isinstance(value, float) and math.isnan(value)) or text == "—"
     raw = "" if missing else (repr(float(value)) if numeric and isinstance(value, (int, float)) else str(value))  # type: ignore[arg-type]
     cls = "missing" if missing and numeric else ("num" if numeric else "")
@@ -89,7 +89,8 @@ def _cell(value: object, numeric: bool, title: str = "") -> str:
 
 
 def board_table(board: Leaderboard) -> str:
-    """The leaderboard ``<table>``; stderr and item counts are in cell tooltips."""
+    """The leaderboard ``<table>``, every metric column; cells read ``value ± half-width``, the tooltip
+    gives the interval, its method and the number of items."""
     frame = board.frame
     head = []
     for col in frame.columns:
@@ -102,10 +103,17 @@ def board_table(board: Leaderboard) -> str:
         for col in frame.columns:
             value = row[col]
             if col == "kind":
-                cells.append(f'<td data-v="{escape(str(value))}"><span class="badge {escape(str(value))}">{escape(str(value))}</span></td>')
+                cells.append(
+                    f'<td data-v="{escape(str(value))}"><span class="badge {escape(str(value))}">{escape(str(value))}</span></td>'
+                )
             elif col in board.metric_columns:
-                err = board.stderr.get((pos, col))
-                cells.append(_cell(value, True, f"± {err:.3g} (stderr)" if err is not None else ""))
+                interval = board.intervals.get((pos, col))
+                tip = (
+                    interval.describe(2)
+                    if interval is not None
+                    else ("reported: no interval" if row["kind"] == "reported" else "")
+                )
+                cells.append(_cell(value, True, tip, format_interval(value, interval)))
             elif col == "source":
                 text = short_source_text(str(value)) if row["kind"] == "measured" else str(value)
                 cells.append(f'<td data-v="{escape(text)}" title="{escape(str(value))}">{escape(text)}</td>')
@@ -114,25 +122,44 @@ def board_table(board: Leaderboard) -> str:
             else:
                 cells.append(_cell(value, False))
         body.append(f'<tr class="{escape(str(row["kind"]))}">' + "".join(cells) + "</tr>")
-    return '<table id="board" class="sortable"><thead><tr>' + "".join(head) + "</tr></thead><tbody>" + "\n".join(body) + "</tbody></table>"
+    return (
+        '<table id="board" class="sortable"><thead><tr>'
+        + "".join(head)
+        + "</tr></thead><tbody>"
+        + "\n".join(body)
+        + "</tbody></table>"
+    )
 
 
 def _simple_table(frame: pd.DataFrame, css_class: str = "sortable", row_class: str | None = None) -> str:
-    head = "".join(f'<th data-type="{"num" if pd.api.types.is_numeric_dtype(frame[c]) and frame[c].dtype != bool else "text"}">{escape(str(c))}</th>' for c in frame.columns)
+    head = "".join(
+        f'<th data-type="{"num" if pd.api.types.is_numeric_dtype(frame[c]) and frame[c].dtype != bool else "text"}">{escape(str(c))}</th>'
+        for c in frame.columns
+    )
     rows = []
     for _, row in frame.iterrows():
         cls = f' class="{row_class}-{row.get("agree")}"' if row_class else ""
-        cells = "".join(_cell(None if pd.isna(row[c]) else row[c], isinstance(row[c], (int, float)) and not isinstance(row[c], bool)) for c in frame.columns)
+        cells = "".join(
+            _cell(
+                None if pd.isna(row[c]) else row[c], isinstance(row[c], (int, float)) and not isinstance(row[c], bool)
+            )
+            for c in frame.columns
+        )
         rows.append(f"<tr{cls}>{cells}</tr>")
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
 
 
-def judge_section(pair: JudgePair, stats: dict, provider: str) -> str:
+def judge_section(pair: JudgePair, stats: dict) -> str:
     """Statistics table plus the item-by-item comparison (disagreements first)."""
     shown = flat_stats(stats)
-    stats_frame = pd.DataFrame({"statistic": list(shown), "value": [format_value(v) if not isinstance(v, float) else f"{v:.3f}" for v in shown.values()]})
+    stats_frame = pd.DataFrame(
+        {
+            "statistic": list(shown),
+            "value": [format_value(v) if not isinstance(v, float) else f"{v:.3f}" for v in shown.values()],
+        }
+    )
     items = side_by_side(pair)
-    note = f"{len(pair.ids)} items compared; statistics from <code>{escape(provider)}</code>"
+    note = f"{len(pair.ids)} items compared; intervals: {escape(interval_method(stats))}"
     if pair.prediction_mismatches:
         note += f"; {pair.prediction_mismatches} items left out (different predictions)"
     more = f" (first {_MAX_ITEMS} of {len(items)})" if len(items) > _MAX_ITEMS else ""
@@ -145,19 +172,28 @@ def judge_section(pair: JudgePair, stats: dict, provider: str) -> str:
     )
 
 
-def render(board: Leaderboard, plots: list[tuple[str, list[Path]]], judge_sections: list[str], title: str = "LLaMA-VID leaderboard") -> str:
+def render(
+    board: Leaderboard,
+    plots: list[tuple[str, list[Path]]],
+    judge_sections: list[str],
+    title: str = "LLaMA-VID leaderboard",
+) -> str:
     """The whole page as a string."""
-    figures = "".join(f'<figure><img alt="{escape(caption)}" src="{_data_uri(paths[0])}"><figcaption>{escape(caption)} ({escape(paths[0].stem)}.png/.svg)</figcaption></figure>' for caption, paths in plots)
+    figures = "".join(
+        f'<figure><img alt="{escape(caption)}" src="{data_uri(paths[0])}"><figcaption>{escape(caption)} ({escape(paths[0].stem)}.png/.svg)</figcaption></figure>'
+        for caption, paths in plots
+    )
     judges = "<h2>Judge comparison</h2>" + "".join(judge_sections) if judge_sections else ""
     measured = int((board.frame["kind"] == "measured").sum()) if len(board.frame) else 0
+    notes = '<ul class="meta">' + "".join(f"<li>{escape(n)}</li>" for n in interval_notes(board)) + "</ul>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{escape(title)}</title><style>{_CSS}</style></head>
 <body><h1>{escape(title)}</h1>
-<p class="meta">generated {datetime.now().strftime("%Y-%m-%d %H:%M")} · {measured} measured row(s), {len(board.frame) - measured} reported ·
+<p class="meta">generated {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")} UTC · {measured} measured row(s), {len(board.frame) - measured} reported ·
 <span class="badge reported">reported</span> = number from the paper or the reproduction study, <span class="badge measured">measured</span> = an lmms-eval run here ·
-"—" = no value (missing or failed, never zero) · click a column header to sort, hover a number for its stderr</p>
-<div class="layout"><section class="tablebox"><input id="filter" type="search" placeholder="filter rows…">{board_table(board)}{judges}</section>
+"—" = no value (missing or failed, never zero) · click a column header to sort, hover a number for its interval</p>
+<div class="layout"><section class="tablebox"><input id="filter" type="search" placeholder="filter rows…">{board_table(board)}{notes}{judges}</section>
 <aside class="plots">{figures or '<p class="meta">no plots for these runs</p>'}</aside></div>
 <script>{_JS}</script></body></html>
 """

@@ -1,32 +1,41 @@
-"""Read lmms-eval output folders into :class:`Run` objects.
+"""Read lmms-eval output folders into :class:`Run` leaderboard rows.
 
-lmms-eval 0.7.x writes ``<output_path>/<sanitized model>/<YYYYmmdd_HHMMSS>_results.json`` and, with
-``--log_samples``, ``<ts>_samples_<task>.jsonl`` beside it (``loggers/evaluation_tracker.py``). Older
-harness versions wrote ``results_<ts>.json`` / ``samples_<task>_<ts>.jsonl``; both are accepted. Metric
-keys look like ``accuracy,none`` with ``accuracy_stderr,none`` beside them; a value that could not be
-computed is ``"N/A"`` or absent. Such values stay *missing* (``None``) here and are never turned into 0.
+Reading the files (names, metric keys, samples, time stamps) is :mod:`llamavid_eval.core.outputs`;
+this module turns them into rows: configuration from ``model_args``, judge per task, judge failures,
+dates in UTC, and an interval for every metric (:mod:`llamavid_eval.results.intervals`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.results import intervals as intervals_mod
 from llamavid_eval.results import samples as samples_mod
 
-_NEW_RESULTS = re.compile(r"^(?P<ts>.+)_results\.json$")
-_OLD_RESULTS = re.compile(r"^results_(?P<ts>.+)\.json$")
+from llamavid_eval.core.outputs import (
+    find_result_files,
+    judge_label,
+    number,
+    parse_model_args,
+    parse_task_metrics,
+    read_results,
+    results_stamp,
+    run_date_utc,
+    samples_beside,
+)
+from llamavid_eval.core.stats import Interval
+
+__all__ = ["Run", "load_run", "load_runs", "parse_model_args", "parse_task_metrics", "short_checkpoint"]
+
 #: ``llamavid judge rejudge`` output beside a run (judges/rejudge.py): same predictions, another judge.
 _REJUDGE_SUMMARY = re.compile(r"^(?P<ts>.*?)_?rejudge_(?P<judge>.+)_summary\.json$")
-#: Per-task keys in ``results[task]`` that are not metrics.
-_NON_METRIC = {"alias", "samples", " ", ""}
 _JUDGE_KEYS = ("judge", "judge_name")
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 @dataclass
@@ -49,23 +58,20 @@ class Run:
     n_samples: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)  # effective, original
     samples: dict[str, Path] = field(default_factory=dict)  # task -> samples jsonl
     task_judges: dict[str, str] = field(default_factory=dict)  # task -> judge name ("" = not judged)
+    intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)  # task -> metric -> 95% CI
     notes: list[str] = field(default_factory=list)
 
     def config_key(self) -> tuple:
         """Runs with the same key are repeats of one configuration; the judge is per task, see table.merge_latest."""
-        return (self.kind, self.source if self.kind == "reported" else "", self.model, self.checkpoint_path or self.checkpoint, self.fps, self.max_frames, self.extra_args)
-
-
-def parse_model_args(model_args: Any) -> dict[str, str]:
-    """``pretrained=x,fps=1`` (or a dict, which simple_evaluate also accepts) -> dict of strings."""
-    if isinstance(model_args, dict):
-        return {str(k): str(v) for k, v in model_args.items()}
-    out: dict[str, str] = {}
-    for part in str(model_args or "").split(","):
-        if "=" in part:
-            key, value = part.split("=", 1)
-            out[key.strip()] = value.strip()
-    return out
+        return (
+            self.kind,
+            self.source if self.kind == "reported" else "",
+            self.model,
+            self.checkpoint_path or self.checkpoint,
+            self.fps,
+            self.max_frames,
+            self.extra_args,
+        )
 
 
 def short_checkpoint(path: str) -> str:
@@ -76,15 +82,6 @@ def short_checkpoint(path: str) -> str:
     if re.fullmatch(r"checkpoint-\d+", parts[-1]) and len(parts) > 1:
         return "/".join(parts[-2:])
     return parts[-1]
-
-
-def _number(value: Any) -> float | None:
-    """Metric value or None: ``"N/A"``, None, NaN, strings and containers are missing, not 0."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return None if math.isnan(value) or math.isinf(value) else float(value)
-    return None
 
 
 def _as_int(text: str | None) -> int | None:
@@ -101,104 +98,31 @@ def _as_float(text: str | None) -> float | None:
         return None
 
 
-def _format_date(raw: Any, ts: str, path: Path) -> str:
-    """lmms-eval writes ``20250101_120000``; lm-eval wrote a POSIX time; fall back to the file time."""
-    if isinstance(raw, (int, float)) and raw > 0:
-        return datetime.fromtimestamp(raw).strftime("%Y-%m-%d %H:%M:%S")
-    for text in (str(raw or ""), ts):
-        for fmt in ("%Y%m%d_%H%M%S", "%Y-%m-%dT%H-%M-%S.%f", "%Y-%m-%dT%H-%M-%S", "%Y-%m-%d_%H-%M-%S"):
-            try:
-                return datetime.strptime(text, fmt).strftime("%Y-%m-%d %H:%M:%S")
-            except ValueError:
-                continue
-    return datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _split_key(key: str) -> tuple[str, str]:
-    """``accuracy,none`` -> (``accuracy``, ``none``); keys without a filter (old format) get ``none``."""
-    metric, _, filt = key.partition(",")
-    return metric.strip(), (filt.strip() or "none")
-
-
-def parse_task_metrics(task_results: dict[str, Any]) -> tuple[dict[str, float | None], dict[str, float]]:
-    """Metric values and their (plain) stderr for one ``results[task]`` block."""
-    values: dict[str, float | None] = {}
-    errors: dict[str, float] = {}
-    for key, raw in task_results.items():
-        if key in _NON_METRIC or isinstance(raw, (dict, list)):
-            continue
-        metric, filt = _split_key(key)
-        name_suffix = "" if filt == "none" else f"[{filt}]"
-        if "_stderr" in metric:
-            base, _, kind = metric.partition("_stderr")
-            if kind == "" and (number := _number(raw)) is not None:
-                errors[base + name_suffix] = number
-            continue
-        if isinstance(raw, str) and raw not in ("N/A", ""):
-            continue  # e.g. submission file paths: not a metric
-        values[metric + name_suffix] = _number(raw)
-    return values, errors
-
-
-def find_result_files(paths: list[str | Path]) -> list[Path]:
-    """All results.json files under the given folders (or the files themselves), sorted by path."""
-    found: set[Path] = set()
-    for item in map(Path, paths):
-        if item.is_file():
-            found.add(item)
-        elif item.is_dir():
-            for candidate in item.rglob("*.json"):
-                if _NEW_RESULTS.match(candidate.name) or _OLD_RESULTS.match(candidate.name):
-                    found.add(candidate)
-        else:
-            warnings.warn(f"{item}: no such file or folder", stacklevel=2)
-    return sorted(found)
-
-
-def _timestamp(path: Path) -> str:
-    match = _NEW_RESULTS.match(path.name) or _OLD_RESULTS.match(path.name)
-    return match.group("ts") if match else path.stem
-
-
-def find_samples(results_file: Path) -> dict[str, Path]:
-    """Samples files logged in the same run as ``results_file`` (same timestamp, same folder)."""
-    ts = _timestamp(results_file)
-    out: dict[str, Path] = {}
-    for candidate in results_file.parent.glob("*.jsonl"):
-        name = candidate.name
-        if name.startswith(f"{ts}_samples_"):
-            out[name[len(ts) + len("_samples_") : -len(".jsonl")]] = candidate
-        elif name.startswith("samples_") and name.endswith(f"_{ts}.jsonl"):
-            out[name[len("samples_") : -len(f"_{ts}.jsonl")]] = candidate
-    return out
-
-
 def _config_judge(cfg: Any) -> str:
     """Judge name a task config declares (``metadata`` or ``lmms_eval_specific_kwargs``), else ""."""
     if not isinstance(cfg, dict):
         return ""
     kwargs = cfg.get("lmms_eval_specific_kwargs")
-    spots = [cfg.get("metadata"), kwargs] + ([v for v in kwargs.values() if isinstance(v, dict)] if isinstance(kwargs, dict) else [])
+    spots = [cfg.get("metadata"), kwargs] + (
+        [v for v in kwargs.values() if isinstance(v, dict)] if isinstance(kwargs, dict) else []
+    )
     for spot in spots:
         if not isinstance(spot, dict):
             continue
-        backend = spot.get("judge_backend") or next((spot[k] for k in _JUDGE_KEYS if isinstance(spot.get(k), str) and spot[k]), None)
+        backend = spot.get("judge_backend") or next(
+            (spot[k] for k in _JUDGE_KEYS if isinstance(spot.get(k), str) and spot[k]), None
+        )
         model = spot.get("judge_model")
         if backend and ":" in str(backend):
             return str(backend)
         if backend or model:  # tasks/*: metadata {judge: openai, judge_model: gpt-3.5-turbo}; env may override
-            return samples_mod.judge_label(backend or "?", model or "?")
+            return judge_label(backend or "?", model or "?")
     return ""
 
 
 def load_run(path: Path) -> Run:
     """Parse one results.json (raises ValueError when it is not an lmms-eval results file)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable results file ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("results", {}), dict):
-        raise ValueError(f"{path}: not an lmms-eval results file")
+    data = read_results(path)
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
     args = parse_model_args(config.get("model_args", ""))
     ckpt_path = args.pop("pretrained", "") or str(data.get("model_name") or "")
@@ -214,9 +138,9 @@ def load_run(path: Path) -> Run:
         checkpoint_path=ckpt_path,
         fps=fps,
         max_frames=max_frames,
-        date=_format_date(data.get("date"), _timestamp(path), path),
+        date=run_date_utc(data.get("date"), results_stamp(path), config, path).strftime(DATE_FORMAT),
         extra_args=",".join(extra),
-        samples=find_samples(path),
+        samples=samples_beside(path),
     )
     task_blocks = dict(data.get("results") or {})
     for group, block in (data.get("groups") or {}).items():
@@ -233,18 +157,28 @@ def load_run(path: Path) -> Run:
         effective = counts.get("effective", block.get("samples"))
         run.n_samples[task] = (_as_int(effective), _as_int(counts.get("original")))
     _annotate(run, config)
-    configs = data.get("configs") or {}
+    _read_samples(run, data.get("configs") or {})
+    run.judge = ", ".join(sorted({j for j in run.task_judges.values() if j}))
+    intervals_mod.attach(run)
+    return run
+
+
+def _read_samples(run: Run, configs: dict[str, Any]) -> None:
+    """Judge names and failure counts from the logged samples; an unreadable file becomes a note, not a crash."""
     for task in run.metrics:
-        from_samples = samples_mod.judge_names(run.samples[task]) if task in run.samples else set()
-        run.task_judges[task] = ", ".join(sorted(from_samples)) or _config_judge(configs.get(task))
-    for task, sample_path in run.samples.items():
-        if task in run.metrics and not any("fail" in m for m in run.metrics[task]):
-            failures = samples_mod.count_failures(sample_path)
-            if failures is not None:
+        names: set[str] = set()
+        if task in run.samples:
+            try:
+                names = samples_mod.judge_names(run.samples[task])
+                failures = samples_mod.count_failures(run.samples[task])
+            except (OSError, ValueError) as exc:
+                run.notes.append(f"{task}: samples not used ({exc})")
+                del run.samples[task]
+                failures = None
+            if failures is not None and not any("fail" in m for m in run.metrics[task]):
                 run.metrics[task]["judge_failures"] = float(failures)
                 run.higher_is_better[task]["judge_failures"] = False
-    run.judge = ", ".join(sorted({j for j in run.task_judges.values() if j}))
-    return run
+        run.task_judges[task] = ", ".join(sorted(names)) or _config_judge(configs.get(task))
 
 
 def _annotate(run: Run, config: dict[str, Any]) -> None:
@@ -269,42 +203,78 @@ def load_rejudge(path: Path, base: Run | None) -> Run:
         info, results = data["rejudge"], data["results"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: unreadable re-judge summary ({exc})") from exc
+    if not isinstance(info, dict) or not isinstance(results, dict):
+        raise ValueError(f"{path}: not a re-judge summary ('rejudge' and 'results' must be mappings)")
     judge = str(info.get("judge") or "?")
-    run = Run(kind="measured", source=str(path), model="?", checkpoint=short_checkpoint(str(info.get("model_dir") or "")) or "?")
+    run = Run(
+        kind="measured",
+        source=str(path),
+        model="?",
+        checkpoint=short_checkpoint(str(info.get("model_dir") or "")) or "?",
+    )
     if base is not None:
-        run = Run(**{**base.__dict__, "source": str(path), "metrics": {}, "stderr": {}, "higher_is_better": {}, "samples": {}, "task_judges": {}, "notes": []})
-    run.date = _format_date(str(info.get("created", ""))[:19].replace(":", "-"), "", path)
+        run = Run(
+            **{
+                **base.__dict__,
+                "source": str(path),
+                "metrics": {},
+                "stderr": {},
+                "higher_is_better": {},
+                "samples": {},
+                "task_judges": {},
+                "notes": [],
+            }
+        )
+    run.date = _created_utc(info.get("created"), path)
     run.judge = judge
     items = path.with_name(path.name.replace("_summary.json", "_items.jsonl"))
     for task, summary in results.items():
         if not isinstance(summary, dict):
             continue
-        run.metrics[task] = {"accuracy": _number(summary.get("accuracy")), "mean_score": _number(summary.get("mean_score")), "judge_failures": _number(summary.get("failures"))}
+        run.metrics[task] = {
+            "accuracy": number(summary.get("accuracy")),
+            "mean_score": number(summary.get("mean_score")),
+            "judge_failures": number(summary.get("failures")),
+        }
         run.higher_is_better[task] = {"accuracy": True, "mean_score": True, "judge_failures": False}
         run.task_judges[task] = judge
         run.n_samples[task] = (_as_int(str(summary.get("n", ""))), None)
         if items.is_file():
             run.samples[task] = items
     run.notes.append(f"re-judged from {base.date if base else info.get('date_id', '?')} predictions")
+    intervals_mod.attach(run)
     return run
+
+
+def _created_utc(created: Any, path: Path) -> str:
+    """The re-judge's ``created`` (ISO 8601 with offset, written in UTC) as a UTC date; else the file time."""
+    try:
+        when = datetime.fromisoformat(str(created))
+    except ValueError:
+        when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime(DATE_FORMAT)
 
 
 def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     """Every readable run under ``paths`` plus human-readable warnings for what was skipped."""
     runs: list[Run] = []
-    problems: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        files = find_result_files(paths)
-    problems += [str(w.message) for w in caught]
+    files, problems = find_result_files(paths)
     by_stamp: dict[tuple[Path, str], Run] = {}
     for path in files:
         try:
             runs.append(load_run(path))
-            by_stamp[(path.parent, _timestamp(path))] = runs[-1]
+            by_stamp[(path.parent, results_stamp(path))] = runs[-1]
         except ValueError as exc:
             problems.append(str(exc))
-    summaries = {p for item in map(Path, paths) if item.is_dir() for p in item.rglob("*_summary.json") if _REJUDGE_SUMMARY.match(p.name)}
+    summaries = {
+        p
+        for item in map(Path, paths)
+        if item.is_dir()
+        for p in item.rglob("*_summary.json")
+        if _REJUDGE_SUMMARY.match(p.name)
+    }
     for path in sorted(summaries):
         match = _REJUDGE_SUMMARY.match(path.name)
         try:

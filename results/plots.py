@@ -24,7 +24,7 @@ from llamavid_eval.core.ucf import confusion_counts
 ACCURACY_METRICS = ["accuracy", "exact_match", "gpt_eval_accuracy", "acc"]
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -49,7 +49,7 @@ def confusion_matrix(pairs: list[tuple[str, str]], title: str, stem: Path) -> li
     counts = np.array(rows, dtype=int)
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
-    fig = _new_figure(9.5, 8)
+    fig = new_figure(9.5, 8)
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(pred_labels)), pred_labels, rotation=60, ha="right")
@@ -59,7 +59,15 @@ def confusion_matrix(pairs: list[tuple[str, str]], title: str, stem: Path) -> li
     ax.set_title(title)
     for (row, col), count in np.ndenumerate(counts):
         if count:
-            ax.text(col, row, str(count), ha="center", va="center", fontsize=8, color="white" if share[row, col] > 0.5 else "black")
+            ax.text(
+                col,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if share[row, col] > 0.5 else "black",
+            )
     fig.colorbar(image, ax=ax, label="share of true class", shrink=0.8)
     return save(fig, stem)
 
@@ -67,7 +75,7 @@ def confusion_matrix(pairs: list[tuple[str, str]], title: str, stem: Path) -> li
 def per_class_accuracy(series: dict[str, list[tuple[str, str]]], stem: Path) -> list[Path]:
     """Grouped bars, one group per class, one bar per run; a 0 is labelled, a class without videos says n/a."""
     labels = confusion_counts([p for pairs in series.values() for p in pairs])[0]
-    fig = _new_figure(max(9.0, 0.6 * len(labels) * max(1, len(series)) ** 0.5), 5.2)
+    fig = new_figure(max(9.0, 0.6 * len(labels) * max(1, len(series)) ** 0.5), 5.2)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(series))
     present: Counter[str] = Counter()
@@ -115,7 +123,11 @@ def fps_points(runs: list[Run]) -> dict[str, dict[str, list[tuple[float, float]]
             if metric is None or metrics[metric] is None:
                 continue
             judge = run.task_judges.get(task, "")
-            label = f"{run.checkpoint}" + (f" [{judge}]" if judge else "") + (" (reported)" if run.kind == "reported" else "")
+            label = (
+                f"{run.checkpoint}"
+                + (f" [{judge}]" if judge else "")
+                + (" (reported)" if run.kind == "reported" else "")
+            )
             out.setdefault(f"{task}/{metric}", {}).setdefault(label, []).append((run.fps, float(metrics[metric])))
     # a set: an unjudged task is repeated in each judge's row of its configuration
     return {task: {k: sorted(set(v)) for k, v in series.items()} for task, series in sorted(out.items())}
@@ -128,13 +140,20 @@ def accuracy_vs_fps(runs: list[Run], stem: Path) -> list[Path]:
         return []
     cols = min(3, len(data))
     rows = math.ceil(len(data) / cols)
-    fig = _new_figure(5.2 * cols, 3.8 * rows)
+    fig = new_figure(5.2 * cols, 3.8 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (column, series) in zip(axes, data.items(), strict=False):
         for label, points in series.items():
             xs, ys = zip(*points, strict=True)
             reported = label.endswith("(reported)")
-            ax.plot(xs, ys, linestyle="--" if reported else "-", marker="o", markerfacecolor="none" if reported else None, label=label)
+            ax.plot(
+                xs,
+                ys,
+                linestyle="--" if reported else "-",
+                marker="o",
+                markerfacecolor="none" if reported else None,
+                label=label,
+            )
         ax.set_title(column)
         ax.set_xlabel("frames per second")
         ax.set_ylabel(column.split("/")[1])
@@ -148,7 +167,7 @@ def accuracy_vs_fps(runs: list[Run], stem: Path) -> list[Path]:
 def agreement_matrix(pair: JudgePair, stem: Path) -> list[Path]:
     """3x3 verdict counts (yes/no/failed) of judge A (rows) against judge B (columns)."""
     matrix = np.array(verdict_matrix(pair.a, pair.b))
-    fig = _new_figure(5.2, 4.6)
+    fig = new_figure(5.2, 4.6)
     ax = fig.add_subplot()
     ax.imshow(matrix, cmap="Greens")
     ax.set_xticks(range(3), VERDICT_LABELS)
@@ -186,5 +205,10 @@ def make_all(runs: list[Run], pairs: list[JudgePair], out_dir: Path) -> list[tup
     if fps_plot:
         made.append(("Accuracy vs frames per second", fps_plot))
     for index, pair in enumerate(pairs):
-        made.append((f"Judge agreement: {pair.title}", agreement_matrix(pair, out_dir / f"judge_agreement_{index}_{slug(pair.task)}")))
+        made.append(
+            (
+                f"Judge agreement: {pair.title}",
+                agreement_matrix(pair, out_dir / f"judge_agreement_{index}_{slug(pair.task)}"),
+            )
+        )
     return made

@@ -16,7 +16,9 @@ _MODEL = "LLaMA-VID"
 
 def load_reference(path: Path = REFERENCE_CSV) -> list[Run]:
     """One reported Run per (source, checkpoint, fps, judge); notes collect each value's caveats."""
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
+    lines = [
+        line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")
+    ]
     runs: dict[tuple[str, str, str, str], Run] = {}
     for row in csv.DictReader(lines):
         key = (row["source"], row["checkpoint"], row["fps"], row["judge"])

@@ -1,20 +1,33 @@
 """The leaderboard: runs -> one pandas frame -> Markdown / CSV.
 
 Missing values stay NaN in the frame and are rendered as "—" (never 0): a failed task must not look
-like a model that scored zero.
+like a model that scored zero. Measured values carry a 95% interval (``69.7 ± 0.8``; how it was made
+is stated under every table); reported rows carry none and say so. The default Markdown view is the
+headline: one column per task with its main metric, like the paper's table; ``detail=True`` adds the
+per-class and diagnostic columns (``acc_<class>``, ``unmapped``, ``judge_failures``), which the HTML
+page and the CSV always have.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from llamavid_eval.results import intervals as intervals_mod
 from llamavid_eval.results.load import Run
 
+from llamavid_eval.core.stats import Interval
+
 MISSING = "—"
-ID_COLUMNS = ["kind", "model", "checkpoint", "fps", "max_frames", "judge", "date"]
+DATE_COLUMN = "date (UTC)"
+ID_COLUMNS = ["kind", "model", "checkpoint", "fps", "max_frames", "judge", DATE_COLUMN]
+#: The metric that stands for a task in the headline view, in order of preference (else its first metric).
+MAIN_METRICS = ["accuracy", "exact_match", "gpt_eval_accuracy", "acc", "mean_score"]
+#: Per-class and diagnostic metrics: the detail view, the HTML page and the CSV only.
+DIAGNOSTIC = re.compile(r"^(acc|accuracy)_|^(unmapped|judge_failures|excluded_videos)$")
 #: After the metrics; args/notes only when some row has one.
 OPTIONAL_COLUMNS = ["args", "notes"]
 TRAILING_COLUMNS = ["source"]
@@ -27,7 +40,7 @@ class Leaderboard:
     frame: pd.DataFrame
     metric_columns: list[str]
     higher_is_better: dict[str, bool | None] = field(default_factory=dict)
-    stderr: dict[tuple[int, str], float] = field(default_factory=dict)  # (row position, column) -> stderr
+    intervals: dict[tuple[int, str], Interval] = field(default_factory=dict)  # (row position, column) -> 95% CI
     runs: list[Run] = field(default_factory=list)  # row order, for plots
 
     @property
@@ -61,13 +74,26 @@ def merge_latest(runs: list[Run]) -> list[Run]:
 def _merge_one(members: list[Run], judge: str) -> Run:
     """The row for one judge from a configuration's runs (oldest first)."""
     newest = members[-1]
-    out = Run(**{**newest.__dict__, "metrics": {}, "stderr": {}, "higher_is_better": {}, "n_samples": {}, "samples": {}, "task_judges": {}, "notes": []})
+    out = Run(
+        **{
+            **newest.__dict__,
+            "metrics": {},
+            "stderr": {},
+            "higher_is_better": {},
+            "n_samples": {},
+            "samples": {},
+            "task_judges": {},
+            "intervals": {},
+            "notes": [],
+        }
+    )
     used = []
     for run in reversed(members):
         fresh = [t for t in run.metrics if t not in out.metrics and run.task_judges.get(t, "") in ("", judge)]
         for task in fresh:
             out.metrics[task] = run.metrics[task]
             out.stderr[task] = run.stderr.get(task, {})
+            out.intervals[task] = run.intervals.get(task, {})
             out.higher_is_better[task] = run.higher_is_better.get(task, {})
             out.n_samples[task] = run.n_samples.get(task, (None, None))
             out.task_judges[task] = run.task_judges.get(task, "")
@@ -81,7 +107,9 @@ def _merge_one(members: list[Run], judge: str) -> Run:
     out.judge = judge
     out.source = "; ".join(r.source for r in used) or newest.source
     out.date = max((r.date for r in used), default=newest.date)
-    superseded = sum(1 for r in members if r not in used and any(r.task_judges.get(t, "") in ("", judge) for t in r.metrics))
+    superseded = sum(
+        1 for r in members if r not in used and any(r.task_judges.get(t, "") in ("", judge) for t in r.metrics)
+    )
     if superseded:
         out.notes.append(f"{superseded} older run(s) superseded")
     return out
@@ -98,7 +126,15 @@ def select_reference(reference: list[Run], measured: list[Run], mode: str) -> li
     for run in reference:
         metrics = {t: m for t, m in run.metrics.items() if t in tasks}
         if metrics:
-            kept.append(Run(**{**run.__dict__, "metrics": metrics, "notes": [n for n in run.notes if n.split(":")[0] in metrics]}))
+            kept.append(
+                Run(
+                    **{
+                        **run.__dict__,
+                        "metrics": metrics,
+                        "notes": [n for n in run.notes if n.split(":")[0] in metrics],
+                    }
+                )
+            )
     return kept
 
 
@@ -108,14 +144,16 @@ def _fmt_number(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def build(runs: list[Run], reference: list[Run] | None = None, latest: bool = True, reference_mode: str = "matching") -> Leaderboard:
+def build(
+    runs: list[Run], reference: list[Run] | None = None, latest: bool = True, reference_mode: str = "matching"
+) -> Leaderboard:
     """Leaderboard rows: reported references first, then measured runs oldest to newest."""
     measured = merge_latest(runs) if latest else list(runs)
     measured.sort(key=lambda r: (r.date, r.source))
     ordered = select_reference(reference or [], measured, reference_mode) + measured
     metric_cols: list[str] = []
     hib: dict[str, bool | None] = {}
-    records, stderr = [], {}
+    records, intervals = [], {}
     for position, run in enumerate(ordered):
         row: dict[str, object] = {
             "kind": run.kind,
@@ -125,7 +163,7 @@ def build(runs: list[Run], reference: list[Run] | None = None, latest: bool = Tr
             "fps": _fmt_number(run.fps),
             "max_frames": _fmt_number(run.max_frames),
             "judge": run.judge,
-            "date": run.date,
+            DATE_COLUMN: run.date,
             "args": run.extra_args,
             "notes": "; ".join(run.notes),
         }
@@ -136,15 +174,17 @@ def build(runs: list[Run], reference: list[Run] | None = None, latest: bool = Tr
                     metric_cols.append(col)
                     hib[col] = run.higher_is_better.get(task, {}).get(metric)
                 row[col] = math.nan if value is None else value
-                if (err := run.stderr.get(task, {}).get(metric)) is not None:
-                    stderr[(position, col)] = err
+                if (interval := run.intervals.get(task, {}).get(metric)) is not None:
+                    intervals[(position, col)] = interval
         records.append(row)
     metric_cols = _order_columns(metric_cols, ordered)
-    columns = ID_COLUMNS + metric_cols + [c for c in OPTIONAL_COLUMNS if any(r.get(c) for r in records)] + TRAILING_COLUMNS
+    columns = (
+        ID_COLUMNS + metric_cols + [c for c in OPTIONAL_COLUMNS if any(r.get(c) for r in records)] + TRAILING_COLUMNS
+    )
     frame = pd.DataFrame(records, columns=columns)
     for col in metric_cols:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    return Leaderboard(frame=frame, metric_columns=metric_cols, higher_is_better=hib, stderr=stderr, runs=ordered)
+    return Leaderboard(frame=frame, metric_columns=metric_cols, higher_is_better=hib, intervals=intervals, runs=ordered)
 
 
 def _order_columns(cols: list[str], runs: list[Run]) -> list[str]:
@@ -177,7 +217,7 @@ def sort(board: Leaderboard, name: str, descending: bool | None = None) -> Leade
         frame=board.frame.loc[order].reset_index(drop=True),
         metric_columns=board.metric_columns,
         higher_is_better=board.higher_is_better,
-        stderr={(remap[p], c): v for (p, c), v in board.stderr.items()},
+        intervals={(remap[p], c): v for (p, c), v in board.intervals.items()},
         runs=[board.runs[p] for p in positions],
     )
 
@@ -187,7 +227,11 @@ def format_value(value: object, column: str | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else (f"{value:.2f}".rstrip("0").rstrip(".") or "0")
+        return (
+            str(int(value))
+            if value.is_integer() and abs(value) < 1e15
+            else (f"{value:.2f}".rstrip("0").rstrip(".") or "0")
+        )
     return str(value) if str(value) != "" else MISSING
 
 
@@ -195,21 +239,86 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(board: Leaderboard, short_source: bool = True) -> str:
-    """GitHub Markdown table; numeric columns right-aligned."""
+def headline_columns(board: Leaderboard) -> list[str]:
+    """One metric column per task: its main metric (``MAIN_METRICS`` order, else its first non-diagnostic one)."""
+    by_task: dict[str, list[str]] = {}
+    for col in board.metric_columns:
+        by_task.setdefault(col.split("/")[0], []).append(col)
+    chosen = []
+    for task, cols in by_task.items():
+        metrics = [c.split("/", 1)[1] for c in cols]
+        main = next((m for m in MAIN_METRICS if m in metrics), None)
+        main = main or next((m for m in metrics if not DIAGNOSTIC.search(m)), metrics[0])
+        chosen.append(column_name(task, main))
+    return chosen
+
+
+def format_interval(value: object, interval: Interval | None) -> str:
+    """``69.7 ± 0.8``: one decimal from 10 up, two below; the plain value when there is no interval."""
+    text = format_value(value)
+    if interval is None or text == MISSING or not math.isfinite(interval.half_width):
+        return text
+    digits = 1 if abs(float(value)) >= 10 else 2  # type: ignore[arg-type]
+    return f"{float(value):.{digits}f} ± {interval.half_width:.{digits}f}"  # type: ignore[arg-type]
+
+
+def interval_notes(board: Leaderboard) -> list[str]:
+    """The lines under every table: what ``±`` means, how each interval was made, why reported rows have none."""
+    lines = [
+        "± = half-width of the 95% confidence interval; the interval rests on the items that were judged "
+        "(judge failures excluded)."
+    ]
+    lines += [f"Interval method: {m}." for m in intervals_mod.methods(board.runs)]
+    if any(run.kind == "reported" for run in board.runs):
+        lines.append(intervals_mod.REPORTED_NOTE[0].upper() + intervals_mod.REPORTED_NOTE[1:] + ".")
+    lines.append(
+        "Dates are UTC, converted from lmms-eval's file-name stamps (written in UTC+8 unless --timezone said otherwise)."
+    )
+    return lines
+
+
+def to_markdown(board: Leaderboard, short_source: bool = True, detail: bool = False) -> str:
+    """GitHub Markdown table (headline view unless ``detail``); numeric columns right-aligned; notes below."""
     frame = board.frame
-    headers = list(frame.columns)
+    shown = board.metric_columns if detail else headline_columns(board)
+    headers = [c for c in frame.columns if c not in board.metric_columns or c in shown]
     lines = ["| " + " | ".join(_md_escape(h) for h in headers) + " |"]
     lines.append("|" + "|".join("---:" if h in board.metric_columns else "---" for h in headers) + "|")
-    for _, row in frame.iterrows():
+    for position, (_, row) in enumerate(frame.iterrows()):
         cells = []
         for h in headers:
             value = row[h]
             if h == "source" and short_source and row["kind"] == "measured":
                 value = short_source_text(str(value))
-            cells.append(_md_escape(format_value(value, h)))
+            if h in board.metric_columns:
+                cells.append(_md_escape(format_interval(value, board.intervals.get((position, h)))))
+            else:
+                cells.append(_md_escape(format_value(value, h)))
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {note}" for note in interval_notes(board)]
+    if not detail and len(shown) < len(board.metric_columns):
+        lines.append(
+            f"- {len(board.metric_columns) - len(shown)} more metric column(s) (per-class, diagnostics): "
+            "`llamavid results table --detail`, the HTML page or the CSV."
+        )
     return "\n".join(lines) + "\n"
+
+
+def judge_failures(board: Leaderboard) -> tuple[int, int]:
+    """(judge failures, judged items) over the measured rows: what ``results table`` exits on."""
+    failed = total = 0
+    for run in board.runs:
+        if run.kind != "measured":
+            continue
+        for task, values in run.metrics.items():
+            count = values.get("judge_failures")
+            if count is None or math.isnan(count):
+                continue
+            judged = max((iv.n for iv in run.intervals.get(task, {}).values()), default=0)
+            failed += int(count)
+            total += run.n_samples.get(task, (None, None))[0] or judged + int(count)
+    return failed, total
 
 
 def short_source_text(sources: str) -> str:
@@ -222,10 +331,14 @@ def short_source_text(sources: str) -> str:
 
 
 def to_csv(board: Leaderboard, path: Path) -> None:
-    """Machine-readable: raw numbers, empty cells for missing values, ``<col> stderr`` columns added."""
+    """Machine-readable: raw numbers, empty cells for missing values; after each metric column its
+    ``_ci_low`` / ``_ci_high`` / ``_n`` (empty for reported rows and where no interval could be made)."""
     frame = board.frame.copy()
     for col in board.metric_columns:
-        errs = [board.stderr.get((i, col), math.nan) for i in range(len(frame))]
-        if any(not math.isnan(e) for e in errs):
-            frame.insert(frame.columns.get_loc(col) + 1, f"{col} stderr", errs)
+        found = [board.intervals.get((i, col)) for i in range(len(frame))]
+        at = frame.columns.get_loc(col) + 1
+        for offset, (suffix, get) in enumerate(
+            (("ci_low", lambda iv: iv.low), ("ci_high", lambda iv: iv.high), ("n", lambda iv: iv.n))
+        ):
+            frame.insert(at + offset, f"{col}_{suffix}", [math.nan if iv is None else get(iv) for iv in found])
     frame.to_csv(path, index=False)

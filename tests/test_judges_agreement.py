@@ -7,7 +7,7 @@ import math
 
 import pytest
 from llamavid_eval.judges.__main__ import main
-from llamavid_eval.judges.agreement import cohen_kappa, compare, pearson, spearman
+from llamavid_eval.judges.agreement import compare, pearson, spearman
 
 # Ten items both judges judged, plus failures and unmatched items.
 #  item:      0  1  2  3  4  5  6  7  8  9
@@ -61,12 +61,19 @@ def test_hand_checked_numbers():
     assert [d["id"] for d in r["disagreements"]] == ["v6", "v4", "v5"]
     assert r["disagreements"][0]["a"] == {"verdict": False, "score": 1, "failed": False, "error": None}
     assert sorted(f["id"] for f in r["failed_items"]) == ["v10", "v11"]
+    # intervals: unclustered bootstrap over the 10 compared items; the paired shift B - A is +10 points
+    ci = r["intervals"]
+    assert ci["kappa"]["estimate"] == pytest.approx(0.4) and ci["kappa"]["n"] == 10
+    assert ci["kappa"]["low"] < 0.4 < ci["kappa"]["high"]
+    assert ci["accuracy_shift"]["estimate"] == pytest.approx(10.0) and "over items" in ci["accuracy_shift"]["method"]
+    assert r["mcnemar_p"] == pytest.approx(1.0)  # 1 vs 2 discordant: exact two-sided p = 1
 
 
 def test_degenerate_cases_are_none_not_nan():
-    assert cohen_kappa({"yes_yes": 3, "yes_no": 0, "no_yes": 0, "no_no": 0}) is None  # both always yes
-    assert cohen_kappa({"yes_yes": 0, "yes_no": 0, "no_yes": 0, "no_no": 0}) is None
-    assert cohen_kappa({"yes_yes": 0, "yes_no": 2, "no_yes": 2, "no_no": 0}) == pytest.approx(-1.0)
+    always_yes = compare([row(i, 1, 5, "x") for i in range(3)], [row(i, 1, 4, "y") for i in range(3)])
+    assert always_yes["kappa"] is None and always_yes["agreement"] == 100.0  # chance agreement is 1
+    opposite = compare([row(i, i % 2, 5, "x") for i in range(4)], [row(i, 1 - i % 2, 5, "y") for i in range(4)])
+    assert opposite["kappa"] == pytest.approx(-1.0)
     assert pearson([1, 1, 1], [1, 2, 3]) is None and pearson([1], [2]) is None
     assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
     r = compare([], [])
@@ -89,14 +96,17 @@ def test_cli_markdown_and_json(tmp_path, capsys):
     a, b = judged_sets()
     fa = write(tmp_path / "20250101_000000_rejudge_openai-gpt-3.5-turbo_items.jsonl", a)
     fb = write(tmp_path / "20250101_000000_rejudge_local-llama3_items.jsonl", b)
-    assert main(["agree", str(fa), str(fb)]) == 0
+    assert main(["agree", str(fa), str(fb)]) == 1  # 2 of 12 matched items failed: refused by default
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1].startswith("error: 2 of 12 judgements failed")
+    assert main(["agree", str(fa), str(fb), "--max-failure-rate", "0.2"]) == 0
     md = capsys.readouterr().out
     assert "| Cohen's kappa | 0.400 |" in md and "| agreement on yes/no (%) | 70.00 |" in md
     assert "| **A yes** | 4 | 1 |" in md and "| **A no** | 2 | 3 |" in md
     assert "matched items: 12 (only in A: 1, only in B: 1)" in md
     assert "failed among matched: A 1, B 1 (both 0); compared: 10" in md
     assert "[msvd_qa #v6] Q: 'q6'" in md and "FAILED (HTTP 500)" in md
-    assert main(["agree", str(fa), str(fb), "--json"]) == 0
+    assert main(["agree", str(fa), str(fb), "--json", "--max-failure-rate", "0.2"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["kappa"] == pytest.approx(0.4) and report["confusion"]["no_yes"] == 2
     # a folder holding two judges' files is ambiguous: the error names the files to pass instead

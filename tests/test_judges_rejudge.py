@@ -105,14 +105,22 @@ def test_rejudge_one_file_to_out_with_a_local_judge(output_dir, tmp_path, capsys
     assert [json.loads(r)["cached"] for r in rows] == [True, True, True]
 
 
-def test_rejudge_counts_failures_in_the_results(output_dir, tmp_path, monkeypatch):
+def test_rejudge_counts_failures_in_the_results(output_dir, tmp_path, monkeypatch, capsys):
     from llamavid_eval.judges.testing import error
 
     monkeypatch.setenv("LLAMAVID_JUDGE_MAX_RETRIES", "1")
+    monkeypatch.setenv("LLAMAVID_JUDGE_PREFLIGHT", "0")
     with FakeChatServer(lambda call: error(500, "down")) as server:
         rc = main(["rejudge", str(output_dir), "--judge", "local", "--base-url", server.url, "--tasks", "msrvtt_qa",
                    "--out", str(tmp_path / "re")])
-    assert rc == 0 and len(server.calls) == 2 * 2  # 2 distinct items (runs share predictions) x 2 tries
+        calls = len(server.calls)
+        # the same failures accepted: exit 0 (the failed items are asked again: failures are never cached)
+        assert main(["rejudge", str(output_dir), "--judge", "local", "--base-url", server.url, "--tasks",
+                     "msrvtt_qa", "--out", str(tmp_path / "re2"), "--max-failure-rate", "1"]) == 0
+    # exit 1 with the count and the server's reason in the last line
+    assert rc == 1 and calls == 2 * 2  # 2 distinct items (runs share predictions) x 2 tries
+    last = capsys.readouterr().err.strip().splitlines()
+    assert any(line.startswith("error: 4 of 4 judgements failed") and "down" in line for line in last)
     summary = json.loads(next((tmp_path / "re").rglob("20250101_120000_*_summary.json")).read_text())
     assert summary["results"] == {"msrvtt_qa": {"n": 2, "accuracy": None, "mean_score": None, "failures": 2,
                                                 "judge": "local:meta-llama/Meta-Llama-3-8B-Instruct"}}
@@ -131,7 +139,7 @@ def test_rejudge_errors_are_clear(tmp_path, capsys):
 
 
 def test_cli_help_runs():
-    out = subprocess.run([sys.executable, "-m", "judges", "--help"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "llamavid_eval.judges", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "rejudge" in out.stdout and "agree" in out.stdout and "LLAMAVID_JUDGE" in out.stdout
 
 

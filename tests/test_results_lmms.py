@@ -181,7 +181,7 @@ def test_runs_parse(lmms_output: Path) -> None:
     runs, problems = load_runs([lmms_output])
     assert problems == []
     assert len(runs) == 4
-    first = next(r for r in runs if r.date == "2025-01-01 10:00:00")
+    first = next(r for r in runs if r.date == "2025-01-01 02:00:00")  # stamp 10:00 UTC+8
     assert first.checkpoint == "llama-vid-7b-full-224-video-fps-1"
     assert (first.fps, first.max_frames, first.judge) == (1.0, 300, "fake:strict")
     assert first.metrics["ucf_crime"]["accuracy"] == pytest.approx(400 / 6)
@@ -205,8 +205,13 @@ def test_latest_merges_per_task_and_all_keeps_every_run(lmms_output: Path) -> No
 
 def test_cli_end_to_end(lmms_output: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "board"
-    assert main(["table", str(lmms_output), "--out", str(out), "--sort", "msvd_qa/accuracy"]) == 0
+    # the lenient judge failed 1 of the 12 judged items shown: refused by default, accepted with a failure rate
+    assert main(["table", str(lmms_output), "--out", str(out), "--sort", "msvd_qa/accuracy", "--no-plots"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: 1 of 12 judgements failed")
+    assert main(["table", str(lmms_output), "--out", str(out), "--sort", "msvd_qa/accuracy", "--max-failure-rate", "0.1"]) == 0
     printed = capsys.readouterr().out
+    assert "| 50.0 ± " in printed and "Interval method: bootstrap" in printed  # headline view: value ± half-width
+    assert "msvd_qa/judge_failures" not in printed and "msvd_qa/mean_score" not in printed
     assert "| kind | model | checkpoint |" in printed
     assert "| reported |" in printed and "59.17" in printed  # the study's Llama-3-judged MSVD-QA row
     assert printed.count("| measured |") == 3

@@ -92,7 +92,7 @@ def test_latest_per_task_and_all(tmp_path: Path) -> None:
     latest = table.build(runs, [], latest=True, reference_mode="none").frame
     assert len(latest) == 1
     assert latest["msvd_qa/accuracy"].iloc[0] == 60.0 and latest["ucf_crime/accuracy"].iloc[0] == 40.0
-    assert latest["date"].iloc[0] == "2025-01-05 10:00:00"
+    assert latest["date (UTC)"].iloc[0] == "2025-01-05 02:00:00"  # lmms-eval's stamp is UTC+8
     assert len(table.build(runs, [], latest=False, reference_mode="none").frame) == 2
 
 
@@ -103,7 +103,9 @@ def test_sort_best_first_missing_last_and_errors(tmp_path: Path) -> None:
     board = table.sort(table.build(runs, load_reference(), reference_mode="matching"), "msvd_qa/accuracy")
     values = list(board.frame["msvd_qa/accuracy"])
     assert values[:3] == [71.0, 70.0, 69.7] and math.isnan(values[-1])
-    assert board.stderr[(0, "msvd_qa/accuracy")] == 0.5  # stderr followed its row
+    interval = board.intervals[(0, "msvd_qa/accuracy")]  # no samples: from lmms-eval's stderr, following its row
+    assert (interval.low, interval.high) == pytest.approx((71.0 - 1.96 * 0.5, 71.0 + 1.96 * 0.5), abs=1e-3)
+    assert "stderr" in interval.method and (1, "msvd_qa/accuracy") not in board.intervals  # reported: none
     assert table.resolve_column(board, "mean_score") == "msvd_qa/mean_score"
     with pytest.raises(KeyError, match="unknown"):
         table.resolve_column(board, "nope")
@@ -159,4 +161,58 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown" in capsys.readouterr().err
     assert main(["table", str(tmp_path), "--out", str(tmp_path / "o"), "--all", "--no-plots"]) == 0
     csv_text = (tmp_path / "o" / "leaderboard.csv").read_text()
-    assert "msvd_qa/accuracy stderr" in csv_text and "69.7" in csv_text
+    header = csv_text.splitlines()[0].split(",")
+    assert header[header.index("msvd_qa/accuracy") + 1 : header.index("msvd_qa/accuracy") + 4] == [
+        "msvd_qa/accuracy_ci_low", "msvd_qa/accuracy_ci_high", "msvd_qa/accuracy_n"]
+    assert "69.7" in csv_text
+
+
+def test_dates_are_utc_whatever_zone_lmms_eval_wrote(tmp_path: Path) -> None:
+    """lmms-eval names files in Asia/Singapore time (UTC+8) unless --timezone, which it records in the config."""
+    write_run(tmp_path, "20250101_050000", {"msvd_qa": msvd(50.0)})
+    ny = {"model": "llamavid", "model_args": f"{CKPT},fps=6", "resolved_cli_args": {"timezone": "America/New_York"}}
+    write_run(tmp_path, "20250701_050000", {"msvd_qa": msvd(50.0)}, model_args=f"{CKPT},fps=6", extra={"config": ny})
+    runs, _ = load_runs([tmp_path])
+    assert sorted(r.date for r in runs) == ["2024-12-31 21:00:00", "2025-07-01 09:00:00"]  # EDT is UTC-4 in July
+    markdown = table.to_markdown(table.build(runs, [], reference_mode="none"))
+    assert "| date (UTC) |" in markdown and "2024-12-31 21:00:00" in markdown
+
+
+def qa_samples(verdicts: list[bool | None], videos: bool = True) -> list[dict]:
+    return [{"doc_id": i, "accuracy": {"id": i, "question": f"q{i}", "answer": "a", "prediction": "p",
+                                       **({"video": f"v{i // 2}.mp4"} if videos else {}),
+                                       "judgement": {"backend": "exact", "model": "", "verdict": v, "score": None if v is None else 5 * v,
+                                                     "failed": v is None}}} for i, v in enumerate(verdicts)]
+
+
+def test_headline_view_shows_intervals_and_detail_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    verdicts = [True, False, True, True, None, False, True, True, False, True]  # 6 of 9 judged: 66.67
+    ucf = {"alias": "ucf_crime", "accuracy,none": 50.0, "acc_abuse,none": 100.0, "unmapped,none": 1}
+    qa = {"alias": "msvd_qa", "accuracy,none": 600 / 9, "accuracy_stderr,none": "N/A", "judge_failures,none": 1}
+    write_run(tmp_path, "20250101_100000", {"msvd_qa": qa, "ucf_crime": ucf}, samples={"msvd_qa": qa_samples(verdicts)})
+    (run,), _ = load_runs([tmp_path])
+    interval = run.intervals["msvd_qa"]["accuracy"]
+    assert interval.n == 9 and interval.clusters == 5 and "cluster bootstrap" in interval.method
+    assert interval.low < 600 / 9 < interval.high
+    assert "ucf_crime" not in run.intervals or "accuracy" not in run.intervals["ucf_crime"]  # no samples, no stderr
+    out = tmp_path / "o"
+    assert main(["table", str(tmp_path), "--out", str(out), "--reference", "none", "--no-plots", "--max-failure-rate", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"| {600 / 9:.1f} ± {interval.half_width:.1f} |" in printed
+    assert "acc_abuse" not in printed and "judge_failures" not in printed and "unmapped" not in printed
+    assert "Interval method: cluster bootstrap" in printed
+    assert main(["table", str(tmp_path), "--out", str(out), "--reference", "none", "--no-plots", "--detail", "--max-failure-rate", "0.2"]) == 0
+    detail = capsys.readouterr().out
+    assert "ucf_crime/acc_abuse" in detail and "msvd_qa/judge_failures" in detail and "ucf_crime/unmapped" in detail
+    assert "ucf_crime/acc_abuse" in (out / "leaderboard.html").read_text()
+    # one judge failure in 10 items: refused by default, with the count and the reason in the last line
+    assert main(["table", str(tmp_path), "--out", str(out), "--reference", "none", "--no-plots"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 10 judgements failed")
+
+
+def test_unclustered_samples_say_so(tmp_path: Path) -> None:
+    qa = {"alias": "msvd_qa", "accuracy,none": 50.0}
+    write_run(tmp_path, "20250101_100000", {"msvd_qa": qa}, samples={"msvd_qa": qa_samples([True, False] * 3, videos=False)})
+    (run,), _ = load_runs([tmp_path])
+    assert "items treated as independent" in run.intervals["msvd_qa"]["accuracy"].method

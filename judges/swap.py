@@ -1,0 +1,261 @@
+"""The judge-swap experiment: the same stored predictions under several judges, and what changes.
+
+The paper's judge (``gpt-3.5-turbo``) is being retired, so every user has to swap judges and needs
+to know what the swap does to the numbers. :func:`run_swap` re-judges the logged predictions of one
+or more runs with each judge (through :func:`llamavid_eval.judges.rejudge.rejudge`: cached, failures
+counted) and :func:`analyse` computes, per task: each judge's accuracy and score with 95% intervals
+(per run and pooled), pairwise agreement and Cohen's kappa with intervals, each judge's shift against
+the reference judge with a paired interval, Kendall's tau between the judges' rankings of the runs,
+and the items the judges disagree on most. Rendering (Markdown, HTML, plots) is
+``llamavid_eval.results.swap_report``; this module only computes (layer 1: core and judges).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llamavid_eval.judges.agreement import clusters_of, compare, ok
+from llamavid_eval.judges.base import Judge
+from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
+from llamavid_eval.judges.rejudge import rejudge
+
+from llamavid_eval.core.outputs import iter_samples
+from llamavid_eval.core.stats import cluster_bootstrap_mean, kendall_tau
+
+MIN_RUNS_FOR_TAU = 3  # Kendall's tau over two runs is +1 or -1: no information beyond "same order or not"
+Rows = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """One ``--judges`` entry: ``backend[:model][@base_url]`` (``exact``, ``openai:gpt-4.1-mini``,
+    ``local:meta-llama/Meta-Llama-3-8B-Instruct@http://127.0.0.1:8000/v1``)."""
+
+    text: str
+    backend: str
+    model: str | None = None
+    base_url: str | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in (("backend", self.backend), ("model", self.model), ("base_url", self.base_url)) if v}
+
+
+def parse_judges(text: str) -> list[JudgeSpec]:
+    """The ``--judges`` list; ValueError naming the bad entry and the known backends."""
+    specs = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        head, _, url = entry.partition("@")
+        backend, _, model = head.partition(":")
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"--judges entry {entry!r}: unknown backend {backend!r}; use one of {', '.join(BACKENDS)} "
+                "as backend[:model][@base_url], e.g. openai:gpt-4.1-mini,exact"
+            )
+        specs.append(JudgeSpec(entry, backend, model or None, url or None))
+    if len(specs) < 2:
+        raise ValueError(f"--judges needs at least two judges to compare, got {len(specs)} ({text!r})")
+    return specs
+
+
+def run_swap(
+    sources: Sequence[str | Path],
+    specs: Sequence[JudgeSpec],
+    out: Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    common: dict[str, Any] | None = None,
+    build: Callable[[JudgeSettings], Judge] = build_judge,
+) -> dict[str, Rows]:
+    """Re-judge every source with every judge; judge name -> per-item rows (each with ``run``).
+
+    Re-judge files go under ``out/rejudge/<judge>/<source number>/`` (the inputs stay untouched)."""
+    rows: dict[str, Rows] = {}
+    for spec in specs:
+        settings = resolve_settings(overrides={**(common or {}), **spec.overrides()})
+        judge = build(settings)
+        try:
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "-", judge.name).strip("-")
+            found: Rows = []
+            for index, source in enumerate(sources):
+                overview = rejudge(
+                    source, judge, out=out / "rejudge" / slug / str(index), tasks=tasks, settings=settings.public()
+                )
+                for run in overview["runs"]:
+                    label = _run_label(source, run["rejudge"], len(sources))
+                    found += [{**row, "run": label} for row in iter_samples(Path(run["items"]))]
+        finally:
+            judge.close()
+        if judge.name in rows:
+            raise ValueError(f"--judges names {judge.name} twice ({spec.text}); each judge once")
+        rows[judge.name] = found
+    return rows
+
+
+def _run_label(source: str | Path, info: dict[str, Any], n_sources: int) -> str:
+    parts = [p for p in (info.get("model_dir"), info.get("date_id")) if p]
+    name = "/".join(parts) or Path(source).name
+    return name if n_sources == 1 else f"{Path(source).name}:{name}"
+
+
+def _accuracy(rows: Rows) -> dict[str, Any]:
+    """n, failures, accuracy and mean score with 95% intervals over the non-failed rows."""
+    good = [r for r in rows if ok(r)]
+    clusters = clusters_of(good)
+    acc = cluster_bootstrap_mean([100.0 * bool(r["verdict"]) for r in good], clusters) if good else None
+    score = cluster_bootstrap_mean([float(r["score"]) for r in good], clusters) if good else None
+    return {
+        "n": len(rows),
+        "failures": len(rows) - len(good),
+        "accuracy": acc.to_dict() if acc else None,
+        "mean_score": score.to_dict() if score else None,
+    }
+
+
+def analyse(rows: dict[str, Rows], reference: str | None = None, *, examples: int = 10) -> dict[str, Any]:
+    """The swap report (JSON-ready) from judge -> rows; ``reference`` defaults to the first judge."""
+    judges = list(rows)
+    reference = reference or judges[0]
+    if reference not in rows:
+        raise ValueError(f"--reference {reference!r} is not among the judges ({', '.join(judges)})")
+    tasks = sorted({r["task"] for rs in rows.values() for r in rs})
+    runs = sorted({r["run"] for rs in rows.values() for r in rs})
+    by = defaultdict(list)
+    for judge, rs in rows.items():
+        for r in rs:
+            by[(judge, r["task"])].append(r)
+    per_judge = []
+    for task, judge in itertools.product(tasks, judges):
+        task_rows = by[(judge, task)]
+        per_judge.append({"task": task, "judge": judge, "run": "all runs", **_accuracy(task_rows)})
+        if len(runs) > 1:
+            for run in runs:
+                run_rows = [r for r in task_rows if r["run"] == run]
+                if run_rows:
+                    per_judge.append({"task": task, "judge": judge, "run": run, **_accuracy(run_rows)})
+    pairs, shifts = [], []
+    for task in tasks:
+        for a, b in itertools.combinations(judges, 2):
+            pairs.append(_pair(task, a, b, compare(_keyed(by[(a, task)]), _keyed(by[(b, task)]), examples=0)))
+        for judge in judges:
+            if judge != reference:
+                report = compare(_keyed(by[(reference, task)]), _keyed(by[(judge, task)]), examples=0)
+                shifts.append(
+                    {
+                        "task": task,
+                        "judge": judge,
+                        "reference": reference,
+                        "n": report["n"],
+                        "accuracy_shift": report["intervals"].get("accuracy_shift"),
+                        "score_shift": report["intervals"].get("score_shift"),
+                        "mcnemar_p": report["mcnemar_p"],
+                    }
+                )
+    total = {j: (sum(not ok(r) for r in rs), len(rs)) for j, rs in rows.items()}
+    return {
+        "judges": judges,
+        "reference": reference,
+        "tasks": tasks,
+        "runs": runs,
+        "per_judge": per_judge,
+        "pairs": pairs,
+        "shifts": shifts,
+        "rankings": [_ranking(task, judges, per_judge, runs) for task in tasks],
+        "disagreements": most_disputed(rows, examples),
+        "failures": {j: {"failed": f, "total": n} for j, (f, n) in total.items()},
+    }
+
+
+def _keyed(rows: Rows) -> Rows:
+    """Rows whose ``task`` also names the run, so that items of different runs never pair up."""
+    return [{**r, "task": f"{r['task']}\x00{r['run']}"} for r in rows]
+
+
+def _pair(task: str, a: str, b: str, report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task": task,
+        "a": a,
+        "b": b,
+        "n": report["n"],
+        "matched": report["matched"],
+        "agreement": report["agreement"],
+        "kappa": report["kappa"],
+        "mcnemar_p": report["mcnemar_p"],
+        "agreement_ci": report["intervals"].get("agreement"),
+        "kappa_ci": report["intervals"].get("kappa"),
+        "confusion": report["confusion"],
+    }
+
+
+def _ranking(task: str, judges: list[str], per_judge: list[dict[str, Any]], runs: list[str]) -> dict[str, Any]:
+    """The runs ordered by each judge's accuracy, and Kendall's tau between judges (n/a under 3 runs)."""
+    acc = {
+        (p["judge"], p["run"]): (p["accuracy"] or {}).get("estimate", float("nan"))
+        for p in per_judge
+        if p["task"] == task
+    }
+    present = [r for r in runs if any((j, r) in acc for j in judges)] if len(runs) > 1 else []
+    order = {j: sorted(present, key=lambda r, j=j: -acc.get((j, r), float("-inf"))) for j in judges}
+    taus = []
+    for a, b in itertools.combinations(judges, 2):
+        if len(present) < MIN_RUNS_FOR_TAU:
+            taus.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "tau": None,
+                    "p": None,
+                    "note": f"n/a: {len(present)} run(s) of this task, Kendall's tau needs at least {MIN_RUNS_FOR_TAU}",
+                }
+            )
+            continue
+        tau, p = kendall_tau(
+            [acc.get((a, r), float("nan")) for r in present], [acc.get((b, r), float("nan")) for r in present]
+        )
+        taus.append({"a": a, "b": b, "tau": tau, "p": p, "note": ""})
+    same = len({tuple(o) for o in order.values()}) <= 1
+    return {"task": task, "runs": present, "order": order, "same_order": same if present else None, "tau": taus}
+
+
+def most_disputed(rows: dict[str, Rows], limit: int) -> list[dict[str, Any]]:
+    """Items the judges split on most (closest to half yes / half no, then widest score range)."""
+    items: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for judge, rs in rows.items():
+        for r in rs:
+            key = (r["run"], r["task"], str(r.get("doc_id")), str(r.get("id")), r["question"], r["prediction"])
+            item = items.setdefault(
+                key,
+                {
+                    "run": r["run"],
+                    "task": r["task"],
+                    "id": r.get("id"),
+                    "question": r["question"],
+                    "answer": r["answer"],
+                    "prediction": r["prediction"],
+                    "judges": {},
+                },
+            )
+            item["judges"][judge] = {"verdict": r.get("verdict"), "score": r.get("score"), "failed": not ok(r)}
+    ranked = []
+    for item in items.values():
+        good = [v for v in item["judges"].values() if not v["failed"]]
+        yes = sum(bool(v["verdict"]) for v in good)
+        split = min(yes, len(good) - yes)
+        if split == 0:
+            continue
+        spread = max(float(v["score"]) for v in good) - min(float(v["score"]) for v in good)
+        ranked.append((-(split / len(good)), -spread, item["task"], str(item["id"]), item))
+    ranked.sort(key=lambda t: t[:4])
+    return [t[-1] for t in ranked[:limit]]
+
+
+def failure_count(report: dict[str, Any]) -> tuple[int, int]:
+    """(failed judgements, judgements) over all judges: what the exit status is decided on."""
+    return (sum(f["failed"] for f in report["failures"].values()), sum(f["total"] for f in report["failures"].values()))

@@ -1,0 +1,162 @@
+"""Per-item values of a task metric, read back from logged samples: the input of every interval and paired test.
+
+lmms-eval keeps only the aggregate in results.json; the samples file keeps each item's record. Which
+per-item number stands behind a metric follows the record shapes of :mod:`llamavid_eval.core.outputs`:
+a judgement gives ``100 * verdict`` for accuracy metrics and ``score`` for score metrics (a failed
+judgement gives no value: excluded from the denominator, counted apart); ``{gold, pred}`` gives
+``100 * (gold == pred)``; a ``correct`` flag gives ``100 * correct``; a plain number is taken as it is.
+A metric named ``<acc>_<word>`` averages only the items one of whose text fields is ``<word>``
+(``acc_arson`` -> gold ``Arson``; ``accuracy_colour`` -> question_type ``colour``). Metrics that are not
+means of items (``macro_accuracy``, counts such as ``unmapped``) give None. Callers check the mean of
+the items against the reported aggregate (:func:`reproduces`) before trusting an interval built on them.
+
+Items are keyed by ``doc_id`` (the same item in two runs of a task) and clustered by the video they
+are about: the record's ``video`` key, else the logged doc's, else the item itself (unclustered).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llamavid_eval.core.outputs import is_judgement, iter_samples, judgement_failed, normalize_judgement
+from llamavid_eval.core.ucf import NORMAL, UNMAPPED
+
+VIDEO_KEY = "video"
+_ACCURACY_NAMES = ("accuracy", "acc", "exact_match", "gpt_eval_accuracy")
+_NOT_ITEM_MEANS = ("macro_accuracy", "judge_failures", "unmapped", "excluded_videos")
+
+
+@dataclass(frozen=True)
+class ItemValue:
+    key: str  # doc_id as text
+    cluster: str  # video id, or the key when the record names no video
+    value: float | None  # None: judge failure, excluded from the metric
+    record: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass
+class MetricItems:
+    """The items behind one metric of one samples file."""
+
+    task: str
+    metric: str
+    items: list[ItemValue]
+    clustered: bool  # at least one item named its video
+
+    @property
+    def valid(self) -> list[ItemValue]:
+        return [it for it in self.items if it.value is not None]
+
+    @property
+    def failures(self) -> int:
+        return sum(it.value is None for it in self.items)
+
+    @property
+    def binary(self) -> bool:
+        """Yes/no per item (0 or 100): McNemar applies."""
+        return bool(self.valid) and all(it.value in (0.0, 100.0) for it in self.valid)
+
+    def mean(self) -> float | None:
+        valid = self.valid
+        return sum(it.value for it in valid) / len(valid) if valid else None  # type: ignore[misc]
+
+
+def _subset_word(metric: str) -> tuple[str, str | None]:
+    """``acc_arson`` -> (``acc``, ``arson``); ``accuracy`` -> (``accuracy``, None)."""
+    for base in sorted(_ACCURACY_NAMES, key=len, reverse=True):
+        if metric.startswith(base + "_"):
+            return base, metric[len(base) + 1 :].casefold()
+    return metric, None
+
+
+def _in_subset(record: dict[str, Any], word: str | None) -> bool:
+    return word is None or any(isinstance(v, str) and v.casefold() == word for v in record.values())
+
+
+def _side(cls: Any) -> bool | None:
+    return None if cls == UNMAPPED else cls == NORMAL
+
+
+def record_value(record: Any, metric: str) -> tuple[bool, float | None]:
+    """(applies, value) of one logged record for ``metric``; value None = failed judgement."""
+    base, _ = _subset_word(metric)
+    if isinstance(record, bool) or isinstance(record, (int, float)):
+        return (False, None) if isinstance(record, float) and math.isnan(record) else (True, float(record))
+    if not isinstance(record, dict):
+        return False, None
+    flat = normalize_judgement(record)
+    if "gold" in flat and "pred" in flat:
+        if base == "binary_accuracy":
+            return True, 100.0 * (_side(flat["pred"]) == _side(flat["gold"]))
+        return (base in _ACCURACY_NAMES), 100.0 * (flat["gold"] == flat["pred"])
+    if isinstance(flat.get("correct"), bool) and base in _ACCURACY_NAMES:
+        return True, 100.0 * flat["correct"]
+    if "prediction" in flat and any(k in flat for k in ("verdict", "score", "failed")):
+        if judgement_failed(flat):
+            return True, None
+        if "score" in base:
+            return True, float(flat["score"])
+        if base in _ACCURACY_NAMES:
+            return True, 100.0 * bool(flat["verdict"])
+    return False, None
+
+
+def _cluster(sample: dict[str, Any], record: Any) -> str | None:
+    for spot in (record, sample.get("doc")):
+        if isinstance(spot, dict) and isinstance(spot.get(VIDEO_KEY), (str, int)):
+            return str(spot[VIDEO_KEY])
+    return None
+
+
+def metric_items(samples: Iterable[dict[str, Any]], task: str, metric: str) -> MetricItems | None:
+    """The per-item values behind ``metric`` in logged samples (or re-judge items lines, filtered to
+    ``task``), or None when the metric is not a mean of items."""
+    name = metric.split("[")[0]
+    if name in _NOT_ITEM_MEANS:
+        return None
+    _, word = _subset_word(name)
+    items: list[ItemValue] = []
+    clustered = False
+    for position, sample in enumerate(samples):
+        if sample.get("task", task) != task:
+            continue
+        record = sample if _is_items_line(sample) else sample.get(name)
+        applies, value = record_value(record, name)
+        if not applies:
+            return None
+        if isinstance(record, dict) and not _in_subset(record, word):
+            continue
+        key = str(sample.get("doc_id", position))
+        video = _cluster(sample, record)
+        clustered = clustered or video is not None
+        shown = record if isinstance(record, dict) else {}
+        items.append(ItemValue(key, video if video is not None else f"doc:{key}", value, shown))
+    return MetricItems(task, metric, items, clustered) if items else None
+
+
+def _is_items_line(sample: dict[str, Any]) -> bool:
+    """A ``judges rejudge`` items line: the judgement itself, with ``task`` and ``doc_id``."""
+    return "task" in sample and "doc_id" in sample and is_judgement(sample)
+
+
+def read_metric_items(path: Path, task: str, metric: str) -> MetricItems | None:
+    """:func:`metric_items` of one samples or items file."""
+    return metric_items(iter_samples(path), task, metric)
+
+
+def reproduces(items: MetricItems, reported: float | None, tolerance: float = 1e-6) -> float | None:
+    """The scale (1 or 100) at which the items' mean equals the reported aggregate, else None.
+
+    Guards against a task whose aggregation is not the mean this module assumes: its interval then
+    comes from lmms-eval's stderr instead."""
+    mean = items.mean()
+    if mean is None or reported is None:
+        return None
+    for scale in (1.0, 100.0, 0.01):
+        if math.isclose(mean * scale, reported, rel_tol=tolerance, abs_tol=tolerance):
+            return scale
+    return None

@@ -1,0 +1,179 @@
+"""Paired comparison of two runs on the same task: is B really better than A, or is it noise?
+
+Both runs answered the same items, so the right test pairs them: the per-item difference B - A is
+averaged and its 95% interval comes from a cluster bootstrap over videos (questions about one video
+are resampled together); for yes/no metrics an exact McNemar test on the discordant items says the
+same thing without resampling. Items are matched by ``doc_id``; an item in one run only, or whose
+question/answer differs between the runs, is listed and left out of the pairing, never dropped
+silently. A judge failure leaves its item out of that run's metric and out of the pairing (counted).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llamavid_eval.core.items import MetricItems, metric_items
+from llamavid_eval.core.outputs import SamplesFile, find_samples, iter_samples
+from llamavid_eval.core.stats import Interval, cluster_bootstrap_mean, mcnemar_exact, paired_difference
+
+#: Metrics tried, in order, when none is named: the task's headline number.
+DEFAULT_METRICS = ("accuracy", "exact_match", "gpt_eval_accuracy", "acc", "mean_score")
+_CONTENT_KEYS = ("question", "answer", "gold")
+_LIST_LIMIT = 50  # unmatched item ids shown in Markdown (the JSON has them all)
+
+
+@dataclass
+class Side:
+    """One run's samples for one task."""
+
+    label: str
+    samples_file: SamplesFile
+    items: MetricItems
+
+
+def pick_file(path: str | Path, task: str | None) -> tuple[SamplesFile, list[str]]:
+    """The samples file of ``task`` under ``path`` (newest stamp when several), plus notes on what was skipped."""
+    files = find_samples(path)
+    tasks = sorted({f.task for f in files})
+    if task is None:
+        if len(tasks) > 1:
+            raise ValueError(f"{path} holds samples of several tasks ({', '.join(tasks)}); choose one with --task")
+        task = tasks[0]
+    chosen = sorted((f for f in files if f.task == task), key=lambda f: (f.date_id, str(f.path)))
+    if not chosen:
+        raise ValueError(f"{path} has no samples for task {task!r} (it has: {', '.join(tasks)})")
+    notes = [f"{path}: {len(chosen) - 1} older samples file(s) of {task} ignored, using {chosen[-1].path.name}"]
+    return chosen[-1], notes if len(chosen) > 1 else []
+
+
+def load_side(path: str | Path, task: str | None, metric: str | None) -> tuple[Side, list[str]]:
+    sf, notes = pick_file(path, task)
+    samples = list(iter_samples(sf.path))
+    names = [metric] if metric else list(DEFAULT_METRICS)
+    for name in names:
+        items = metric_items(samples, sf.task, name)
+        if items is not None:
+            return Side(str(path), sf, items), notes
+    tried = ", ".join(names)
+    raise ValueError(f"{sf.path}: no per-item values for {tried} (a metric that is a mean over items, e.g. accuracy)")
+
+
+def _content(it: Any) -> tuple[Any, ...]:
+    return tuple(it.record.get(k) for k in _CONTENT_KEYS)
+
+
+def compare_runs(
+    path_a: str | Path, path_b: str | Path, *, task: str | None = None, metric: str | None = None
+) -> dict[str, Any]:
+    """The paired comparison report (JSON-ready) of two runs' samples of one task."""
+    a, notes_a = load_side(path_a, task, metric)
+    b, notes_b = load_side(path_b, task or a.samples_file.task, metric or a.items.metric)
+    if a.samples_file.task != b.samples_file.task:
+        raise ValueError(f"the runs are of different tasks: A {a.samples_file.task}, B {b.samples_file.task}")
+    by_a = {it.key: it for it in a.items.items}
+    by_b = {it.key: it for it in b.items.items}
+    common = [k for k in by_a if k in by_b]
+    differ = [k for k in common if _content(by_a[k]) != _content(by_b[k])]
+    matched = [k for k in common if k not in differ]
+    usable = [k for k in matched if by_a[k].value is not None and by_b[k].value is not None]
+    va = [float(by_a[k].value) for k in usable]  # type: ignore[arg-type]
+    vb = [float(by_b[k].value) for k in usable]  # type: ignore[arg-type]
+    clustered = a.items.clustered and b.items.clustered
+    clusters = [by_a[k].cluster for k in usable] if clustered else None
+    report: dict[str, Any] = {
+        "task": a.samples_file.task,
+        "metric": a.items.metric,
+        "a": _side_summary(a),
+        "b": _side_summary(b),
+        "matched": len(matched),
+        "paired": len(usable),
+        "excluded_failures": len(matched) - len(usable),
+        "only_in_a": [k for k in by_a if k not in by_b],
+        "only_in_b": [k for k in by_b if k not in by_a],
+        "different_content": differ,
+        "clustered": clustered,
+        "notes": notes_a + notes_b,
+    }
+    difference = paired_difference(va, vb, clusters) if usable else None
+    report["difference"] = difference.to_dict() if difference else None
+    binary = a.items.binary and b.items.binary
+    if binary and usable:
+        only_a = sum(x > y for x, y in zip(va, vb, strict=True))
+        only_b = sum(y > x for x, y in zip(va, vb, strict=True))
+        report["mcnemar"] = {"only_a": only_a, "only_b": only_b, "p": mcnemar_exact(only_a, only_b)}
+    report["verdict"] = verdict(difference, unit="points" if binary else "")
+    return report
+
+
+def _side_summary(side: Side) -> dict[str, Any]:
+    valid = side.items.valid
+    clusters = [it.cluster for it in valid] if side.items.clustered else None
+    interval = cluster_bootstrap_mean([it.value for it in valid], clusters) if valid else None  # type: ignore[misc]
+    return {
+        "source": side.label,
+        "samples": str(side.samples_file.path),
+        "items": len(side.items.items),
+        "failures": side.items.failures,
+        "interval": interval.to_dict() if interval else None,
+    }
+
+
+def verdict(difference: Interval | None, unit: str = "points") -> str:
+    """Plain words: "B is higher by 3.1 points, 95% CI 1.2-5.0", or "no detectable difference (...)"."""
+    if difference is None or not (math.isfinite(difference.low) and math.isfinite(difference.high)):
+        return "no verdict: too few paired items for an interval"
+    suffix = f" {unit}" if unit else ""
+    level = f"{difference.confidence * 100:g}% CI"
+    span = f"{difference.low:.1f} to {difference.high:.1f}"
+    if difference.low > 0 or difference.high < 0:
+        word = "higher" if difference.estimate > 0 else "lower"
+        low, high = sorted((abs(difference.low), abs(difference.high)))
+        return f"B is {word} by {abs(difference.estimate):.1f}{suffix}, {level} {low:.1f}-{high:.1f}"
+    return f"no detectable difference (B - A = {difference.estimate:+.1f}{suffix}, {level} {span})"
+
+
+def failure_rate(report: dict[str, Any]) -> tuple[int, int]:
+    """(judge failures, items) over both runs: what the exit status is decided on."""
+    return (report["a"]["failures"] + report["b"]["failures"], report["a"]["items"] + report["b"]["items"])
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The report for people: each run's metric with its interval, the paired difference, the verdict."""
+
+    def interval(iv: dict[str, Any] | None) -> str:
+        if not iv:
+            return "n/a"
+        return Interval(**{k: iv[k] for k in ("estimate", "low", "high", "n", "clusters", "method")}).describe()
+
+    lines = [
+        f"# {report['task']} / {report['metric']}: B vs A",
+        "",
+        f"**{report['verdict']}**",
+        "",
+        f"- A: {report['a']['samples']} - {interval(report['a']['interval'])}; "
+        f"{report['a']['failures']} judge failure(s)",
+        f"- B: {report['b']['samples']} - {interval(report['b']['interval'])}; "
+        f"{report['b']['failures']} judge failure(s)",
+        f"- matched items: {report['matched']}, paired: {report['paired']} "
+        f"({report['excluded_failures']} left out for a judge failure in either run)",
+        f"- B - A (paired): {interval(report['difference'])}",
+    ]
+    if "mcnemar" in report:
+        m = report["mcnemar"]
+        lines.append(f"- exact McNemar: only A right {m['only_a']}, only B right {m['only_b']}, p = {m['p']:.4g}")
+    if not report["clustered"]:
+        lines.append("- the samples name no video: items treated as independent (intervals may be too narrow)")
+    for key, title in (
+        ("only_in_a", "only in A"),
+        ("only_in_b", "only in B"),
+        ("different_content", "same doc_id, different question/answer (not paired)"),
+    ):
+        ids = report[key]
+        if ids:
+            more = f" (first {_LIST_LIMIT})" if len(ids) > _LIST_LIMIT else ""
+            lines.append(f"- {len(ids)} item(s) {title}{more}: {', '.join(ids[:_LIST_LIMIT])}")
+    lines += [f"- note: {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"

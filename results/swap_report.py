@@ -1,0 +1,239 @@
+"""The judge-swap report for people: Markdown, one self-contained HTML page, plots, and the JSON beside them.
+
+The numbers come from :func:`llamavid_eval.judges.swap.analyse`; this module only lays them out.
+Plots: a Cohen's-kappa matrix of every judge pair per task, and each judge's accuracy with its 95%
+interval as error bars (one group per task).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from llamavid_eval.results.html import data_uri
+from llamavid_eval.results.plots import new_figure, save, slug
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _ci(iv: dict[str, Any] | None, digits: int = 1) -> str:
+    """``66.7 ± 4.1 (62.6-70.8, n=300)`` from an Interval dict."""
+    if not iv:
+        return "n/a"
+    low, high = iv["low"], iv["high"]
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{iv['estimate']:.{digits}f} (no interval, n={iv['n']})"
+    return f"{iv['estimate']:.{digits}f} ± {iv['half_width']:.{digits}f} ({low:.{digits}f} to {high:.{digits}f}, n={iv['n']})"
+
+
+def _judge_table(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "| task | run | judge | items | failures | accuracy (%) | mean score |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for p in report["per_judge"]:
+        lines.append(
+            f"| {p['task']} | {p['run']} | {p['judge']} | {p['n']} | {p['failures']} | "
+            f"{_ci(p['accuracy'])} | {_ci(p['mean_score'], 2)} |"
+        )
+    return lines
+
+
+def _pair_table(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "| task | judge A | judge B | items | agreement (%) | Cohen's kappa | McNemar p |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for p in report["pairs"]:
+        lines.append(
+            f"| {p['task']} | {p['a']} | {p['b']} | {p['n']} | {_ci(p['agreement_ci'])} | "
+            f"{_ci(p['kappa_ci'], 2)} | {_num(p['mcnemar_p'], 4)} |"
+        )
+    return lines
+
+
+def _shift_table(report: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Reference judge: `{report['reference']}`; shift = judge - reference on the same items (paired).",
+        "",
+        "| task | judge | items | accuracy shift (points) | score shift | McNemar p |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for s in report["shifts"]:
+        lines.append(
+            f"| {s['task']} | {s['judge']} | {s['n']} | {_ci(s['accuracy_shift'])} | "
+            f"{_ci(s['score_shift'], 2)} | {_num(s['mcnemar_p'], 4)} |"
+        )
+    return lines
+
+
+def _ranking_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for r in report["rankings"]:
+        if not r["runs"]:
+            lines.append(f"- {r['task']}: one run - no ranking to compare (Kendall's tau n/a)")
+            continue
+        orders = "; ".join(f"{j}: {' > '.join(o)}" for j, o in r["order"].items())
+        lines.append(f"- {r['task']}: {'same order' if r['same_order'] else 'ORDER CHANGES'} ({orders})")
+        for t in r["tau"]:
+            text = t["note"] if t["tau"] is None else f"tau = {t['tau']:.2f} (p = {t['p']:.3g})"
+            lines.append(f"  - {t['a']} vs {t['b']}: {text}")
+    return lines
+
+
+def _disputed_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for item in report["disagreements"]:
+        verdicts = ", ".join(
+            f"{j}: {'FAILED' if v['failed'] else ('yes' if v['verdict'] else 'no') + '/' + str(v['score'])}"
+            for j, v in item["judges"].items()
+        )
+        lines.append(
+            f"- [{item['task']} {item['run']} #{item['id']}] Q: {item['question']!r} | answer: "
+            f"{item['answer']!r} | prediction: {item['prediction']!r} -> {verdicts}"
+        )
+    return lines or ["- none: every item got the same verdict from every judge that answered"]
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    method = next((p["accuracy"]["method"] for p in report["per_judge"] if p["accuracy"]), "no items")
+    failed = ", ".join(f"{j}: {f['failed']} of {f['total']}" for j, f in report["failures"].items())
+    out = [
+        "# Judge swap",
+        "",
+        f"- judges: {', '.join(f'`{j}`' for j in report['judges'])}",
+        f"- runs: {', '.join(report['runs'])}",
+        f"- judge failures (excluded from every number): {failed}",
+        f"- intervals: 95%, {method}",
+        "",
+        "## Accuracy and score per judge",
+        "",
+        *_judge_table(report),
+        "",
+        "## Agreement between judges",
+        "",
+        *_pair_table(report),
+        "",
+        "## Shift against the reference judge",
+        "",
+        *_shift_table(report),
+        "",
+        "## Ranking of the runs",
+        "",
+        *_ranking_lines(report),
+        "",
+        f"## Items the judges disagree on most (first {len(report['disagreements'])})",
+        "",
+        *_disputed_lines(report),
+    ]
+    return "\n".join(out) + "\n"
+
+
+def kappa_matrix(report: dict[str, Any], task: str, stem: Path) -> list[Path]:
+    """Judges x judges Cohen's kappa for one task (diagonal 1)."""
+    judges = report["judges"]
+    matrix = np.eye(len(judges))
+    for p in report["pairs"]:
+        if p["task"] == task:
+            i, j = judges.index(p["a"]), judges.index(p["b"])
+            matrix[i, j] = matrix[j, i] = np.nan if p["kappa"] is None else p["kappa"]
+    fig = new_figure(1.6 + 1.3 * len(judges), 1.2 + 1.1 * len(judges))
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="RdYlGn", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(judges)), judges, rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(range(len(judges)), judges, fontsize=7)
+    ax.set_title(f"Cohen's kappa, {task}", fontsize=9)
+    for (row, col), value in np.ndenumerate(matrix):
+        ax.text(col, row, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return save(fig, stem)
+
+
+def accuracy_bars(report: dict[str, Any], stem: Path) -> list[Path]:
+    """Pooled accuracy per judge and task, error bars = 95% interval."""
+    pooled = [p for p in report["per_judge"] if p["run"] == "all runs"]
+    tasks, judges = report["tasks"], report["judges"]
+    fig = new_figure(max(5.0, 1.2 + 1.4 * len(tasks) * len(judges) ** 0.5), 4.2)
+    ax = fig.add_subplot()
+    width = 0.8 / len(judges)
+    for index, judge in enumerate(judges):
+        found = {p["task"]: p["accuracy"] for p in pooled if p["judge"] == judge}
+        values = [found[t]["estimate"] if found.get(t) else np.nan for t in tasks]
+        low = [
+            v - found[t]["low"] if found.get(t) and math.isfinite(found[t]["low"]) else 0
+            for t, v in zip(tasks, values, strict=True)
+        ]
+        high = [
+            found[t]["high"] - v if found.get(t) and math.isfinite(found[t]["high"]) else 0
+            for t, v in zip(tasks, values, strict=True)
+        ]
+        xs = np.arange(len(tasks)) + (index - (len(judges) - 1) / 2) * width
+        ax.bar(xs, values, width=width, yerr=[low, high], capsize=3, label=judge)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel("accuracy (%), 95% CI")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return save(fig, stem)
+
+
+def write(report: dict[str, Any], out: Path, *, plots: bool = True) -> list[Path]:
+    """``swap_report.{md,html,json}`` and the plots under ``out``; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[tuple[str, list[Path]]] = []
+    if plots:
+        figures.append(("Accuracy per judge (95% CI)", accuracy_bars(report, out / "plots" / "swap_accuracy")))
+        for task in report["tasks"]:
+            figures.append(
+                (f"Agreement matrix, {task}", kappa_matrix(report, task, out / "plots" / f"swap_kappa_{slug(task)}"))
+            )
+    markdown = to_markdown(report)
+    paths = [out / "swap_report.md", out / "swap_report.json", out / "swap_report.html"]
+    paths[0].write_text(markdown, encoding="utf-8")
+    paths[1].write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    paths[2].write_text(_html_page(markdown, figures), encoding="utf-8")
+    return paths + [p for _, ps in figures for p in ps]
+
+
+def _html_page(markdown: str, figures: list[tuple[str, list[Path]]]) -> str:
+    """The Markdown's tables as HTML tables (a tiny converter: our own Markdown only), then the plots inline."""
+    body, table = [], []
+    for line in [*markdown.splitlines(), ""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            body.append(_html_table(table))
+            table = []
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    imgs = "".join(
+        f'<figure><img alt="{html.escape(c)}" src="{data_uri(p[0])}"><figcaption>{html.escape(c)}</figcaption></figure>'
+        for c, p in figures
+    )
+    style = (
+        "body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem}table{border-collapse:collapse;font-size:.85rem}"
+        "td,th{border:1px solid #ddd;padding:.2rem .45rem}th{background:#f2f4f7}figure img{max-width:720px}"
+    )
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Judge swap</title><style>{style}"
+        f"</style></head><body>{''.join(body)}{imgs}</body></html>\n"
+    )
+
+
+def _html_table(lines: list[str]) -> str:
+    rows = [
+        [html.escape(c.strip()) for c in line.strip("|").split("|")] for line in lines if not line.startswith("|---")
+    ]
+    head = "".join(f"<th>{c}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
