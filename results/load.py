@@ -23,6 +23,7 @@ from llamavid_eval.core.outputs import (
     number,
     parse_model_args,
     parse_task_metrics,
+    parse_task_uncertainty,
     read_results,
     results_stamp,
     run_date_utc,
@@ -54,6 +55,8 @@ class Run:
     checkpoint_path: str = ""
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
     stderr: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: task -> metric -> results.json's stderr / stderr_clustered / ci_low / ci_high / n
+    uncertainty: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     higher_is_better: dict[str, dict[str, bool | None]] = field(default_factory=dict)
     n_samples: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)  # effective, original
     samples: dict[str, Path] = field(default_factory=dict)  # task -> samples jsonl
@@ -152,6 +155,7 @@ def load_run(path: Path) -> Run:
             continue
         values, errors = parse_task_metrics(block)
         run.metrics[task], run.stderr[task] = values, errors
+        run.uncertainty[task] = parse_task_uncertainty(block)
         run.higher_is_better[task] = {m: hib.get(task, {}).get(m.split("[")[0]) for m in values}
         counts = n_samples.get(task) or {}
         effective = counts.get("effective", block.get("samples"))

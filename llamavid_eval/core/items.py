@@ -6,7 +6,9 @@ a judgement gives ``100 * verdict`` for accuracy metrics and ``score`` for score
 judgement gives no value: excluded from the denominator, counted apart); ``{gold, pred}`` gives
 ``100 * (gold == pred)``; a ``correct`` flag gives ``100 * correct``; a plain number is taken as it is.
 A metric named ``<acc>_<word>`` averages only the items one of whose text fields is ``<word>``
-(``acc_arson`` -> gold ``Arson``; ``accuracy_colour`` -> question_type ``colour``). Metrics that are not
+(``acc_arson`` -> gold ``Arson``; ``accuracy_colour`` -> question_type ``colour``). A record that
+carries ``item_value`` (our tasks write it for lmms-eval's stderr columns) is taken at its word:
+that value, and no value = not an item of this metric (unless its judgement failed). Metrics that are not
 means of items (``macro_accuracy``, counts such as ``unmapped``) give None. Callers check the mean of
 the items against the reported aggregate (:func:`reproduces`) before trusting an interval built on them.
 
@@ -26,6 +28,8 @@ from llamavid_eval.core.outputs import is_judgement, iter_samples, judgement_fai
 from llamavid_eval.core.ucf import NORMAL, UNMAPPED
 
 VIDEO_KEY = "video"
+#: Where a task writes each item's value for a metric (lmms-eval's ``score_key``), when it does.
+ITEM_VALUE_KEY = "item_value"
 _ACCURACY_NAMES = ("accuracy", "acc", "exact_match", "gpt_eval_accuracy")
 _NOT_ITEM_MEANS = ("macro_accuracy", "judge_failures", "unmapped", "excluded_videos")
 
@@ -118,23 +122,27 @@ def metric_items(samples: Iterable[dict[str, Any]], task: str, metric: str) -> M
     name = metric.split("[")[0]
     if name in _NOT_ITEM_MEANS:
         return None
+    rows = [s for s in samples if s.get("task", task) == task]
+    records = [(s, s if _is_items_line(s) else s.get(name)) for s in rows]
+    marked = any(isinstance(r, dict) and ITEM_VALUE_KEY in r for _, r in records)
     _, word = _subset_word(name)
     items: list[ItemValue] = []
-    clustered = False
-    for position, sample in enumerate(samples):
-        if sample.get("task", task) != task:
-            continue
-        record = sample if _is_items_line(sample) else sample.get(name)
-        applies, value = record_value(record, name)
-        if not applies:
-            return None
-        if isinstance(record, dict) and not _in_subset(record, word):
-            continue
+    for position, (sample, record) in enumerate(records):
+        if marked:  # the task wrote each item's value itself: no derivation, no subset rule
+            value = record.get(ITEM_VALUE_KEY) if isinstance(record, dict) else None
+            if value is None and not (isinstance(record, dict) and judgement_failed(normalize_judgement(record))):
+                continue  # an item this metric does not cover (e.g. another class)
+        else:
+            applies, value = record_value(record, name)
+            if not applies:
+                return None
+            if isinstance(record, dict) and not _in_subset(record, word):
+                continue
         key = str(sample.get("doc_id", position))
         video = _cluster(sample, record)
-        clustered = clustered or video is not None
         shown = record if isinstance(record, dict) else {}
         items.append(ItemValue(key, video if video is not None else f"doc:{key}", value, shown))
+    clustered = any(not it.cluster.startswith("doc:") for it in items)
     return MetricItems(task, metric, items, clustered) if items else None
 
 

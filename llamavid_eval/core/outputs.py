@@ -51,6 +51,8 @@ HARNESS_KEYS = frozenset(
     }
 )
 QA_KEYS = ("question", "answer", "prediction")
+#: A metric's interval as our tasks write it into results.json: ``<metric>_ci_low`` etc.
+CI_PARTS = ("ci_low", "ci_high", "n")
 _NON_METRIC = {"alias", "samples", " ", ""}
 _STAMP_FORMATS = ("%Y%m%d_%H%M%S", "%Y-%m-%dT%H-%M-%S.%f", "%Y-%m-%dT%H-%M-%S", "%Y-%m-%d_%H-%M-%S")
 
@@ -78,25 +80,52 @@ def split_metric_key(key: str) -> tuple[str, str]:
     return metric.strip(), (filt.strip() or "none")
 
 
+def _metric_name(key: str) -> str:
+    metric, filt = split_metric_key(key)
+    return metric + ("" if filt == "none" else f"[{filt}]")
+
+
 def parse_task_metrics(task_results: dict[str, Any]) -> tuple[dict[str, float | None], dict[str, float]]:
     """Metric values and their plain stderr for one ``results[task]`` block; a filter other than
-    ``none`` is kept in the name as ``metric[filter]``."""
+    ``none`` is kept in the name as ``metric[filter]``. A metric's interval rows (``<metric>_ci_low``,
+    ``_ci_high``, ``_n``, written by our tasks) are not metrics of their own: see :func:`parse_task_uncertainty`."""
     values: dict[str, float | None] = {}
     errors: dict[str, float] = {}
     for key, raw in task_results.items():
         if key in _NON_METRIC or isinstance(raw, (dict, list)):
             continue
-        metric, filt = split_metric_key(key)
-        suffix = "" if filt == "none" else f"[{filt}]"
+        metric, _ = split_metric_key(key)
+        name = _metric_name(key)
         if "_stderr" in metric:
-            base, _, kind = metric.partition("_stderr")
-            if kind == "" and (value := number(raw)) is not None:
-                errors[base + suffix] = value
+            base, _, kind = name.partition("_stderr")
+            if (kind == "" or kind.startswith("[")) and (value := number(raw)) is not None:
+                errors[base + kind] = value  # the plain stderr; _stderr_clt/_clustered: parse_task_uncertainty
             continue
         if isinstance(raw, str) and raw not in ("N/A", ""):
             continue  # e.g. submission file paths: not a metric
-        values[metric + suffix] = number(raw)
+        values[name] = number(raw)
+    for name in [n for n in values if n + "_ci_low" in values and n + "_ci_high" in values]:
+        for part in CI_PARTS:
+            values.pop(f"{name}_{part}", None)
     return values, errors
+
+
+def parse_task_uncertainty(task_results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """metric -> what lmms-eval and our tasks wrote about its uncertainty: ``stderr``,
+    ``stderr_clustered`` (lmms-eval's ``cluster_key`` column), ``ci_low``/``ci_high``/``n``."""
+    values, _ = parse_task_metrics({k: v for k, v in task_results.items() if "_stderr" not in k})
+    out: dict[str, dict[str, float]] = {}
+    for key, raw in task_results.items():
+        if (value := number(raw)) is None or key in _NON_METRIC:
+            continue
+        name = _metric_name(key)
+        for part in ("stderr_clustered", "stderr", *CI_PARTS):
+            base, sep, rest = name.partition(f"_{part}")
+            if sep and (rest == "" or rest.startswith("[")):
+                if base + rest in values:
+                    out.setdefault(base + rest, {})[part] = value
+                break
+    return out
 
 
 def parse_model_args(model_args: Any) -> dict[str, str]:
