@@ -1,0 +1,151 @@
+"""Real OpenAI-compatible servers for the judge tests: ``transformers serve`` with a tiny model written here.
+
+The model is a 1-layer Llama whose greedy output is a fixed, valid verdict whatever the prompt: its
+attention and MLP output projections are zero, so the hidden state of a position is its own token's
+embedding (one-hot), and ``lm_head`` maps each token to the next token of the reply. Hand-built
+rather than trained because a test must not download or train anything and needs exact replies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPLY_WORDS = ("{'pred':", "'yes',", "'score':", "5}")  # decoded with single spaces: a valid verdict
+SPECIALS = ("<unk>", "<s>", "</s>", "<|assistant|>")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def write_verdict_model(out_dir: Path) -> Path:
+    """A tiny Llama + word-level tokenizer in ``out_dir`` that always answers ``{'pred': 'yes', 'score': 5}``."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate((*SPECIALS, *REPLY_WORDS))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=["<|assistant|>"],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    size = len(vocab)
+    config = LlamaConfig(
+        vocab_size=size,
+        hidden_size=size,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        head_dim=size,
+        max_position_embeddings=4096,
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+        pad_token_id=vocab["</s>"],
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    chain = ["<|assistant|>", *REPLY_WORDS, "</s>"]
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.copy_(torch.eye(size))
+        head = torch.zeros(size, size)
+        head[vocab["</s>"], :] = 1.0  # anything not in the chain ends the reply
+        for current, following in zip(chain, chain[1:], strict=False):
+            head[:, vocab[current]] = 0.0
+            head[vocab[following], vocab[current]] = 10.0
+        model.lm_head.weight.copy_(head)
+    model.generation_config.eos_token_id = vocab["</s>"]
+    model.generation_config.do_sample = False
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServedModel:
+    """A running ``transformers serve`` process; ``stop()`` ends it by its PID."""
+
+    process: subprocess.Popen
+    url: str
+    model: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_transformers_serve(model_dir: Path, log: Path, timeout: float = 120.0) -> ServedModel:
+    """``transformers serve MODEL_DIR`` on 127.0.0.1 at a free port, once ``/health`` answers."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "transformers"),
+        "serve",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--log-level",
+        "info",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    handle = log.open("wb")
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    served = ServedModel(process, f"http://127.0.0.1:{port}/v1", str(model_dir), log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"transformers serve exited with {process.returncode}:\n{served.log_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return served
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    served.stop()
+    raise RuntimeError(f"transformers serve not ready after {timeout:.0f} s:\n{served.log_text()[-3000:]}")
+
+
+def chat(url: str, model: str, content: str, **extra: object) -> tuple[int, dict]:
+    """One raw chat request (no openai client) - to see exactly what the server answers."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": content}], **extra}).encode()
+    request = urllib.request.Request(f"{url}/chat/completions", body, {"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
