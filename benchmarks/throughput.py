@@ -33,8 +33,14 @@ from llamavid_eval.model.random_init import build_random
 from llamavid_eval.model.tiny import BASE_CORPUS, write_bert_tokenizer, write_sentencepiece_tokenizer
 from llamavid_eval.model.video import load_visuals
 
-QUESTIONS = ("what is the man doing?", "who is playing the guitar?", "what is the woman slicing?",
-             "where is the dog running?", "what does the child throw?", "how many people are dancing?")
+QUESTIONS = (
+    "what is the man doing?",
+    "who is playing the guitar?",
+    "what is the woman slicing?",
+    "where is the dog running?",
+    "what does the child throw?",
+    "how many people are dancing?",
+)
 
 
 def write_videos(folder: Path, count: int, seconds: int) -> list[Path]:
@@ -141,12 +147,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--baseline-videos", type=int, default=2, help="videos run through the slow path")
     parser.add_argument("--attn", default="sdpa", help="comma-separated: sdpa,eager,flash_attention_2")
-    parser.add_argument("--decode", default="eager,graph",
-                        help="comma-separated decode paths of the optimized runner: eager, graph (CUDA graphs)")
+    parser.add_argument(
+        "--decode",
+        default="eager,graph",
+        help="comma-separated decode paths of the optimized runner: eager, graph (CUDA graphs)",
+    )
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--fp32-check", action="store_true",
-                        help="also compare greedy ids batched vs one-at-a-time with an fp32 model (no bf16 rounding)")
+    parser.add_argument(
+        "--fp32-check",
+        action="store_true",
+        help="also compare greedy ids batched vs one-at-a-time with an fp32 model (no bf16 rounding)",
+    )
     args = parser.parse_args()
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -165,11 +177,22 @@ def main() -> None:
         except (ImportError, ValueError) as error:
             rows.append({"attn": attn, "error": f"{type(error).__name__}: {error}".splitlines()[0]})
             continue
-        loaded = LoadedLlamaVid(model, load_llm_tokenizer(tokenizers / "llm"),
-                                load_qformer_tokenizer(tokenizers / "bert"), image_processor_for(224), work)
+        loaded = LoadedLlamaVid(
+            model,
+            load_llm_tokenizer(tokenizers / "llm"),
+            load_qformer_tokenizer(tokenizers / "bert"),
+            image_processor_for(224),
+            work,
+        )
         for decode in args.decode.split(","):
-            rows.append({"attn": attn, "decode": decode, "world_size": world,
-                         **measure(loaded, videos, args, device, compile=decode == "graph")})
+            rows.append(
+                {
+                    "attn": attn,
+                    "decode": decode,
+                    "world_size": world,
+                    **measure(loaded, videos, args, device, compile=decode == "graph"),
+                }
+            )
         del model, loaded
         torch.cuda.empty_cache()
     if args.fp32_check:
@@ -182,19 +205,23 @@ def main() -> None:
         args.json.write_text(json.dumps(rows, indent=2, default=float))
 
 
-def measure(loaded: LoadedLlamaVid, videos: list[Path], args: argparse.Namespace, device: torch.device,
-            compile: bool) -> dict:
+def measure(
+    loaded: LoadedLlamaVid, videos: list[Path], args: argparse.Namespace, device: torch.device, compile: bool
+) -> dict:
     """Paths (b), then (a) and (c) unless ``--only optimized``."""
     torch.cuda.reset_peak_memory_stats(device)
     fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=4, compile=compile)
     warm_videos = videos[: max(1, args.batch_size // args.questions)]
-    _, warmup_s = timed(lambda: fast_runner.answer_ids(make_questions(warm_videos, args.questions,
-                                                                       args.answer_tokens, shared=True)))
+    _, warmup_s = timed(
+        lambda: fast_runner.answer_ids(make_questions(warm_videos, args.questions, args.answer_tokens, shared=True))
+    )
     questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
     fast, fast_s = timed(lambda: fast_runner.answer_ids(questions))  # CUDA graphs were built above
     row: dict[str, object] = {
-        "optimized_qps": len(questions) / fast_s, "optimized_frames_per_s": len(videos) * args.frames / fast_s,
-        "questions": len(questions), "warmup_s": warmup_s,
+        "optimized_qps": len(questions) / fast_s,
+        "optimized_frames_per_s": len(videos) * args.frames / fast_s,
+        "questions": len(questions),
+        "warmup_s": warmup_s,
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
     }
     if args.only == "optimized":
@@ -205,16 +232,25 @@ def measure(loaded: LoadedLlamaVid, videos: list[Path], args: argparse.Namespace
     slow, slow_s = timed(lambda: slow_runner.answer_ids(subset))
     same = sum(a == b for a, b in zip(slow, fast[: len(subset)], strict=True))
     rates = floor_rates(fast_runner, args.frames, args.answer_tokens)
-    floor_s = (args.frames / args.questions / rates["vit_frames_per_s"]
-               + args.frames / rates["qformer_pairs_per_s"] + 1 / rates["llm_questions_per_s"])
-    row.update(one_at_a_time_qps=len(subset) / slow_s, speedup=row["optimized_qps"] * slow_s / len(subset),
-               floor_qps=1 / floor_s, floor_ratio=(1 / floor_s) / row["optimized_qps"],
-               greedy_identical_ids=f"{same}/{len(subset)}", **rates)
+    floor_s = (
+        args.frames / args.questions / rates["vit_frames_per_s"]
+        + args.frames / rates["qformer_pairs_per_s"]
+        + 1 / rates["llm_questions_per_s"]
+    )
+    row.update(
+        one_at_a_time_qps=len(subset) / slow_s,
+        speedup=row["optimized_qps"] * slow_s / len(subset),
+        floor_qps=1 / floor_s,
+        floor_ratio=(1 / floor_s) / row["optimized_qps"],
+        greedy_identical_ids=f"{same}/{len(subset)}",
+        **rates,
+    )
     return row
 
 
-def fp32_identity(videos: list[Path], args: argparse.Namespace, tokenizers: Path, work: Path,
-                  device: torch.device) -> dict:
+def fp32_identity(
+    videos: list[Path], args: argparse.Namespace, tokenizers: Path, work: Path, device: torch.device
+) -> dict:
     """Greedy ids of the batched paths vs one-at-a-time, all in fp32 (TF32 off).
 
     In bf16 a random model's top two logits are often closer than bf16 rounding, and batch shape
@@ -223,8 +259,13 @@ def fp32_identity(videos: list[Path], args: argparse.Namespace, tokenizers: Path
     """
     torch.backends.cuda.matmul.allow_tf32 = False
     model = build_random("7b", device=device, dtype=torch.float32)
-    loaded = LoadedLlamaVid(model, load_llm_tokenizer(tokenizers / "llm"), load_qformer_tokenizer(tokenizers / "bert"),
-                            image_processor_for(224), work)
+    loaded = LoadedLlamaVid(
+        model,
+        load_llm_tokenizer(tokenizers / "llm"),
+        load_qformer_tokenizer(tokenizers / "bert"),
+        image_processor_for(224),
+        work,
+    )
     subset = make_questions(videos[: args.baseline_videos], args.questions, args.answer_tokens, shared=True)
     single = LlamaVidRunner(loaded, batch_size=1, decode_workers=0).answer_ids(subset)
     row: dict[str, object] = {"attn": "sdpa", "decode": "fp32 check", "questions": len(subset)}
@@ -238,10 +279,27 @@ def fp32_identity(videos: list[Path], args: argparse.Namespace, tokenizers: Path
 
 
 def print_table(rows: list[dict]) -> None:
-    keys = ["attn", "decode", "world_size", "questions", "one_at_a_time_qps", "optimized_qps", "speedup", "floor_qps",
-            "floor_ratio", "vit_frames_per_s", "qformer_pairs_per_s", "llm_questions_per_s", "prompt_tokens", "warmup_s",
-            "peak_gib", "greedy_identical_ids", "fp32_identical_ids_eager",
-            "fp32_identical_ids_graph", "error"]
+    keys = [
+        "attn",
+        "decode",
+        "world_size",
+        "questions",
+        "one_at_a_time_qps",
+        "optimized_qps",
+        "speedup",
+        "floor_qps",
+        "floor_ratio",
+        "vit_frames_per_s",
+        "qformer_pairs_per_s",
+        "llm_questions_per_s",
+        "prompt_tokens",
+        "warmup_s",
+        "peak_gib",
+        "greedy_identical_ids",
+        "fp32_identical_ids_eager",
+        "fp32_identical_ids_graph",
+        "error",
+    ]
     present = [k for k in keys if any(k in row for row in rows)]
     print("| " + " | ".join(present) + " |\n|" + "---|" * len(present))
     for row in rows:

@@ -45,8 +45,13 @@ def run(method: str, args: argparse.Namespace, device: torch.device) -> dict:
     """Time optimizer steps of the model exactly as ``training.train`` sets it up for ``method``."""
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    config = TrainConfig(train_data="unused", method=method, lora_rank=args.lora_rank,
-                         lora_alpha=2 * args.lora_rank, gradient_checkpointing=True)
+    config = TrainConfig(
+        train_data="unused",
+        method=method,
+        lora_rank=args.lora_rank,
+        lora_alpha=2 * args.lora_rank,
+        gradient_checkpointing=True,
+    )
     module = build_random_model("7b", config=config, device=device, dtype=torch.bfloat16)
     trainable = [p for p in module.parameters() if p.requires_grad]
     row = {"method": method, "trainable_params_m": sum(p.numel() for p in trainable) / 1e6}
@@ -66,12 +71,18 @@ def run(method: str, args: argparse.Namespace, device: torch.device) -> dict:
             torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
         step_s = sum(times[1:]) / args.steps
-        row.update(step_s=step_s, tokens_per_s=tokens / step_s, loss=float(loss),
-                   peak_gib=torch.cuda.max_memory_allocated(device) / 2**30)
+        row.update(
+            step_s=step_s,
+            tokens_per_s=tokens / step_s,
+            loss=float(loss),
+            peak_gib=torch.cuda.max_memory_allocated(device) / 2**30,
+        )
     except torch.OutOfMemoryError:
-        row.update(error="out of memory (AdamW states for all weights; the original recipe uses "
-                         "DeepSpeed ZeRO-2 with CPU offload)",
-                   peak_gib=torch.cuda.max_memory_allocated(device) / 2**30)
+        row.update(
+            error="out of memory (AdamW states for all weights; the original recipe uses "
+            "DeepSpeed ZeRO-2 with CPU offload)",
+            peak_gib=torch.cuda.max_memory_allocated(device) / 2**30,
+        )
     del module
     return row
 
@@ -90,8 +101,10 @@ def main() -> None:
     print(json.dumps({"device": torch.cuda.get_device_name(device), "args": vars(args), "rows": rows}))
     print("| method | trainable (M) | step (s) | tokens/s | peak GiB | note |\n|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['method']} | {row['trainable_params_m']:.0f} | {row.get('step_s', float('nan')):.2f} | "
-              f"{row.get('tokens_per_s', float('nan')):.0f} | {row['peak_gib']:.1f} | {row.get('error', '')} |")
+        print(
+            f"| {row['method']} | {row['trainable_params_m']:.0f} | {row.get('step_s', float('nan')):.2f} | "
+            f"{row.get('tokens_per_s', float('nan')):.0f} | {row['peak_gib']:.1f} | {row.get('error', '')} |"
+        )
 
 
 if __name__ == "__main__":

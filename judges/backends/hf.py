@@ -36,7 +36,7 @@ def _load_pretrained(path: str, device: str | None) -> tuple[Any, Any]:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device).eval()
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype="auto", device_map=device).eval()  # straight to device
     return tok, lm
 
 
@@ -141,6 +141,7 @@ class HFJudge(ConversationJudge):
             do_sample=False,
             num_beams=1,
             max_new_tokens=self.max_new_tokens,
+            disable_compile=True,
             pad_token_id=pad,
             eos_token_id=lm.generation_config.eos_token_id
             if lm.generation_config.eos_token_id is not None

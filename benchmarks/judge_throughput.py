@@ -1,0 +1,86 @@
+"""In-process judge throughput: judgements/s of the ``hf`` backend with an 8B Llama-3-shaped judge.
+
+The judge (``random_judge.py``) is at real size and replies with a 12-token verdict, so a row stops
+where a real judge's would; requests are MSVD-QA-like (question, answer, prediction) triples, all
+distinct (identical triples are judged once). Re-asks are off, the verdict cache is off. Each
+batch size is timed on the same requests after an untimed warm-up batch.
+
+    python benchmarks/judge_throughput.py --items 4096 --batch-sizes 16,256,512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from llamavid_eval.judges import JudgeRequest  # noqa: E402
+from llamavid_eval.judges.backends.hf import HFJudge  # noqa: E402
+from llamavid_eval.judges.prompt import build_messages  # noqa: E402
+from random_judge import WORDS, build_judge, build_tokenizer  # noqa: E402
+
+STARTS = ("what is the", "who is", "where is the", "how many", "what does the")
+
+
+def requests(count: int, seed: int = 0) -> list[JudgeRequest]:
+    """``count`` distinct MSVD-like triples (3-6 word questions, 1-word answers, 1-4 word predictions)."""
+    rng = random.Random(seed)
+    seen: set[tuple[str, str, str]] = set()
+    while len(seen) < count:
+        question = f"{rng.choice(STARTS)} {' '.join(rng.choices(WORDS, k=rng.randint(1, 3)))}?"
+        seen.add((question, rng.choice(WORDS), " ".join(rng.choices(WORDS, k=rng.randint(1, 4)))))
+    return [JudgeRequest(*triple) for triple in sorted(seen)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=4096)
+    parser.add_argument("--batch-sizes", default="16,256,512")
+    parser.add_argument("--small-batch-items", type=int, default=1024, help="items for batch sizes below 64")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    tok = build_tokenizer(Path(tempfile.mkdtemp(prefix="judge-tok-")))
+    lm = build_judge(tok)
+    items = requests(args.items + 512)
+    warm, timed_items = items[:512], items[512:]
+    rows = []
+    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        judge = HFJudge.with_model("random-llama3-8b", tok, lm, batch_size=batch_size, parse_retries=0)
+        judge.judge_many(warm[: max(batch_size, 64)])
+        subset = timed_items[: args.small_batch_items] if batch_size < 64 else timed_items
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        out = judge.judge_many(subset)
+        seconds = time.perf_counter() - start
+        parsed = sum(not j.failed for j in out)
+        prompt_tokens = [len(judge._ids(tok, build_messages(r))) for r in subset[:256]]
+        rows.append(
+            {
+                "batch_size": batch_size,
+                "items": len(subset),
+                "seconds": seconds,
+                "judgements_per_s": len(subset) / seconds,
+                "parsed": f"{parsed}/{len(subset)}",
+                "shared_prefix_tokens": len(judge._prefix[0]) if judge._prefix else 0,
+                "mean_prompt_tokens": sum(prompt_tokens) / len(prompt_tokens),
+                "reply": out[0].raw,
+                "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    print(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
