@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from llamavid_eval.judges.factory import BACKENDS, build_judge, resolve_settings
+from llamavid_eval.judges.preflight import JudgeUnavailable, check_once
 
 from llamavid_eval.core import failures
 
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except JudgeUnavailable as err:  # the preflight's message spans lines; the verdict comes last
+        print(f"{err}\nerror: a judge failed its preflight check (above); nothing was judged", file=sys.stderr)
+        return 2
 
 
 def _transport(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,6 +134,7 @@ def _rejudge(args: argparse.Namespace) -> int:
 
     overrides = {"backend": args.judge, "model": args.judge_model, **_transport(args)}
     settings = resolve_settings(overrides=overrides)
+    check_once(settings)  # a judge that cannot work stops here, before any item is sent
     judge = build_judge(settings)
     try:
         overview = rejudge(args.source, judge, out=args.out, tasks=_tasks(args), settings=settings.public())

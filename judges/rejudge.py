@@ -151,6 +151,7 @@ def _row(it: Item, j: Judgement) -> dict[str, Any]:
         "model_dir": it.model_dir,
         "doc_id": it.doc_id,
         "id": it.id,
+        **({VIDEO_KEY: it.video} if it.video is not None else {}),
         "metrics": it.metrics,
         "question": it.request.question,
         "answer": it.request.answer,

@@ -23,6 +23,7 @@ from typing import Any
 from llamavid_eval.judges.agreement import clusters_of, compare, ok
 from llamavid_eval.judges.base import Judge
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
+from llamavid_eval.judges.preflight import check_once
 from llamavid_eval.judges.rejudge import rejudge
 
 from llamavid_eval.core.outputs import iter_samples
@@ -73,13 +74,16 @@ def run_swap(
     tasks: Sequence[str] | None = None,
     common: dict[str, Any] | None = None,
     build: Callable[[JudgeSettings], Judge] = build_judge,
+    check: Callable[[JudgeSettings], object] = check_once,
 ) -> dict[str, Rows]:
     """Re-judge every source with every judge; judge name -> per-item rows (each with ``run``).
 
     Re-judge files go under ``out/rejudge/<judge>/<source number>/`` (the inputs stay untouched)."""
     rows: dict[str, Rows] = {}
-    for spec in specs:
-        settings = resolve_settings(overrides={**(common or {}), **spec.overrides()})
+    all_settings = [resolve_settings(overrides={**(common or {}), **spec.overrides()}) for spec in specs]
+    for settings in all_settings:
+        check(settings)  # every judge checked before any is asked: a dead one stops the swap in seconds
+    for spec, settings in zip(specs, all_settings, strict=True):
         judge = build(settings)
         try:
             slug = re.sub(r"[^A-Za-z0-9._-]+", "-", judge.name).strip("-")

@@ -1,0 +1,169 @@
+"""``llamavid judge swap``: three runs' stored predictions re-judged by ``exact`` and two judges on loopback
+servers (one of them failing on some items), one report with the numbers, exit codes by failure rate."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from llamavid_eval.judges import swap
+from llamavid_eval.judges.__main__ import main
+from llamavid_eval.judges.testing import Call, FakeChatServer, Response, error, word_judge
+
+FAIL = "JUDGE_FAIL"
+QUESTIONS = [
+    ("what is the man doing?", "cooking"),
+    ("what animal is shown?", "dog"),
+    ("who runs?", "girl"),
+    ("what color is the car?", "red"),
+    ("where is this?", "beach"),
+    ("what is he holding?", "cup"),
+]
+#: Predictions of three runs. "hotdog" / "cupboard" contain the answer: right for the word judge of the
+#: loopback server (substring), wrong for exact match (whole words). Right per run: exact 3, 4, 0; word 4, 5, 1.
+RUNS = {
+    "20250101_100000": ["cooking", "hotdog", "boy", "red", "beach", "plate"],
+    "20250102_100000": ["cooking", "dog", "girl", "red", "sea", "cupboard"],
+    "20250103_100000": ["eating", "hotdog", "boy", f"blue {FAIL}", "sea", "plate"],
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for var in list(os.environ):
+        if var.startswith("LLAMAVID_JUDGE"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("LLAMAVID_JUDGE_CACHE", str(tmp_path / "judge-cache"))
+    monkeypatch.setenv("LLAMAVID_JUDGE_MAX_RETRIES", "0")
+
+
+def runs_folder(root: Path) -> Path:
+    """One lmms-eval output folder holding three runs of a judged task (records name their video)."""
+    model = root / "out" / "org__model"
+    model.mkdir(parents=True)
+    for stamp, predictions in RUNS.items():
+        lines = []
+        for i, ((question, answer), prediction) in enumerate(zip(QUESTIONS, predictions, strict=True)):
+            record = {"id": i, "question": question, "answer": answer, "prediction": prediction, "video": f"v{i // 2}"}
+            lines.append({"doc_id": i, "target": answer, "accuracy": record, "mean_score": record})
+        (model / f"{stamp}_samples_msvd_qa.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return root / "out"
+
+
+def flaky(call: Call) -> Response:
+    """The word judge, but an HTTP 500 for one prediction (a judge that fails on some items)."""
+    if FAIL in call.field("Predicted Answer"):
+        return error(500, "model crashed on this item")
+    return word_judge(call)
+
+
+def test_parse_judges():
+    specs = swap.parse_judges("openai:gpt-4.1-mini, local:meta-llama/Meta-Llama-3-8B-Instruct@http://h:1/v1,exact")
+    assert [s.overrides() for s in specs] == [
+        {"backend": "openai", "model": "gpt-4.1-mini"},
+        {"backend": "local", "model": "meta-llama/Meta-Llama-3-8B-Instruct", "base_url": "http://h:1/v1"},
+        {"backend": "exact"},
+    ]
+    with pytest.raises(ValueError, match="unknown backend 'gpt5'"):
+        swap.parse_judges("gpt5,exact")
+    with pytest.raises(ValueError, match="at least two"):
+        swap.parse_judges("exact")
+
+
+def test_swap_report_with_a_failing_judge(tmp_path, capsys):
+    source = runs_folder(tmp_path)
+    out = tmp_path / "report"
+    with FakeChatServer() as good, FakeChatServer(flaky) as bad:
+        judges = f"exact,local:good@{good.url},local:flaky@{bad.url}"
+        rc = main(["swap", str(source), "--judges", judges, "--out", str(out)])
+        captured = capsys.readouterr()
+        # 18 items per judge; the flaky judge failed on 1: refused by default, count and reason last
+        assert rc == 1
+        assert captured.err.strip().splitlines()[-1] == (
+            "error: 1 of 54 judgements failed (1.9% > --max-failure-rate 0); most common reason: "
+            + next(r for r in _rows(out, "local-flaky") if r["failed"])["error"]
+        )
+        assert "model crashed on this item" in captured.err.strip().splitlines()[-1]
+        # 12 distinct (question, answer, prediction) among the 18 items: each asked once, the failure not retried
+        assert len(good.calls) == 12 and len(bad.calls) == 12
+        rc = main(
+            [
+                "swap",
+                str(source),
+                "--judges",
+                judges,
+                "--out",
+                str(out),
+                "--max-failure-rate",
+                "0.05",
+                "--reference",
+                "exact",
+            ]
+        )
+        assert rc == 0 and len(good.calls) == 12 and len(bad.calls) == 13  # cached; only the failure asked again
+    report = json.loads((out / "swap_report.json").read_text())
+    assert report["judges"] == ["exact-match", "local:good", "local:flaky"] and report["reference"] == "exact-match"
+    assert report["failures"]["local:flaky"] == {"failed": 1, "total": 18}
+    pooled = {p["judge"]: p for p in report["per_judge"] if p["run"] == "all runs"}
+    assert pooled["exact-match"]["accuracy"]["estimate"] == pytest.approx(700 / 18)
+    assert pooled["local:good"]["accuracy"]["estimate"] == pytest.approx(1000 / 18)
+    assert pooled["local:flaky"]["accuracy"]["estimate"] == pytest.approx(1000 / 17)
+    assert pooled["local:flaky"]["accuracy"]["n"] == 17 and pooled["local:flaky"]["failures"] == 1
+    # the three runs answered questions about the same 3 videos: the pooled interval resamples those
+    assert (
+        pooled["exact-match"]["accuracy"]["clusters"] == 3
+        and "over videos" in pooled["exact-match"]["accuracy"]["method"]
+    )
+    shift = next(s for s in report["shifts"] if s["judge"] == "local:good")
+    assert shift["accuracy_shift"]["estimate"] == pytest.approx(300 / 18) and shift["n"] == 18
+    pair = next(p for p in report["pairs"] if (p["a"], p["b"]) == ("exact-match", "local:good"))
+    assert pair["agreement"] == pytest.approx(1500 / 18) and pair["kappa_ci"]["low"] <= pair["kappa"]
+    ranking = report["rankings"][0]
+    assert ranking["runs"] == ["org__model/20250101_100000", "org__model/20250102_100000", "org__model/20250103_100000"]
+    assert ranking["same_order"] and all(t["tau"] == pytest.approx(1.0) for t in ranking["tau"])  # 3 runs: defined
+    disputed = report["disagreements"]
+    assert sorted(d["prediction"] for d in disputed) == ["cupboard", "hotdog", "hotdog"]
+    assert disputed[0]["question"] == "what animal is shown?" and disputed[0]["answer"] == "dog"
+    markdown = (out / "swap_report.md").read_text()
+    assert "## Agreement between judges" in markdown and "Kendall" not in markdown.split("## Ranking")[0]
+    assert f"{700 / 18:.1f} ± " in markdown and "'cupboard'" in markdown
+    page = (out / "swap_report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<table>" in page
+    assert {p.name for p in (out / "plots").iterdir()} >= {"swap_accuracy.png", "swap_kappa_msvd_qa.png"}
+
+
+def _rows(out: Path, slug: str) -> list[dict]:
+    files = sorted((out / "rejudge" / slug).rglob("*_items.jsonl"))
+    return [json.loads(line) for f in files for line in f.read_text().splitlines()]
+
+
+def test_fewer_than_three_runs_say_na_and_a_dead_judge_stops_early(tmp_path, capsys):
+    source = runs_folder(tmp_path) / "org__model" / "20250101_100000_samples_msvd_qa.jsonl"
+    assert main(["swap", str(source), "--judges", "exact,exact", "--out", str(tmp_path / "r")]) == 2
+    assert "twice" in capsys.readouterr().err
+    with FakeChatServer() as server:
+        assert (
+            main(
+                [
+                    "swap",
+                    str(source),
+                    "--judges",
+                    f"exact,local:x@{server.url}",
+                    "--out",
+                    str(tmp_path / "r"),
+                    "--no-plots",
+                ]
+            )
+            == 0
+        )
+    report = json.loads((tmp_path / "r" / "swap_report.json").read_text())
+    assert report["rankings"][0]["runs"] == [] and "one run" in (tmp_path / "r" / "swap_report.md").read_text()
+    # a closed port: the preflight refuses the judge before anything is judged
+    assert (
+        main(["swap", str(source), "--judges", "exact,local:x@http://127.0.0.1:9/v1", "--out", str(tmp_path / "dead")])
+        == 2
+    )
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: a judge failed its preflight")
+    assert not (tmp_path / "dead" / "swap_report.json").exists()
