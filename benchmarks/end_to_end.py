@@ -57,8 +57,9 @@ def write_dataset(work: Path, videos: int, questions: int, seconds: int) -> Path
     qa = work / "test_qa.json"
     qa.write_text(json.dumps(rows))
     command = [
-        str(Path(sys.executable).parent / "llamavid"),
-        "prepare",
+        sys.executable,
+        "-m",
+        "llamavid_eval.tasks.prepare",
         "msvd_qa",
         "--qa",
         str(qa),
