@@ -141,3 +141,28 @@ def test_agree_on_two_rejudge_output_folders(tmp_path, capsys):
     assert r["confusion"] == {"yes_yes": 1, "yes_no": 0, "no_yes": 1, "no_no": 2}
     assert r["kappa"] == pytest.approx(0.5)
     assert r["judge_a"] == "exact-match" and r["judge_b"] == "local:meta-llama/Meta-Llama-3-8B-Instruct"
+
+
+def test_agree_reads_lmms_eval_samples_with_judgements(tmp_path, capsys):
+    """The one judge-comparison command also takes what a judged task logged (no rejudge needed)."""
+
+    def samples(folder, judge, verdicts):
+        lines = []
+        for i, v in enumerate(verdicts):
+            judgement = {"backend": "local", "model": judge, "verdict": v, "score": None if v is None else 4 * v,
+                         "failed": v is None, "error": "HTTP 500: down" if v is None else None}
+            record = {"id": i, "question": f"q{i}", "answer": "a", "prediction": "p", "judgement": judgement}
+            lines.append({"doc_id": i, "accuracy": record, "mean_score": record})
+        path = tmp_path / folder / "m" / "20250101_000000_samples_msvd_qa.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        return path
+
+    a = samples("a", "llama3", [True, True, False, False, None])
+    b = samples("b", "qwen", [True, False, False, False, True])
+    assert main(["agree", str(tmp_path / "a"), str(b), "--json", "--max-failure-rate", "0.2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["judge_a"], report["judge_b"], report["matched"], report["n"]) == ("local:llama3", "local:qwen", 5, 4)
+    assert report["agreement"] == 75.0 and report["failed_a"] == 1
+    assert main(["agree", str(a), str(b)]) == 1
+    assert "most common reason: HTTP 500: down" in capsys.readouterr().err.strip().splitlines()[-1]
