@@ -1,7 +1,7 @@
 """How many requests a judge client keeps in flight, and when it stops sending altogether.
 
 :class:`AdaptiveLimit` is AIMD (as TCP does it): a server-class judge (vLLM, SGLang) batches what
-it is sent, so the client keeps up to ``maximum`` requests in flight; a 429 or 5xx halves the limit
+it is sent, so the client keeps up to ``maximum`` requests in flight; a 429, 5xx or timeout halves the limit
 (at most once per round of requests, so one burst of refusals does not collapse it to 1), and each
 success adds ``1/limit`` back, i.e. about one slot per round. :class:`CircuitBreaker` ends a batch
 against a judge that is plainly down instead of retrying every remaining item on its own.

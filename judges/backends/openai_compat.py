@@ -213,11 +213,7 @@ class OpenAICompatibleJudge(ConversationJudge):
                 text = self._ask(messages, fmt)
             except openai.APIError as err:
                 info = classify(err, sent_format=RESPONSE_FORMATS[fmt] is not None)
-                if (
-                    info.kind is Kind.TRANSIENT
-                    and info.status is not None
-                    and (info.status == 429 or info.status >= 500)
-                ):
+                if info.kind is Kind.TRANSIENT:  # 429, 5xx or a timeout: the server has more than it can take
                     self.limit.overloaded(started)
                 return None, info, err
         self.limit.succeeded()
