@@ -1,7 +1,7 @@
 """Animal Kingdom QA hooks: the prepared records already hold the fixed question and the joined
 reference sentences, so the open-ended video-QA hooks and the judged metrics apply unchanged."""
 
-from llamavid_eval.tasks.common.judged import judge_failures, judged_accuracy, judged_mean_score
+from llamavid_eval.tasks.common.judged import JUDGED_INTERVALS, judge_failures, judged_accuracy, judged_mean_score
 from llamavid_eval.tasks.common.local_task import LocalVideoTask
 from llamavid_eval.tasks.common.video_qa import doc_to_target, doc_to_text, doc_to_visual, process_results
 
@@ -14,4 +14,6 @@ __all__ = [
     "judged_accuracy",
     "judged_mean_score",
     "process_results",
+    *JUDGED_INTERVALS,
 ]
+globals().update(JUDGED_INTERVALS)  # the YAML names them: !function utils.accuracy_ci_low, ...

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llamavid_eval.tasks.common.judged import judged_process_results
+
 from llamavid_eval.core.paths import resolve_video
 from llamavid_eval.core.records import qa_record
 
@@ -26,6 +28,7 @@ def doc_to_target(doc: dict[str, Any]) -> str:
 
 
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[str, Any]]:
-    """The same record under every metric key; judging happens once per task in the aggregation."""
+    """The item's record under every judged metric key, naming its video; judging happens once per task
+    in the aggregation."""
     record = qa_record(doc["id"], doc["question"], doc["answer"], results[0])
-    return {"accuracy": record, "mean_score": record, "judge_failures": record}
+    return judged_process_results(record, doc["video"])

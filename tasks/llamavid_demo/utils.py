@@ -9,13 +9,13 @@ not beat chance). Metrics are 0-100: ``accuracy`` and ``accuracy_<question type>
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from llamavid_eval.judges import JudgeRequest, get_judge
 from llamavid_eval.judges.backends.exact import words
+from llamavid_eval.tasks.common import intervals
 from llamavid_eval.tasks.common.local_task import LocalVideoTask
 from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, QUESTIONS
 
@@ -67,7 +67,8 @@ def doc_to_target(doc: Record) -> str:
 
 
 def process_results(doc: Record, results: list[str]) -> dict[str, Record]:
-    """The same record under every metric key; the aggregations score it (and the logs keep it)."""
+    """The record under every metric key (one copy each, naming the video); the aggregations score it
+    (and the logs keep it)."""
     record = {
         "id": doc["id"],
         "question": doc["question"],
@@ -76,7 +77,7 @@ def process_results(doc: Record, results: list[str]) -> dict[str, Record]:
         "question_type": doc["question_type"],
         "choices": list(doc["choices"]),
     }
-    return {name: record for name in METRICS}
+    return intervals.metric_records(record, doc["video"], METRICS)
 
 
 def score(records: Sequence[Record]) -> list[bool]:
@@ -95,18 +96,22 @@ def score(records: Sequence[Record]) -> list[bool]:
     return verdicts
 
 
-def _percent(verdicts: Sequence[bool]) -> float:
-    return 100.0 * sum(verdicts) / len(verdicts) if verdicts else math.nan
+def _values(records: Sequence[Record], task_config: Any = None, qtype: str | None = None) -> list[float | None]:
+    """100 per correct answer, 0 per wrong one; None for questions not of type ``qtype``."""
+    return [
+        100.0 * correct if qtype is None or r["question_type"] == qtype else None
+        for r, correct in zip(records, score(records), strict=True)
+    ]
 
 
 def accuracy(records: Sequence[Record]) -> float:
     """Exact-match accuracy (0-100) over all questions."""
-    return _percent(score(records))
+    return intervals.mark_mean(records, _values(records))
 
 
 def _type_accuracy(qtype: str) -> Callable[[Sequence[Record]], float]:
     def type_accuracy(records: Sequence[Record]) -> float:
-        return _percent(score([r for r in records if r["question_type"] == qtype]))
+        return intervals.mark_mean(records, _values(records, qtype=qtype))
 
     type_accuracy.__doc__ = f"Exact-match accuracy (0-100) on {qtype!r} questions (nan when none were asked)."
     type_accuracy.__name__ = f"accuracy_{qtype}"
@@ -115,4 +120,6 @@ def _type_accuracy(qtype: str) -> Callable[[Sequence[Record]], float]:
 
 PER_TYPE = {f"accuracy_{qtype}": _type_accuracy(qtype) for qtype in QUESTIONS}
 globals().update(PER_TYPE)  # the YAML names them: !function utils.accuracy_colour, ...
-METRICS = ("accuracy", *PER_TYPE)
+INTERVALS = intervals.ci_aggregations("accuracy", _values)
+globals().update(INTERVALS)  # !function utils.accuracy_ci_low, ...
+METRICS = ("accuracy", *PER_TYPE, *INTERVALS)

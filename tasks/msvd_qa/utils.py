@@ -1,6 +1,6 @@
 """MSVD-QA hooks for the YAMLs in this folder (shared with MSRVTT-QA through ``llamavid_eval.tasks.common``)."""
 
-from llamavid_eval.tasks.common.judged import judge_failures, judged_accuracy, judged_mean_score
+from llamavid_eval.tasks.common.judged import JUDGED_INTERVALS, judge_failures, judged_accuracy, judged_mean_score
 from llamavid_eval.tasks.common.local_task import LocalVideoTask
 from llamavid_eval.tasks.common.video_qa import doc_to_target, doc_to_text, doc_to_visual, process_results
 
@@ -13,4 +13,6 @@ __all__ = [
     "judged_accuracy",
     "judged_mean_score",
     "process_results",
+    *JUDGED_INTERVALS,
 ]
+globals().update(JUDGED_INTERVALS)  # the YAML names them: !function utils.accuracy_ci_low, ...

@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets import Dataset
-from llamavid_eval.tasks.common.judged import judge_failures, judged_accuracy, judged_mean_score
+from llamavid_eval.tasks.common import intervals
+from llamavid_eval.tasks.common.judged import JUDGED_INTERVALS, judge_failures, judged_accuracy, judged_mean_score
+from llamavid_eval.tasks.common.judged import judged_process_results as judged_records
 from llamavid_eval.tasks.common.local_task import LocalVideoTask
 from llamavid_eval.tasks.ucf_crime import confusion
 from llamavid_eval.tasks.ucf_crime.labels import (
@@ -45,13 +47,27 @@ def doc_to_target(doc: Record) -> str:
 
 
 def process_results(doc: Record, results: list[str]) -> dict[str, Record]:
-    """One ``{id, gold, pred, prediction}`` record under every metric key (metrics are computed over them)."""
+    """One ``{id, gold, pred, prediction, video}`` record per metric key (metrics are computed over them)."""
     record = {"id": doc["id"], "gold": doc["label"], "pred": map_answer(results[0]), "prediction": results[0]}
-    return {name: record for name in METRICS}
+    return intervals.metric_records(record, doc["video"], METRICS)
 
 
 def _accuracy(records: Sequence[Record]) -> float:
     return 100.0 * sum(r["pred"] == r["gold"] for r in records) / len(records) if records else math.nan
+
+
+def _correct_values(records: Sequence[Record], task_config: Any = None, cls: str | None = None) -> list[float | None]:
+    """100 when the mapped answer is the gold class, else 0; None for videos outside class ``cls``."""
+    return [100.0 * (r["pred"] == r["gold"]) if cls is None or r["gold"] == cls else None for r in records]
+
+
+def _side(cls: str) -> bool | None:
+    """Anomaly (False) or Normal (True); UNMAPPED is on neither side."""
+    return None if cls == UNMAPPED else cls == NORMAL
+
+
+def _binary_values(records: Sequence[Record], task_config: Any = None) -> list[float | None]:
+    return [100.0 * (_side(r["pred"]) == _side(r["gold"])) for r in records]
 
 
 def accuracy(records: Sequence[Record], args: Any = None, task_config: Any = None) -> float:
@@ -63,7 +79,7 @@ def accuracy(records: Sequence[Record], args: Any = None, task_config: Any = Non
     logger.info(
         f"[{task}] confusion matrix (rows gold, columns predicted){f' written to {path}' if path else ''}:\n{confusion.to_csv(confusion.confusion_matrix(records))}"
     )
-    return _accuracy(records)
+    return intervals.mark_mean(records, _correct_values(records))
 
 
 def macro_accuracy(records: Sequence[Record]) -> float:
@@ -74,11 +90,7 @@ def macro_accuracy(records: Sequence[Record]) -> float:
 
 def binary_accuracy(records: Sequence[Record]) -> float:
     """Anomaly vs Normal: percent of videos where the prediction is on the gold side (UNMAPPED is on neither)."""
-
-    def side(cls: str) -> str | None:
-        return None if cls == UNMAPPED else cls == NORMAL
-
-    return 100.0 * sum(side(r["pred"]) == side(r["gold"]) for r in records) / len(records)
+    return intervals.mark_mean(records, _binary_values(records))
 
 
 def unmapped(records: Sequence[Record]) -> int:
@@ -88,7 +100,7 @@ def unmapped(records: Sequence[Record]) -> int:
 
 def _class_accuracy(cls: str) -> Callable[[Sequence[Record]], float]:
     def class_accuracy(records: Sequence[Record]) -> float:
-        return _accuracy([r for r in records if r["gold"] == cls])
+        return intervals.mark_mean(records, _correct_values(records, cls=cls))
 
     class_accuracy.__doc__ = f"Percent of {cls} videos classified as {cls} (nan when the split has none)."
     return class_accuracy
@@ -96,7 +108,14 @@ def _class_accuracy(cls: str) -> Callable[[Sequence[Record]], float]:
 
 PER_CLASS = {f"acc_{c.lower()}": _class_accuracy(c) for c in CLASSES}
 globals().update(PER_CLASS)  # the YAML names them: !function utils.acc_abuse, ...
-METRICS = ("accuracy", "macro_accuracy", "binary_accuracy", "unmapped", *PER_CLASS)
+INTERVALS = {
+    **intervals.ci_aggregations("accuracy", _correct_values),
+    **intervals.ci_aggregations("binary_accuracy", _binary_values),
+}
+globals().update(INTERVALS)  # !function utils.accuracy_ci_low, ...
+METRICS = ("accuracy", "macro_accuracy", "binary_accuracy", "unmapped", *PER_CLASS, *INTERVALS)
+# ucf_crime_judged's intervals, prefixed: this module also holds ucf_crime's own accuracy_ci_low etc.
+globals().update({f"judged_{name}": fn for name, fn in JUDGED_INTERVALS.items()})
 
 
 def judged_process_docs(dataset: Dataset) -> Dataset:
@@ -119,12 +138,7 @@ def judged_doc_to_target(doc: Record) -> str:
 
 def judged_process_results(doc: Record, results: list[str]) -> dict[str, Any]:
     record = qa_record(doc["id"], JUDGED_PROMPT, JUDGED_NAMES[doc["label"]], results[0])
-    return {
-        "accuracy": record,
-        "mean_score": record,
-        "judge_failures": record,
-        "excluded_videos": doc["excluded_videos"],
-    }
+    return {**judged_records(record, doc["video"]), "excluded_videos": doc["excluded_videos"]}
 
 
 def excluded_videos(counts: Sequence[int]) -> int:
