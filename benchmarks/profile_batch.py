@@ -1,0 +1,93 @@
+"""Kernel-level view of one 128-question batch: which GPU kernels the decode step, the prefill and
+the Q-Former spend their time in (``torch.profiler``), and the replayed decode graph's time per step.
+
+Same workload as ``stages.py``. Prints, per part, the top kernels by total CUDA time.
+
+    python benchmarks/profile_batch.py --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from llamavid_eval.model.batching import plan_batches, prepare_batch
+from llamavid_eval.model.inference import LlamaVidRunner, generation_kwargs
+from llamavid_eval.model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
+from llamavid_eval.model.processing import image_processor_for, qformer_text, qformer_tokenizer_inputs
+from llamavid_eval.model.random_init import build_random
+from throughput import make_questions, write_tokenizers, write_videos
+
+
+def kernels(name: str, fn, repeats: int = 3, rows: int = 12) -> None:
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.device_time_total for e in events) / repeats / 1e3
+    print(f"\n## {name}: {total:.2f} ms of kernels per call")
+    for e in sorted(events, key=lambda e: -e.device_time_total)[:rows]:
+        print(f"{e.device_time_total / repeats / 1e3:8.2f} ms {e.count // repeats:5d}x  {e.key[:110]}")
+
+
+def graph_step_ms(loop, replays: int = 20) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    loop.graph.replay()
+    start.record()
+    for _ in range(replays):
+        loop.graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / replays
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--questions", type=int, default=26)
+    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--answer-tokens", type=int, default=10)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="llamavid-profile-"))
+    tokenizers = write_tokenizers(work / "tokenizers")
+    videos = write_videos(work, -(-args.batch_size // args.questions), args.frames)
+    model = build_random("7b", device="cuda")
+    loaded = LoadedLlamaVid(
+        model,
+        load_llm_tokenizer(tokenizers / "llm"),
+        load_qformer_tokenizer(tokenizers / "bert"),
+        image_processor_for(224),
+        work,
+    )
+    questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
+    indices = plan_batches(questions, args.batch_size)[0]
+    batch_questions = [questions[i] for i in indices]
+    runner = LlamaVidRunner(loaded, batch_size=args.batch_size, compile=True)
+    batch = prepare_batch(questions, indices, loaded.image_processor)
+    settings = generation_kwargs(dict(batch_questions[0].generation))
+    with torch.inference_mode():
+        pixels = batch.pixel_values.to("cuda")
+        features = model.encode_frames(pixels)
+        ids, mask = qformer_tokenizer_inputs(
+            loaded.qformer_tokenizer, [qformer_text(q.question) for q in batch_questions], "cuda"
+        )
+        inputs = runner.llm_inputs(batch_questions, runner.visual_tokens(batch_questions, batch))
+        runner.generate(inputs, settings)
+        (loop,) = runner.graph_decoder._states.values()
+        print(
+            f"static cache length {loop.length}, rows {inputs.rows}, prompt {inputs.embeds.shape[1]} "
+            f"(prefix {inputs.prefix_length}); graph step {graph_step_ms(loop):.2f} ms"
+        )
+        kernels("vision tower (frames of the batch)", lambda: model.encode_frames(pixels))
+        kernels("Q-Former + projector", lambda: model.visual_tokens(features, batch.segments, ids, mask))
+        kernels("decode step (eager run of the graph's code)", loop.step)
+        kernels("prefill", lambda: loop._prefill(runner.graph_decoder._pad_rows(inputs)))
+
+
+if __name__ == "__main__":
+    main()
