@@ -225,7 +225,15 @@ def _ranking(task: str, judges: list[str], per_judge: list[dict[str, Any]], runs
         )
         taus.append({"a": a, "b": b, "tau": tau, "p": p, "note": ""})
     same = len({tuple(o) for o in order.values()}) <= 1
-    return {"task": task, "runs": present, "order": order, "same_order": same if present else None, "tau": taus}
+    scores = {j: {r: acc.get((j, r)) for r in present} for j in judges}
+    return {
+        "task": task,
+        "runs": present,
+        "order": order,
+        "accuracy": scores,
+        "same_order": same if present else None,
+        "tau": taus,
+    }
 
 
 def most_disputed(rows: dict[str, Rows], limit: int) -> list[dict[str, Any]]:

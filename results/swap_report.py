@@ -79,12 +79,22 @@ def _ranking_lines(report: dict[str, Any]) -> list[str]:
         if not r["runs"]:
             lines.append(f"- {r['task']}: one run - no ranking to compare (Kendall's tau n/a)")
             continue
-        orders = "; ".join(f"{j}: {' > '.join(o)}" for j, o in r["order"].items())
+        orders = "; ".join(f"{j}: {_order_text(o, r['accuracy'][j])}" for j, o in r["order"].items())
         lines.append(f"- {r['task']}: {'same order' if r['same_order'] else 'ORDER CHANGES'} ({orders})")
         for t in r["tau"]:
             text = t["note"] if t["tau"] is None else f"tau = {t['tau']:.2f} (p = {t['p']:.3g})"
             lines.append(f"  - {t['a']} vs {t['b']}: {text}")
     return lines
+
+
+def _order_text(order: list[str], accuracy: dict[str, float | None]) -> str:
+    """``a (70.0) > b (65.0) = c (65.0)``: ties shown as ties."""
+    text = ""
+    for index, run in enumerate(order):
+        if index:
+            text += " = " if accuracy.get(run) == accuracy.get(order[index - 1]) else " > "
+        text += f"{run} ({_num(accuracy.get(run), 1)})"
+    return text
 
 
 def _disputed_lines(report: dict[str, Any]) -> list[str]:
@@ -177,6 +187,7 @@ def accuracy_bars(report: dict[str, Any], stem: Path) -> list[Path]:
         ax.bar(xs, values, width=width, yerr=[low, high], capsize=3, label=judge)
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel("accuracy (%), 95% CI")
+    ax.set_title("Accuracy per judge (runs pooled)", fontsize=9)
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
