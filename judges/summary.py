@@ -9,8 +9,6 @@ from llamavid_eval.judges.base import Judgement
 
 from llamavid_eval.core.outputs import judge_label
 
-__all__ = ["judge_label", "summarize"]
-
 
 def summarize(judgements: Iterable[Judgement]) -> dict[str, Any]:
     """``n``, ``accuracy`` (% yes among non-failed, 0-100), ``mean_score`` (non-failed), ``failures``, ``judge``.
