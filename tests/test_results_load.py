@@ -216,3 +216,16 @@ def test_unclustered_samples_say_so(tmp_path: Path) -> None:
     write_run(tmp_path, "20250101_100000", {"msvd_qa": qa}, samples={"msvd_qa": qa_samples([True, False] * 3, videos=False)})
     (run,), _ = load_runs([tmp_path])
     assert "items treated as independent" in run.intervals["msvd_qa"]["accuracy"].method
+
+
+def test_task_written_interval_and_clustered_stderr_without_samples(tmp_path: Path) -> None:
+    """Our tasks write <metric>_ci_low/_ci_high/_n into results.json; lmms-eval its clustered stderr: used, not shown as metrics."""
+    block = {"alias": "msvd_qa", "accuracy,none": 60.0, "accuracy_stderr,none": "N/A", "accuracy_stderr_clustered,none": 2.5,
+             "accuracy_ci_low,none": 55.0, "accuracy_ci_high,none": 66.0, "accuracy_n,none": 120,
+             "mean_score,none": 3.0, "mean_score_stderr_clt,none": 0.1, "mean_score_stderr_clustered,none": 0.2}
+    write_run(tmp_path, "20250101_100000", {"msvd_qa": block})
+    (run,), _ = load_runs([tmp_path])
+    assert set(run.metrics["msvd_qa"]) == {"accuracy", "mean_score"}
+    accuracy, score = run.intervals["msvd_qa"]["accuracy"], run.intervals["msvd_qa"]["mean_score"]
+    assert (accuracy.low, accuracy.high, accuracy.n) == (55.0, 66.0, 120) and "written by the task" in accuracy.method
+    assert score.half_width == pytest.approx(1.959964 * 0.2) and "clustered stderr" in score.method
