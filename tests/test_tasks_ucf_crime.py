@@ -8,6 +8,7 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 from llamavid_eval.tasks.prepare import main
 from llamavid_eval.tasks.ucf_crime import confusion
@@ -21,6 +22,8 @@ from llamavid_eval.tasks.ucf_crime.labels import (
 )
 from llamavid_eval.tasks.ucf_crime.utils import accuracy
 from test_tasks_support import FAIL, ScriptedModel, evaluate, judge_server, metric, ucf_raw
+
+from llamavid_eval.core import stats
 
 # video -> (scripted answer, class it maps to)
 MC = {
@@ -97,6 +100,7 @@ def test_metrics_and_confusion_matrix(prepared, tmp_path, monkeypatch):
     assert math.isnan(metric(results, "ucf_crime", "acc_arson"))  # no Arson video in the split
     samples = results["samples"]["ucf_crime"]
     assert [(s["accuracy"]["gold"], s["accuracy"]["pred"]) for s in samples][1] == ("Abuse", "Fighting")
+    _check_intervals(results, samples)
 
     written = sorted((tmp_path / "cm").glob("ucf_crime_confusion_*"))
     assert [p.suffix for p in written] == [".csv", ".json"]
@@ -107,6 +111,27 @@ def test_metrics_and_confusion_matrix(prepared, tmp_path, monkeypatch):
                      ("Shoplifting", "Stealing"): 1, ("Stealing", "Normal"): 1, ("Normal", "Normal"): 1, ("Normal", "Robbery"): 1}  # fmt: skip
     payload = json.loads(written[1].read_text())
     assert payload["n"] == 8 and payload["rows"] == list(CLASSES) and sum(map(sum, payload["matrix"])) == 8
+
+
+def _check_intervals(results, samples) -> None:
+    """Stderr columns and interval rows of ucf_crime against numpy / core.stats on the logged records."""
+    correct = [100.0 * (s["accuracy"]["gold"] == s["accuracy"]["pred"]) for s in samples]
+    videos = [s["accuracy"]["video"] for s in samples]
+    assert len(set(videos)) == 8 and [s["accuracy"]["item_value"] for s in samples] == correct
+    assert metric(results, "ucf_crime", "accuracy_stderr_clt") == pytest.approx(np.std(correct, ddof=1) / math.sqrt(8))
+    # one question per video: clustering changes nothing
+    assert metric(results, "ucf_crime", "accuracy_stderr_clustered") == pytest.approx(
+        metric(results, "ucf_crime", "accuracy_stderr_clt")
+    )
+    assert metric(results, "ucf_crime", "acc_abuse_stderr_clt") == pytest.approx(50.0)  # values 100, 0
+    assert metric(results, "ucf_crime", "acc_roadaccidents_stderr_clt") == "N/A"  # one video: no stderr
+    binary = [100.0, 100.0, 0.0, 100.0, 100.0, 0.0, 100.0, 0.0]  # file order: Arrest, Stealing, Normal006 wrong
+    assert [s["binary_accuracy"]["item_value"] for s in samples] == binary
+    for name, values in (("accuracy", correct), ("binary_accuracy", binary)):
+        expected = stats.cluster_bootstrap_mean(values, videos)
+        got = [metric(results, "ucf_crime", f"{name}_{part}") for part in ("ci_low", "ci_high", "n")]
+        assert got == [pytest.approx(expected.low), pytest.approx(expected.high), 8], name
+        assert expected.low < metric(results, "ucf_crime", name) < expected.high
 
 
 def test_confusion_goes_beside_output_path_or_nowhere(tmp_path, monkeypatch):
@@ -150,5 +175,13 @@ def test_judged_protocol_excludes_three_classes(prepared, monkeypatch):
     assert metric(results, "ucf_crime_judged", "mean_score") == pytest.approx((5 + 1 + 4 + 5 + 1) / 5)
     assert metric(results, "ucf_crime_judged", "judge_failures") == 1
     assert set(model.prompts) == {JUDGED_PROMPT} and len(received) == 6
+    # intervals rest on the 5 judged videos: the failure is left out of n
+    samples = results["samples"]["ucf_crime_judged"]
+    values = [s["accuracy"].get("item_value", math.nan) for s in samples]
+    assert values[4] is math.nan and [v for v in values if v == v] == [100.0, 0.0, 100.0, 100.0, 0.0]
+    expected = stats.cluster_bootstrap_mean(values, [s["accuracy"]["video"] for s in samples])
+    assert metric(results, "ucf_crime_judged", "accuracy_n") == 5 == metric(results, "ucf_crime_judged", "mean_score_n")
+    assert metric(results, "ucf_crime_judged", "accuracy_ci_low") == pytest.approx(expected.low)
+    assert metric(results, "ucf_crime_judged", "accuracy_ci_high") == pytest.approx(expected.high)
     answers = [s["accuracy"]["answer"] for s in results["samples"]["ucf_crime_judged"]]
     assert answers == ["Abuse", "Abuse", "Arrest", "Road Accident", "Normal Video", "Normal Video"]
