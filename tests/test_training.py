@@ -152,6 +152,9 @@ def test_too_long_examples_are_skipped_and_counted_or_raise(tiny_release, colour
         datasets(max_length=longest - 1, too_long="error")
     with pytest.raises(DataError, match="no usable training records"):
         datasets(max_length=min(lengths) - 1)
+    (tmp_path / "absent.json").write_text(json.dumps([record(99, "red")]))  # clip99.mp4 was never written
+    with pytest.raises(DataError, match=r"record 'clip99': Video .*clip99\.mp4 not found .*under the data root"):
+        datasets(train_data=str(tmp_path / "absent.json"))
 
 
 def test_loss_falls_on_colour_qa(tiny_release, colour_qa, tmp_path):

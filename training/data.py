@@ -30,6 +30,7 @@ from llamavid_eval.training.config import TrainConfig
 from torch.utils.data import Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
+from llamavid_eval.core.paths import resolve_video
 from llamavid_eval.core.tokens import IGNORE_INDEX
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -97,10 +98,10 @@ def build_examples(
         relative = record.get("video") or record.get("image")
         if not relative:
             raise DataError(f"{source}: record {record.get('id')!r} has no 'video' or 'image' (text-only is not supported)")
-        path = data_root / relative
-        if not path.is_file():
-            raise DataError(f"{source}: record {record.get('id')!r}: {path} not found (data_root={data_root})")
-        visuals.append(path)
+        try:
+            visuals.append(Path(resolve_video(relative, data_root)))
+        except FileNotFoundError as error:
+            raise DataError(f"{source}: record {record.get('id')!r}: {error}") from None
     with ThreadPoolExecutor(max_workers=8) as pool:
         frames = list(pool.map(lambda p: count_frames(p, config.fps, config.max_frames), visuals))
 

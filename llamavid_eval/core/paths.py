@@ -45,12 +45,18 @@ def load_split(family: str, split: str) -> list[dict[str, Any]]:
     return records
 
 
-def resolve_video(relative: str) -> str:
-    """Absolute path of a record's video; raises naming the path and the variable that chose it."""
-    path = data_root() / relative
+def resolve_video(relative: str, root: Path | None = None) -> str:
+    """Absolute path of a record's video (relative to the data root: ``root``, else ``$LLAMAVID_DATA_ROOT``).
+
+    The one rule for every record that names a video (tasks, demo, training); raises naming the path
+    and where the root came from.
+    """
+    base = root if root is not None else data_root()
+    path = base / relative
     if not path.is_file():
+        source = f"the data root {base}" if root is not None else f"${DATA_ROOT_ENV}={base}"
         raise FileNotFoundError(
-            f"Video {path} not found ({relative!r} under ${DATA_ROOT_ENV}={data_root()}). "
-            f"Point {DATA_ROOT_ENV} at the folder `llamavid prepare` wrote, or re-run the prepare command."
+            f"Video {path} not found ({relative!r} under {source}). "
+            f"Point the data root at the folder `llamavid prepare` wrote, or re-run the prepare command."
         )
     return str(path)
