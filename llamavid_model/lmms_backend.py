@@ -137,8 +137,10 @@ class LlamaVid(lmms):
         return Question(question=context, video_key=key, load_frames=loader, generation=dict(gen))
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        questions = [self._question(ctx, visual, doc_id, task, split, gen)
-                     for ctx, gen, visual, doc_id, task, split in (r.args for r in requests)]
+        questions = [
+            self._question(ctx, visual, doc_id, task, split, gen)
+            for ctx, gen, visual, doc_id, task, split in (r.args for r in requests)
+        ]
         with tqdm(total=len(questions), disable=self.rank != 0, desc="llamavid generate") as bar:
             answers = self.runner.answer(questions, progress=bar.update)
         for request, answer in zip(requests, answers, strict=True):
@@ -150,8 +152,9 @@ class LlamaVid(lmms):
         for request in tqdm(requests, disable=self.rank != 0, desc="llamavid loglikelihood"):
             context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
             question = self._question(context, doc_to_visual, doc_id, task, split, {})
-            target = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(
-                self.task_dict[task][split][doc_id])
+            target = (
+                doc_to_target if isinstance(doc_to_target, str) else doc_to_target(self.task_dict[task][split][doc_id])
+            )
             results.append(self.runner.continuation_logprob(question, str(target)))
         return results
 

@@ -132,8 +132,10 @@ def load_llamavid(
     sources.update(dict.fromkeys((k for k in state if k.startswith("vision_tower.")), tower_path))
 
     bert_dir = resolve_path(
-        qformer_tokenizer or "bert-base-uncased", what="Q-Former tokenizer (bert-base-uncased)",
-        arg="qformer_tokenizer", bases=bases,
+        qformer_tokenizer or "bert-base-uncased",
+        what="Q-Former tokenizer (bert-base-uncased)",
+        arg="qformer_tokenizer",
+        bases=bases,
     )
     config.vision_config = InstructBlipVisionConfig(**_vision_config(state, size, tower_path))
     config.qformer_config = InstructBlipQFormerConfig(**_qformer_config(state, bert_dir, config))

@@ -16,8 +16,13 @@ from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
 from llamavid_eval.model.weights import VISION_PREFIX, model_key_to_checkpoint
 from safetensors.torch import save_file
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
 
 
 def released_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -111,7 +111,9 @@ def write_tiny_release(
 
     torch.save(lavis_vision_state(model), lavis / "eva_vit_g.pth")
     torch.save({"model": lavis_qformer_state(model)}, lavis / "instruct_blip_vicuna7b_trimmed.pth")
-    return TinyRelease(root, checkpoint, lavis / "eva_vit_g.pth", lavis / "instruct_blip_vicuna7b_trimmed.pth", bert_dir)
+    return TinyRelease(
+        root, checkpoint, lavis / "eva_vit_g.pth", lavis / "instruct_blip_vicuna7b_trimmed.pth", bert_dir
+    )
 
 
 def write_sentencepiece_tokenizer(out_dir: Path, texts: tuple[str, ...], vocab_size: int = 400) -> int:
@@ -135,8 +137,14 @@ def write_sentencepiece_tokenizer(out_dir: Path, texts: tuple[str, ...], vocab_s
     (out_dir / "tokenizer.model").write_bytes(buffer.getvalue())
     special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-    tokenizer_config = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
-                        "legacy": True, "pad_token": None, **special}
+    tokenizer_config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "legacy": True,
+        "pad_token": None,
+        **special,
+    }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
     return spm.SentencePieceProcessor(model_proto=buffer.getvalue()).get_piece_size()
 
@@ -148,11 +156,21 @@ def write_bert_tokenizer(out_dir: Path, texts: tuple[str, ...]) -> int:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars if c.isalnum())]
     vocab += [word for word in words if word not in vocab]
     (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    (out_dir / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
-                                                               "do_lower_case": True}, indent=2))
-    bert_config = {"model_type": "bert", "vocab_size": len(vocab), "hidden_size": 32, "num_hidden_layers": 2,
-                   "num_attention_heads": 4, "intermediate_size": 64, "layer_norm_eps": 1e-12,
-                   "hidden_act": "gelu", "max_position_embeddings": 512, "pad_token_id": 0}
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}, indent=2)
+    )
+    bert_config = {
+        "model_type": "bert",
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+        "max_position_embeddings": 512,
+        "pad_token_id": 0,
+    }
     (out_dir / "config.json").write_text(json.dumps(bert_config, indent=2))
     return len(vocab)
 

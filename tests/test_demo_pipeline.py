@@ -24,7 +24,8 @@ def test_demo_learns_well_above_chance(tmp_path, capsys):
     meta = json.loads((tmp_path / "data" / "llamavid_demo" / "meta.json").read_text())
     tested = meta["splits"]["test"]["per_type"]
     chance = sum(meta["question_types"][q]["chance"] * tested[q]["questions"] for q in tested) / sum(
-        tested[q]["questions"] for q in tested)
+        tested[q]["questions"] for q in tested
+    )
     tuned, untrained = _accuracy(tmp_path, "fine-tuned"), _accuracy(tmp_path, "zero-shot")
     assert tuned["accuracy"] >= chance + 20, (tuned, chance)
     assert tuned["accuracy_colour"] >= 80

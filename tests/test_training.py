@@ -50,10 +50,23 @@ def colour_qa(tmp_path_factory) -> Path:
 
 def tiny_config(tiny_release, data_root: Path, output: Path, **overrides) -> TrainConfig:
     values = dict(
-        base=str(tiny_release.checkpoint), qformer_tokenizer=str(tiny_release.bert_tokenizer),
-        train_data="train.json", data_root=str(data_root), output_dir=str(output), mixed_precision="no",
-        num_workers=0, per_device_batch_size=2, gradient_accumulation_steps=1, learning_rate=2e-3, max_length=128,
-        save_every=0, report_to="none", save_dtype="float32", lora_rank=4, lora_alpha=8, resume="never",
+        base=str(tiny_release.checkpoint),
+        qformer_tokenizer=str(tiny_release.bert_tokenizer),
+        train_data="train.json",
+        data_root=str(data_root),
+        output_dir=str(output),
+        mixed_precision="no",
+        num_workers=0,
+        per_device_batch_size=2,
+        gradient_accumulation_steps=1,
+        learning_rate=2e-3,
+        max_length=128,
+        save_every=0,
+        report_to="none",
+        save_dtype="float32",
+        lora_rank=4,
+        lora_alpha=8,
+        resume="never",
     )
     values.update(overrides)
     return TrainConfig(**values).validate()
@@ -82,7 +95,9 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
         load_config(None, ["train_data=x.json", "fps=fast"])
     with pytest.raises(ConfigError, match="method='qlora'"):
         load_config(None, ["train_data=x.json", "method=qlora"])
-    config = load_config(None, ["train_data=x.json", "learning_rate=1e-4", "max_frames=null", "train_visual=[projector]"])
+    config = load_config(
+        None, ["train_data=x.json", "learning_rate=1e-4", "max_frames=null", "train_visual=[projector]"]
+    )
     assert (config.learning_rate, config.max_frames, config.train_visual) == (1e-4, None, ["projector"])
 
 
@@ -158,8 +173,17 @@ def test_too_long_examples_are_skipped_and_counted_or_raise(tiny_release, colour
 
 
 def test_loss_falls_on_colour_qa(tiny_release, colour_qa, tmp_path):
-    config = tiny_config(tiny_release, colour_qa, tmp_path, num_epochs=8, gradient_accumulation_steps=2,
-                         learning_rate=5e-3, warmup_ratio=0.1, eval_data="eval.jsonl", eval_every=6)
+    config = tiny_config(
+        tiny_release,
+        colour_qa,
+        tmp_path,
+        num_epochs=8,
+        gradient_accumulation_steps=2,
+        learning_rate=5e-3,
+        warmup_ratio=0.1,
+        eval_data="eval.jsonl",
+        eval_every=6,
+    )
     run = run_training(config)
     rows = read_log(config.output_dir)
     losses = [row["loss"] for row in rows if "loss" in row]
@@ -182,10 +206,12 @@ def test_lora_trains_adapters_and_visual_tokenizer_only(tiny_release):
     assert sum(trainable.values()) == llm.num_hidden_layers * per_layer + visual
     stage1 = configure_trainable(
         load_llamavid(tiny_release.checkpoint, qformer_tokenizer=tiny_release.bert_tokenizer).model,
-        TrainConfig(train_data="x", method="stage1", train_visual=["attention", "projector"]))
+        TrainConfig(train_data="x", method="stage1", train_visual=["attention", "projector"]),
+    )
     names = [n for n, p in stage1.named_parameters() if p.requires_grad]
-    assert names and all(n.startswith("visual_tokenizer.") and "qformer" not in n and "query_tokens" not in n
-                         for n in names)
+    assert names and all(
+        n.startswith("visual_tokenizer.") and "qformer" not in n and "query_tokens" not in n for n in names
+    )
 
 
 def test_full_finetune_saves_released_layout_with_same_logits(tiny_release, colour_qa, tmp_path):
@@ -211,16 +237,37 @@ def test_lora_adapter_and_merge_give_same_logits(tiny_release, colour_qa, tmp_pa
     assert not torch.allclose(untouched, expected, atol=1e-4)
     merged = apply_lora(base.model, run.output)
     torch.testing.assert_close(logits(TrainingModule(merged), batch), expected, atol=2e-5, rtol=1e-4)
-    assert main(["merge", "--base", str(tiny_release.checkpoint), "--lora", str(run.output), "--out",
-                 str(tmp_path / "merged"), "--qformer-tokenizer", str(tiny_release.bert_tokenizer),
-                 "--dtype", "float32"]) == 0
+    assert (
+        main(
+            [
+                "merge",
+                "--base",
+                str(tiny_release.checkpoint),
+                "--lora",
+                str(run.output),
+                "--out",
+                str(tmp_path / "merged"),
+                "--qformer-tokenizer",
+                str(tiny_release.bert_tokenizer),
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
     full = load_llamavid(tmp_path / "merged", qformer_tokenizer=tiny_release.bert_tokenizer)
     torch.testing.assert_close(logits(TrainingModule(full.model), batch), expected, atol=2e-5, rtol=1e-4)
 
 
 def test_resume_continues_at_the_same_step_with_the_same_losses(tiny_release, colour_qa, tmp_path):
-    common = dict(num_epochs=3, gradient_accumulation_steps=2, save_every=3, keep_checkpoints=5, eval_data="eval.jsonl",
-                  eval_every=3)
+    common = dict(
+        num_epochs=3,
+        gradient_accumulation_steps=2,
+        save_every=3,
+        keep_checkpoints=5,
+        eval_data="eval.jsonl",
+        eval_every=3,
+    )
     whole = tiny_config(tiny_release, colour_qa, tmp_path / "whole", **common)
     uninterrupted = run_training(whole)
     checkpoint = tmp_path / "whole" / "checkpoints" / "step_0000003"
@@ -235,16 +282,27 @@ def test_resume_continues_at_the_same_step_with_the_same_losses(tiny_release, co
         assert a.keys() == b.keys()
         for key in {"loss", "lr", "eval_loss"} & a.keys():
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (key, a, b)
-    for (name, p), (_, q) in zip(uninterrupted.module.named_parameters(), resumed.module.named_parameters(),
-                                 strict=True):
+    for (name, p), (_, q) in zip(
+        uninterrupted.module.named_parameters(), resumed.module.named_parameters(), strict=True
+    ):
         torch.testing.assert_close(p, q, msg=name)
 
 
 def test_cli_runs_a_recipe_end_to_end(tiny_release, colour_qa, tmp_path, capsys):
-    overrides = {"base": tiny_release.checkpoint, "qformer_tokenizer": tiny_release.bert_tokenizer,
-                 "train_data": "train.json", "data_root": colour_qa, "output_dir": tmp_path / "out", "max_steps": 2,
-                 "per_device_batch_size": 2, "gradient_accumulation_steps": 1, "mixed_precision": "no",
-                 "num_workers": 1, "report_to": "none", "save_every": 1}
+    overrides = {
+        "base": tiny_release.checkpoint,
+        "qformer_tokenizer": tiny_release.bert_tokenizer,
+        "train_data": "train.json",
+        "data_root": colour_qa,
+        "output_dir": tmp_path / "out",
+        "max_steps": 2,
+        "per_device_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "mixed_precision": "no",
+        "num_workers": 1,
+        "report_to": "none",
+        "save_every": 1,
+    }
     argv = ["train", "--config", str(RECIPES / "ucf_crime_fps1.yaml")]
     for key, value in overrides.items():
         argv += ["--override", f"{key}={value}"]
@@ -262,16 +320,28 @@ def test_cli_runs_a_recipe_end_to_end(tiny_release, colour_qa, tmp_path, capsys)
 def test_build_random_model_at_7b_size_on_meta():
     lora = build_random_model("7b", TrainConfig(train_data="x", method="lora"), device="meta")
     full = build_random_model("7b", TrainConfig(train_data="x", method="full"), device="meta")
-    count = {name: sum(p.numel() for p in m.parameters() if p.requires_grad) for name, m in (("lora", lora), ("full", full))}
+    count = {
+        name: sum(p.numel() for p in m.parameters() if p.requires_grad) for name, m in (("lora", lora), ("full", full))
+    }
     assert 6.5e9 < count["full"] < 7.2e9 and 0.3e9 < count["lora"] < 0.7e9
     assert all(not p.requires_grad for p in full.model.vision_tower.parameters())
 
 
 def test_train_and_merge_commands_fail_with_the_reason_last(tmp_path, capsys):
     missing = tmp_path / "no-such-checkpoint"
-    args = ["train", "--override", "train_data=x.json", "--override", f"base={missing}",
-            "--override", f"output_dir={tmp_path / 'out'}", "--override", "report_to=none",
-            "--override", "mixed_precision=no"]  # fmt: skip (accelerate's state is per process: as the other tests)
+    args = [
+        "train",
+        "--override",
+        "train_data=x.json",
+        "--override",
+        f"base={missing}",
+        "--override",
+        f"output_dir={tmp_path / 'out'}",
+        "--override",
+        "report_to=none",
+        "--override",
+        "mixed_precision=no",
+    ]  # fmt: skip (accelerate's state is per process: as the other tests)
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -16,13 +16,19 @@ from llamavid_eval.core.exits import run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llamavid", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="llamavid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="instruction-tune LLaMA-VID (full, LoRA or stage 1)")
     train.add_argument("--config", help="YAML recipe, e.g. training/recipes/ucf_crime_fps1.yaml")
-    train.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                       help="change one config key (YAML value syntax: 1e-4, null, [a, b]); repeatable")
+    train.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one config key (YAML value syntax: 1e-4, null, [a, b]); repeatable",
+    )
     merge = commands.add_parser("merge", help="base checkpoint + LoRA adapter -> full checkpoint (released layout)")
     merge.add_argument("--base", required=True, help="the checkpoint the adapter was trained on")
     merge.add_argument("--lora", required=True, help="adapter folder written by `train` (method=lora)")

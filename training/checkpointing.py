@@ -78,8 +78,9 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, progress: Progre
 
 def load_checkpoint(accelerator: Accelerator, path: Path) -> Progress:
     """Restore the state saved by :func:`save_checkpoint` (frozen weights are not in it: non-strict)."""
-    strict = {} if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP) else {
-        "strict": False}
+    strict = (
+        {} if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP) else {"strict": False}
+    )
     accelerator.load_state(str(path), **strict)
     return Progress(**json.loads((path / PROGRESS).read_text()))
 
@@ -100,8 +101,14 @@ def save_final(
         out = output_dir / "model"
         if accelerator.is_main_process:
             inner.config.use_cache = True  # was off for gradient checkpointing only; training is over
-            save_released(inner, out, vision_tower_path=str(loaded.vision_tower_path), dtype=dtype,
-                          tokenizer_from=loaded.checkpoint_dir, state_dict=state)
+            save_released(
+                inner,
+                out,
+                vision_tower_path=str(loaded.vision_tower_path),
+                dtype=dtype,
+                tokenizer_from=loaded.checkpoint_dir,
+                state_dict=state,
+            )
     accelerator.wait_for_everyone()
     return out
 
@@ -118,5 +125,10 @@ def merge_lora(
     """Base + adapter -> a full checkpoint in the released layout (what ``pretrained=`` loads)."""
     loaded = load_llamavid(base, vision_tower=vision_tower, qformer_tokenizer=qformer_tokenizer)
     merged = apply_lora(loaded.model, lora)
-    return save_released(merged, out, vision_tower_path=str(loaded.vision_tower_path), dtype=torch_dtype(dtype),
-                         tokenizer_from=loaded.checkpoint_dir)
+    return save_released(
+        merged,
+        out,
+        vision_tower_path=str(loaded.vision_tower_path),
+        dtype=torch_dtype(dtype),
+        tokenizer_from=loaded.checkpoint_dir,
+    )

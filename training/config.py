@@ -102,8 +102,15 @@ class TrainConfig:
             raise ConfigError(f"train_visual={self.train_visual!r}: expected 'auto' or a list out of {VISUAL_PARTS}")
         if isinstance(self.train_visual, list) and not set(self.train_visual) <= set(VISUAL_PARTS):
             raise ConfigError(f"train_visual={self.train_visual}: parts must be out of {list(VISUAL_PARTS)}")
-        positive = ("fps", "max_length", "per_device_batch_size", "gradient_accumulation_steps", "num_epochs",
-                    "log_every", "lora_rank")
+        positive = (
+            "fps",
+            "max_length",
+            "per_device_batch_size",
+            "gradient_accumulation_steps",
+            "num_epochs",
+            "log_every",
+            "lora_rank",
+        )
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key}={getattr(self, key)} must be positive")

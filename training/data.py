@@ -97,7 +97,9 @@ def build_examples(
     for record in records:
         relative = record.get("video") or record.get("image")
         if not relative:
-            raise DataError(f"{source}: record {record.get('id')!r} has no 'video' or 'image' (text-only is not supported)")
+            raise DataError(
+                f"{source}: record {record.get('id')!r} has no 'video' or 'image' (text-only is not supported)"
+            )
         try:
             visuals.append(Path(resolve_video(relative, data_root)))
         except FileNotFoundError as error:
@@ -111,11 +113,15 @@ def build_examples(
         text_ids, _ = training_example(turns, tokenizer)
         length = len(text_ids) - 1 + count * tokens_per_frame  # the <image> id becomes the visual tokens
         if length > config.max_length:
-            reason = (f"{length} tokens ({len(text_ids) - 1} text + {count} frames x {tokens_per_frame}) "
-                      f"> max_length {config.max_length}")
+            reason = (
+                f"{length} tokens ({len(text_ids) - 1} text + {count} frames x {tokens_per_frame}) "
+                f"> max_length {config.max_length}"
+            )
             if config.too_long == "error":
-                raise DataError(f"{source}: record {record.get('id')!r} is {reason}; raise max_length, lower "
-                                "fps/max_frames, or set too_long=skip")
+                raise DataError(
+                    f"{source}: record {record.get('id')!r} is {reason}; raise max_length, lower "
+                    "fps/max_frames, or set too_long=skip"
+                )
             skipped.append({"id": record.get("id"), "video": str(path), "reason": reason})
             continue
         examples.append(Example(str(record.get("id")), path, turns, count, length))
@@ -136,8 +142,14 @@ def split_holdout(examples: list[Example], fraction: float, seed: int) -> tuple[
 class ConversationDataset(Dataset):
     """Decodes frames and tokenises one example at a time (video decoding runs in loader workers)."""
 
-    def __init__(self, examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, image_processor: Any,
-                 config: TrainConfig, tokens_per_frame: int) -> None:
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: Any,
+        config: TrainConfig,
+        tokens_per_frame: int,
+    ) -> None:
         self.examples = list(examples)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -153,8 +165,10 @@ class ConversationDataset(Dataset):
         input_ids, labels = training_example(example.turns, self.tokenizer)
         length = len(input_ids) - 1 + len(frames) * self.tokens_per_frame
         if length > self.max_length:  # the container's frame count disagreed with the decoder's
-            raise DataError(f"record {example.record_id!r}: decoded {len(frames)} frames ({length} tokens) but "
-                            f"{example.frames} were counted up front; max_length {self.max_length} would be exceeded")
+            raise DataError(
+                f"record {example.record_id!r}: decoded {len(frames)} frames ({length} tokens) but "
+                f"{example.frames} were counted up front; max_length {self.max_length} would be exceeded"
+            )
         return {
             "pixel_values": preprocess_frames(self.image_processor, frames),
             "input_ids": input_ids,

@@ -52,8 +52,14 @@ class RunLogger:
             handle.write(json.dumps(row) + "\n")
         tqdm.write(" ".join(f"{k}={_short(v)}" for k, v in row.items()))
         if self.accelerator.log_with:
-            self.accelerator.log({f"{'eval' if 'eval_loss' in values else 'train'}/{k}": v for k, v in values.items()
-                                  if isinstance(v, int | float)}, step=step)
+            self.accelerator.log(
+                {
+                    f"{'eval' if 'eval_loss' in values else 'train'}/{k}": v
+                    for k, v in values.items()
+                    if isinstance(v, int | float)
+                },
+                step=step,
+            )
 
     def info(self, message: str) -> None:
         if self.accelerator.is_main_process:
