@@ -21,10 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.outputs import is_judgement, iter_samples, judgement_failed, normalize_judgement
+from llamavid_eval.core.outputs import is_judgement, judgement_failed, normalize_judgement
 from llamavid_eval.core.ucf import NORMAL, UNMAPPED
 
 VIDEO_KEY = "video"
@@ -149,11 +148,6 @@ def metric_items(samples: Iterable[dict[str, Any]], task: str, metric: str) -> M
 def _is_items_line(sample: dict[str, Any]) -> bool:
     """A ``judges rejudge`` items line: the judgement itself, with ``task`` and ``doc_id``."""
     return "task" in sample and "doc_id" in sample and is_judgement(sample)
-
-
-def read_metric_items(path: Path, task: str, metric: str) -> MetricItems | None:
-    """:func:`metric_items` of one samples or items file."""
-    return metric_items(iter_samples(path), task, metric)
 
 
 def reproduces(items: MetricItems, reported: float | None, tolerance: float = 1e-6) -> float | None:

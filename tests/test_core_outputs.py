@@ -1,0 +1,99 @@
+"""The one reader of lmms-eval outputs (``core.outputs``) and the per-item values behind a metric (``core.items``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from llamavid_eval.core.items import metric_items, reproduces
+from llamavid_eval.core.outputs import find_samples, iter_samples, samples_beside, stamp_to_utc
+
+
+def test_lmms_eval_stamps_are_utc_plus_8_by_default():
+    assert stamp_to_utc("20250101_100000") == datetime(2025, 1, 1, 2, 0, tzinfo=timezone.utc)
+    assert stamp_to_utc("20250701_100000", "America/New_York") == datetime(2025, 7, 1, 14, 0, tzinfo=timezone.utc)
+    assert stamp_to_utc("2024-05-01T10-00-00.123") == datetime(2024, 5, 1, 2, 0, 0, 123000, tzinfo=timezone.utc)
+    assert stamp_to_utc("not a stamp") is None
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Base'"):
+        stamp_to_utc("20250101_100000", "Mars/Base")
+
+
+def test_samples_files_new_and_old_names(tmp_path: Path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in (
+        "20250101_100000_samples_msvd_qa.jsonl",
+        "samples_ucf_crime_2024-05-01T10-00-00.123.jsonl",
+        "20250101_100000_rejudge_exact-match_items.jsonl",
+        "20250102_100000_samples_msvd_qa.jsonl",
+    ):
+        (folder / name).write_text("{}\n")
+    found = [(f.task, f.date_id) for f in find_samples(tmp_path)]
+    assert found == [
+        ("msvd_qa", "20250101_100000"),
+        ("msvd_qa", "20250102_100000"),
+        ("ucf_crime", "2024-05-01T10-00-00.123"),
+    ]
+    assert samples_beside(folder / "20250101_100000_results.json") == {
+        "msvd_qa": folder / "20250101_100000_samples_msvd_qa.jsonl"
+    }
+
+
+def test_a_half_written_line_is_an_error_naming_the_line(tmp_path: Path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"doc_id": 0}\n{"doc_id": 1, "accur\n')
+    with pytest.raises(ValueError, match=r"s\.jsonl:2: not JSON"):
+        list(iter_samples(path))
+
+
+UCF = [("Arson", "Arson"), ("Arson", "Normal"), ("Normal", "Normal"), ("Abuse", "UNMAPPED")]
+
+
+def ucf_samples() -> list[dict]:
+    return [
+        {
+            "doc_id": i,
+            "accuracy": {"id": i, "gold": g, "pred": p, "prediction": p},
+            "macro_accuracy": {"gold": g, "pred": p},
+            "binary_accuracy": {"gold": g, "pred": p},
+            "acc_arson": {"gold": g, "pred": p},
+        }
+        for i, (g, p) in enumerate(UCF)
+    ]
+
+
+def test_item_values_derived_from_record_shapes():
+    samples = ucf_samples()
+    accuracy = metric_items(samples, "ucf_crime", "accuracy")
+    assert [it.value for it in accuracy.items] == [100.0, 0.0, 100.0, 0.0] and accuracy.binary
+    assert not accuracy.clustered and accuracy.items[0].cluster == "doc:0"
+    arson = metric_items(samples, "ucf_crime", "acc_arson")
+    assert [it.key for it in arson.items] == ["0", "1"] and arson.mean() == 50.0  # only the Arson videos
+    binary = metric_items(samples, "ucf_crime", "binary_accuracy")
+    assert [it.value for it in binary.items] == [100.0, 0.0, 100.0, 0.0]  # UNMAPPED is on neither side
+    assert metric_items(samples, "ucf_crime", "macro_accuracy") is None  # not a mean of items
+    plain = [{"doc_id": i, "exact_match": v} for i, v in enumerate([1.0, 0.0, 1.0, 1.0])]
+    em = metric_items(plain, "gqa", "exact_match")
+    assert reproduces(em, 75.0) == 100.0 and reproduces(em, 0.75) == 1.0 and reproduces(em, 70.0) is None
+
+
+def test_task_written_item_values_are_taken_at_their_word():
+    """Our tasks write item_value (and video) per metric copy; no value = not an item of that metric."""
+    samples = [
+        {"doc_id": 0, "accuracy": {"video": "a.mp4", "item_value": 100.0, "judgement": {"verdict": True, "score": 5}}},
+        {
+            "doc_id": 1,
+            "accuracy": {
+                "video": "a.mp4",
+                "prediction": "p",
+                "judgement": {"verdict": None, "score": None, "failed": True},
+            },
+        },
+        {"doc_id": 2, "accuracy": {"video": "b.mp4", "item_value": 0.0}},
+        {"doc_id": 3, "acc_arson": {"video": "c.mp4", "gold": "Normal", "pred": "Normal"}},
+    ]
+    items = metric_items(samples, "msvd_qa", "accuracy")
+    assert [(it.key, it.value) for it in items.items] == [("0", 100.0), ("1", None), ("2", 0.0)]
+    assert items.failures == 1 and items.clustered and [it.cluster for it in items.valid] == ["a.mp4", "b.mp4"]
