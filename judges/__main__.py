@@ -171,7 +171,9 @@ def _swap(args: argparse.Namespace) -> int:
 
     specs = swap.parse_judges(args.judges)
     rows = swap.run_swap(args.runs, specs, args.out, tasks=_tasks(args), common=_transport(args))
-    names = {spec.text: name for spec, name in zip(specs, rows, strict=True)}
+    names = {
+        text: name for spec, name in zip(specs, rows, strict=True) for text in (spec.text, spec.text.split("@")[0])
+    }
     report = swap.analyse(rows, names.get(args.reference, args.reference), examples=args.examples)
     written = swap_report.write(report, args.out, plots=not args.no_plots)
     print(swap_report.to_markdown(report))
