@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llamavid_eval.judges import Judgement, JudgeRequest, get_judge, resolve_settings, summarize
-from llamavid_eval.tasks.common.intervals import ci_aggregations, mark_mean, metric_records
+from llamavid_eval.tasks.common.intervals import ItemValues, ci_aggregations, mark_mean, metric_records
 
-_MEMO: dict[str, tuple[list[Judgement], dict[str, Any]]] = {}
+_MEMO: dict[str, list[Judgement]] = {}
 _MEMO_SIZE = 8
 
 
@@ -32,8 +32,8 @@ def _judgements(records: Sequence[dict[str, Any]], task_config: Any, annotate: b
         judgements = get_judge(config).judge_many([JudgeRequest(q, a, p) for q, a, p in payload])
         if len(_MEMO) >= _MEMO_SIZE:
             _MEMO.pop(next(iter(_MEMO)))
-        _MEMO[key] = (judgements, summarize(judgements))
-    judgements = _MEMO[key][0]
+        _MEMO[key] = judgements
+    judgements = _MEMO[key]
     if annotate:
         for record, judgement in zip(records, judgements, strict=True):
             record["judgement"] = judgement.to_dict()
@@ -42,8 +42,7 @@ def _judgements(records: Sequence[dict[str, Any]], task_config: Any, annotate: b
 
 def judged_summary(records: Sequence[dict[str, Any]], task_config: Any = None) -> dict[str, Any]:
     """``summarize`` of the judgements of ``records`` (judged once per content and judge)."""
-    judgements = _judgements(records, task_config, annotate=True)
-    return summarize(judgements)
+    return summarize(_judgements(records, task_config, annotate=True))
 
 
 def judged_values(
@@ -79,7 +78,7 @@ def judge_failures(records: Sequence[dict[str, Any]], task_config: Any = None) -
     return judged_summary(records, task_config)["failures"]
 
 
-def _interval_values(metric: str):
+def _interval_values(metric: str) -> ItemValues:
     """Values for the interval metrics: the same judgements, not written again into their record copies
     (the logged samples then hold each judgement once per metric that reports it, not per interval row)."""
 
