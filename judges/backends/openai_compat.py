@@ -135,11 +135,13 @@ class OpenAICompatibleJudge(ConversationJudge):
         return self._formats[self._level :]
 
     def use_format(self, fmt: str, note: str | None = None) -> None:
-        """Fix the response format (found by the preflight) so the real run never pays for the fallback."""
+        """Start at ``fmt`` (found by the preflight) so the real run never pays for the fallback; the weaker
+        formats below it stay available should the server change its mind."""
         if fmt not in RESPONSE_FORMATS:
             raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}; got {fmt!r}")
+        ladder = self.auto_formats[self.auto_formats.index(fmt) :] if fmt in self.auto_formats else (fmt,)
         with self._lock:
-            self._formats, self._level, self.format_note = (fmt,), 0, note
+            self._formats, self._level, self.format_note = ladder, 0, note
 
     def close(self) -> None:
         self._client.close()
