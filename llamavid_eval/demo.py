@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 
 from llamavid_eval.core.exits import run_command
-from llamavid_eval.model.tiny import write_tiny_release
 from llamavid_eval.tasks.llamavid_demo.make_data import FAMILY, make_dataset
 from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, QUESTIONS
-from llamavid_eval.training import TrainConfig, train
 
 
 class DemoError(RuntimeError):
@@ -78,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     """The five steps; raises :class:`DemoError` naming the step that failed."""
+    from llamavid_eval.model.tiny import write_tiny_release  # torch and transformers: not needed for --help
+    from llamavid_eval.training import TrainConfig, train
+
     work = args.workdir.resolve()
     data_root = work / "data"
     env = {**os.environ, "LLAMAVID_DATA_ROOT": str(data_root), "LLAMAVID_JUDGE": "exact",
