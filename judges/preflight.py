@@ -27,7 +27,6 @@ log = logging.getLogger("judges")
 
 TIMEOUT = 15.0  # seconds per preflight request at most: a judge that needs longer for one tiny item is unusable
 PROBE = JudgeRequest("What colour is the sky in the video?", "blue", "The sky is blue.")
-_NO_MODEL_LIST = {404, 405, 501}  # the server has no GET /models: the tiny judgement decides
 _PAPER_JUDGE_NOTE = (
     "Note: the paper's judge gpt-3.5-turbo is reported shut down by OpenAI on 2026-10-23 (the deprecation "
     "notices name gpt-4.1-mini as its substitute); keep the paper's numbers as reported rows and calibrate "
@@ -103,9 +102,9 @@ def _served_models(judge: OpenAICompatibleJudge, settings: JudgeSettings, timeou
         models = tuple(judge.served_models(timeout))
     except openai.APIError as err:
         info = classify(err, sent_format=False)
-        if info.status in _NO_MODEL_LIST:
-            return None
-        raise JudgeUnavailable(_message(settings, info.reason, None)) from None
+        if info.kind in (Kind.CONNECTION, Kind.AUTH, Kind.FORBIDDEN, Kind.TRANSIENT):
+            raise JudgeUnavailable(_message(settings, judge.redact(info.reason), None)) from None
+        return None  # no usable model list (404, 405, an odd body): the tiny judgement decides
     if judge.model not in models:
         log.warning(
             "judge %s: the server does not list model %r (it lists %s); trying it anyway",
