@@ -121,8 +121,16 @@ def test_two_processes_write_concurrently(tmp_path):
         print(len(cache.get_many([f"{sys.argv[2]}-{i}" for i in range(150)])))
         """
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), name], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), name],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert [o[0].strip() for o in outs] == ["150", "150"]

@@ -22,7 +22,13 @@ def clean_env(monkeypatch, tmp_path):
 def test_defaults_are_the_papers_judge():
     s = resolve_settings(env={})
     assert (s.backend, s.model, s.base_url, s.concurrency, s.timeout, s.max_retries) == (
-        "openai", "gpt-3.5-turbo", None, 8, 60.0, 5)
+        "openai",
+        "gpt-3.5-turbo",
+        None,
+        8,
+        60.0,
+        5,
+    )
     assert s.cache.endswith("llamavid-eval/judges")
 
 
@@ -39,7 +45,11 @@ def test_config_then_env_then_overrides():
 def test_switching_backend_by_env_drops_the_yamls_model():
     cfg = {"judge": "openai", "judge_model": "gpt-3.5-turbo-0613"}
     s = resolve_settings(cfg, env={"LLAMAVID_JUDGE": "local"})
-    assert (s.backend, s.model, s.base_url) == ("local", "meta-llama/Meta-Llama-3-8B-Instruct", "http://127.0.0.1:8000/v1")
+    assert (s.backend, s.model, s.base_url) == (
+        "local",
+        "meta-llama/Meta-Llama-3-8B-Instruct",
+        "http://127.0.0.1:8000/v1",
+    )
     s = resolve_settings(cfg, env={"LLAMAVID_JUDGE": "local", "LLAMAVID_JUDGE_MODEL": "x"})
     assert s.model == "x"
 
@@ -71,7 +81,11 @@ def test_openai_needs_a_key(monkeypatch):
         ({"judge": "gpt4"}, {}, "unknown judge backend 'gpt4'; valid: openai, local, hf, exact"),
         ({}, {"LLAMAVID_JUDGE": "claude"}, "valid: openai, local, hf, exact"),
         ({"judge_modle": "x"}, {}, "unknown judge option(s) judge_modle in config; valid: judge, judge_model"),
-        ({}, {"LLAMAVID_JUDGE_MODLE": "x"}, "unknown environment variable(s) LLAMAVID_JUDGE_MODLE; valid: LLAMAVID_JUDGE,"),
+        (
+            {},
+            {"LLAMAVID_JUDGE_MODLE": "x"},
+            "unknown environment variable(s) LLAMAVID_JUDGE_MODLE; valid: LLAMAVID_JUDGE,",
+        ),
         ({}, {"LLAMAVID_JUDGE_CONCURRENCY": "many"}, "LLAMAVID_JUDGE_CONCURRENCY / judge_concurrency must be int"),
         ({}, {"LLAMAVID_JUDGE_CONCURRENCY": "0"}, "out of range"),
         ({"judge_response_format": "xml"}, {}, "valid: auto, json_schema, json_object, none"),
@@ -107,22 +121,34 @@ def j(verdict, score, failed=False):
 
 def test_summarize_excludes_failures_but_counts_them():
     out = summarize([j(True, 5), j(False, 1), j(True, 4), j(None, None, failed=True)])
-    assert out == {"n": 4, "accuracy": pytest.approx(200 / 3), "mean_score": pytest.approx(10 / 3), "failures": 1,
-                   "judge": "local:m"}
+    assert out == {
+        "n": 4,
+        "accuracy": pytest.approx(200 / 3),
+        "mean_score": pytest.approx(10 / 3),
+        "failures": 1,
+        "judge": "local:m",
+    }
     assert summarize([]) == {"n": 0, "accuracy": None, "mean_score": None, "failures": 0, "judge": None}
     assert summarize([j(None, None, failed=True)])["accuracy"] is None
 
 
 def test_exact_match_is_offline_and_labelled():
     judge = ExactMatchJudge()
-    out = judge.judge_many([
-        JudgeRequest("q", "A dog.", "I see the DOG running!"),
-        JudgeRequest("q", "man", "a woman"),
-        JudgeRequest("q", "red car", "the car is red"),
-        JudgeRequest("q", "red car", "a red bus"),
-        JudgeRequest("q", "...", "anything"),
-    ])
+    out = judge.judge_many(
+        [
+            JudgeRequest("q", "A dog.", "I see the DOG running!"),
+            JudgeRequest("q", "man", "a woman"),
+            JudgeRequest("q", "red car", "the car is red"),
+            JudgeRequest("q", "red car", "a red bus"),
+            JudgeRequest("q", "...", "anything"),
+        ]
+    )
     assert [(x.verdict, x.score, x.failed) for x in out] == [
-        (True, 5, False), (False, 0, False), (True, 5, False), (False, 0, False), (None, None, True)]
+        (True, 5, False),
+        (False, 0, False),
+        (True, 5, False),
+        (False, 0, False),
+        (None, None, True),
+    ]
     assert summarize(out)["judge"] == "exact-match" and judge.name == "exact-match"
     assert set(BACKENDS) == {"openai", "local", "hf", "exact"}

@@ -131,7 +131,9 @@ def test_backoff_grows_exponentially(server):
 
 
 def test_malformed_reply_is_reasked_with_the_reason(server):
-    server.script = lambda call: reply("I think the answer is right.") if call.n == 0 else reply('{"pred": "no", "score": 2}')
+    server.script = lambda call: (
+        reply("I think the answer is right.") if call.n == 0 else reply('{"pred": "no", "score": 2}')
+    )
     out = local(server).judge_many(REQS[:1])
     assert (out[0].verdict, out[0].score, out[0].failed) == (False, 2, False)
     assert out[0].metadata["attempts"] == 2 and out[0].metadata["parse_failures"] == 1
@@ -191,7 +193,7 @@ SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"
 
 def _debug_where(texts):
     """Where a leaked key sits, for the assertion message."""
-    return [t[max(0, t.find("sk-test-DO") - 200): t.find("sk-test-DO") + 50] for t in texts if "sk-test-DO" in t]
+    return [t[max(0, t.find("sk-test-DO") - 200) : t.find("sk-test-DO") + 50] for t in texts if "sk-test-DO" in t]
 
 
 def test_api_key_is_sent_but_never_written(server, tmp_path, monkeypatch, caplog, capsys):
