@@ -123,3 +123,19 @@ def test_golden_fixture_is_found_from_the_repository_root(tmp_path):
     inside.mkdir(parents=True)
     (inside / "reference.safetensors").write_bytes(b"")
     assert find_golden(repo, {}) == inside
+
+
+def test_core_imports_no_heavy_libraries():
+    """The bottom layer stays pure Python/numpy/scipy: the CLI, the training config and the judges load it fast."""
+    heavy = {"torch", "torchvision", "transformers", "accelerate", "peft", "datasets", "lmms_eval", "decord", "av"}
+    offenders = []
+    for path in sorted((REPO / "llamavid_eval" / "core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.name}: {name}" for name in names if name.split(".")[0] in heavy]
+    assert not offenders, offenders
