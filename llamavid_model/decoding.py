@@ -207,6 +207,7 @@ class _StaticLoop:
         self.eos = torch.zeros(1, dtype=torch.long, device=device)
         self.pad = torch.zeros((), dtype=torch.long, device=device)
         self.graph = self._capture() if use_graphs else None
+        self._prefix_in_cache: PrefixKV | None = None
 
     def _capture(self) -> torch.cuda.CUDAGraph:
         """Record one decode step (after warm-up steps on a side stream, as CUDA graph capture needs);
@@ -229,14 +230,24 @@ class _StaticLoop:
         write_at = self.cache.layers[0].cumulative_length.view(1)
         self.mask.index_fill_(3, write_at, True)
         embeds = self.model.get_input_embeddings()(self.tokens[:, None])
-        logits = self.model(
-            inputs_embeds=embeds,
-            attention_mask=self._for_attention(self.mask),
-            position_ids=self.positions[:, None],
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
+        config = self.model.config
+        previous = config._attn_implementation_internal
+        # One query per row against the whole cache: plain batched matrix-vector products read K/V
+        # once, while SDPA's memory-efficient kernel (the only SDPA kernel that takes a mask) spent
+        # 4.5 of a step's 12.3 ms on an H200 (benchmarks/profile_batch.py). Set on this config only,
+        # not through the property, which would also switch the vision tower's and Q-Former's.
+        config._attn_implementation_internal = "eager"
+        try:
+            logits = self.model(
+                inputs_embeds=embeds,
+                attention_mask=self._for_attention(self.mask),
+                position_ids=self.positions[:, None],
+                cache=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
+        finally:
+            config._attn_implementation_internal = previous
         chosen = self.choose(logits)
         chosen = torch.where(self.finished, self.pad, chosen)
         self.out.index_copy_(1, self.step_index.view(1), chosen[:, None])
@@ -267,7 +278,6 @@ class _StaticLoop:
     ) -> torch.Tensor:
         """``[rows, <= new_tokens]`` greedy ids (a copy: the buffers serve the next batch): prefill,
         then up to ``new_tokens - 1`` decode steps; the host waits only to check for finished rows."""
-        self.cache.reset()
         self.min_new.fill_(min_new)
         self.eos.fill_(eos)
         self.pad.fill_(pad)
@@ -285,8 +295,15 @@ class _StaticLoop:
     def _prefill(self, inputs: LlmInputs) -> None:
         """Run the non-prefix part of the prompts; the first new token goes to the step buffers."""
         start, total = inputs.prefix_length, inputs.embeds.shape[1]
-        for layer, (keys, values) in enumerate(inputs.prefix or ()):
-            self.cache.update(keys.expand(inputs.rows, -1, -1, -1), values.expand(inputs.rows, -1, -1, -1), layer)
+        # The cache is not cleared (the mask hides every slot not written for this batch), and the
+        # shared prefix stays in place from the previous batch when it is the same one.
+        for layer in self.cache.layers:
+            layer.cumulative_length.fill_(start if inputs.prefix is self._prefix_in_cache else 0)
+        if inputs.prefix is not None and inputs.prefix is not self._prefix_in_cache:
+            rows = inputs.rows
+            for layer, (keys, values) in enumerate(inputs.prefix):
+                self.cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
+            self._prefix_in_cache = inputs.prefix
         valid = inputs.attention_mask.bool()
         self.mask.zero_()
         self.mask[:, 0, 0, :total] = valid

@@ -96,18 +96,16 @@ class VisualTokenizer(nn.Module):
         """
         queries = self.query_tokens.expand(frame_index.shape[0], -1, -1)
         query_mask = torch.ones(queries.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device)
+        # The index stays set after the call: gradient checkpointing recomputes these layers during
+        # backward, after this method returned, and must see the same index. Every call sets it first.
         for module in self._cross_attentions:
             module.frame_index = frame_index
-        try:
-            qformer_out = self.qformer(
-                input_ids=input_ids,
-                attention_mask=torch.cat([query_mask, attention_mask], dim=1),
-                query_embeds=queries,
-                encoder_hidden_states=self.qformer_input_norm(features),  # once per frame
-            ).last_hidden_state[:, : queries.shape[1]]
-        finally:
-            for module in self._cross_attentions:
-                module.frame_index = None
+        qformer_out = self.qformer(
+            input_ids=input_ids,
+            attention_mask=torch.cat([query_mask, attention_mask], dim=1),
+            query_embeds=queries,
+            encoder_hidden_states=self.qformer_input_norm(features),  # once per frame
+        ).last_hidden_state[:, : queries.shape[1]]
         text_q = self.query_projector(qformer_out)
         patches = self._patches(features)
         weights = (text_q @ keys[frame_index].transpose(-1, -2) / patches.shape[-1] ** 0.5).softmax(dim=-1)
@@ -171,8 +169,9 @@ class FrameSharedCrossAttention(InstructBlipQFormerMultiHeadAttention):
         if encoder_attention_mask is not None:
             raise ValueError("frame-shared cross-attention attends to every patch; pass no encoder_attention_mask")
         query = self._heads(self.query(hidden_states))
-        key = self._heads(self.key(encoder_hidden_states)).index_select(0, self.frame_index)
-        value = self._heads(self.value(encoder_hidden_states)).index_select(0, self.frame_index)
+        # gathered while contiguous (a fast row copy; on the head-split view it was a 10 ms element gather)
+        key = self._heads(self.key(encoder_hidden_states).index_select(0, self.frame_index))
+        value = self._heads(self.value(encoder_hidden_states).index_select(0, self.frame_index))
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         output, weights = attention(
             self,

@@ -103,7 +103,7 @@ class HFJudge(ConversationJudge):
             tok, lm = self._load()
         except Exception as err:
             return [Reply(error=f"could not load {self.model}: {type(err).__name__}: {err}")] * len(conversations)
-        prompts = [self._ids(tok, messages) for messages in conversations]
+        prompts = self._encode(tok, conversations)
         shared = _shared_length(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths: little padding
         replies: list[Reply | None] = [None] * len(prompts)
@@ -119,8 +119,19 @@ class HFJudge(ConversationJudge):
         return [reply for reply in replies if reply is not None]
 
     def _ids(self, tok: Any, messages: Messages) -> list[int]:
-        text, add_special = self._render(tok, messages)
-        return tok(text, add_special_tokens=add_special)["input_ids"]
+        return self._encode(tok, [messages])[0]
+
+    def _encode(self, tok: Any, conversations: Sequence[Messages]) -> list[list[int]]:
+        """Prompt ids; the texts go to the tokenizer in one call (a fast tokenizer encodes them in parallel)."""
+        rendered = [self._render(tok, messages) for messages in conversations]
+        ids: list[list[int]] = [[] for _ in rendered]
+        for add_special in (False, True):
+            chosen = [i for i, (_, flag) in enumerate(rendered) if flag == add_special]
+            if chosen:
+                encoded = tok([rendered[i][0] for i in chosen], add_special_tokens=add_special)["input_ids"]
+                for index, row in zip(chosen, encoded, strict=True):
+                    ids[index] = row
+        return ids
 
     def _generate(self, tok: Any, lm: Any, prompts: list[list[int]], shared: int) -> list[str]:
         """Greedy replies for one batch; the first ``shared`` ids of every prompt are the same."""
