@@ -64,15 +64,23 @@ class AdaptiveLimit:
 
 
 class CircuitBreaker:
-    """Trips after ``threshold`` consecutive failures of one kind; any success resets the count."""
+    """Trips after ``threshold`` consecutive failures of one kind; any success resets the count.
 
-    def __init__(self, threshold: int = 10) -> None:
-        if threshold < 1:
-            raise ValueError(f"breaker threshold must be >= 1, got {threshold}")
+    With many requests in flight, a server restarting for a second fails them all at once, so for
+    kinds in ``patient`` (connection failures) the streak must also have lasted ``window`` seconds:
+    a blip is ridden out by the retries, a server that stays down still stops the batch in seconds.
+    """
+
+    def __init__(self, threshold: int = 10, window: float = 3.0, patient: tuple[str, ...] = ("connection",)) -> None:
+        if threshold < 1 or window < 0:
+            raise ValueError(f"need breaker threshold >= 1 and window >= 0, got {threshold} and {window}")
         self.threshold = threshold
+        self.window = window
+        self.patient = patient
         self._lock = threading.Lock()
         self._kind: str | None = None
         self._count = 0
+        self._since = 0.0
         self.reason: str | None = None
         self.stopped = threading.Event()  # set when tripped: wakes requests sleeping in backoff
 
@@ -89,11 +97,16 @@ class CircuitBreaker:
         with self._lock:
             if self.reason is not None:
                 return
-            self._count = self._count + 1 if kind == self._kind else 1
-            self._kind = kind
-            if self._count < self.threshold:
+            now = time.monotonic()
+            if kind != self._kind:
+                self._kind, self._count, self._since = kind, 0, now
+            self._count += 1
+            lasted = now - self._since
+            if self._count < self.threshold or (kind in self.patient and lasted < self.window):
                 return
-            self.reason = f"judge stopped after {self._count} consecutive {kind} failures; last: {reason}"
+            self.reason = (
+                f"judge stopped after {self._count} consecutive {kind} failures in {lasted:.1f} s; last: {reason}"
+            )
             self.stopped.set()
         log.error(
             "judge %s: %s. The remaining items of this batch are recorded as failed (not cached: a rerun "

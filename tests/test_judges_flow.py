@@ -54,7 +54,7 @@ def test_limit_bounds_what_is_in_flight_and_never_drops_below_one():
 
 
 def test_breaker_needs_consecutive_failures_of_one_kind():
-    breaker = CircuitBreaker(3)
+    breaker = CircuitBreaker(3, window=0)
     for kind in ("connection", "connection", "model", "connection"):
         breaker.failed(kind, "boom", "local:x")
     breaker.succeeded()
@@ -62,7 +62,21 @@ def test_breaker_needs_consecutive_failures_of_one_kind():
     breaker.failed("connection", "boom", "local:x")
     assert breaker.reason is None and not breaker.stopped.is_set()
     breaker.failed("connection", "refused", "local:x")
-    assert breaker.reason == "judge stopped after 3 consecutive connection failures; last: refused"
+    assert breaker.reason.startswith("judge stopped after 3 consecutive connection failures in 0.0 s; last: refused")
     assert breaker.stopped.is_set()
     breaker.reset()
     assert breaker.reason is None and not breaker.stopped.is_set()
+
+
+def test_breaker_rides_out_a_burst_of_connection_failures_but_not_a_down_server():
+    breaker = CircuitBreaker(2, window=0.3)
+    for _ in range(50):  # every request in flight failing at once: a restart, perhaps
+        breaker.failed("connection", "refused", "local:x")
+    assert breaker.reason is None
+    time.sleep(0.35)
+    breaker.failed("connection", "refused", "local:x")  # still failing after the window: down
+    assert breaker.reason is not None and "51 consecutive connection failures" in breaker.reason
+    fresh = CircuitBreaker(2, window=60)
+    fresh.failed("model", "pinned", "local:x")
+    fresh.failed("model", "pinned", "local:x")
+    assert fresh.reason is not None  # a wrong model does not get better by waiting
