@@ -30,7 +30,8 @@ All three exit non-zero when they fail or when more judgements failed than ``--m
 Environment: LLAMAVID_JUDGE (openai|local|hf|exact), LLAMAVID_JUDGE_MODEL, LLAMAVID_JUDGE_BASE_URL,
 LLAMAVID_JUDGE_CONCURRENCY, LLAMAVID_JUDGE_TIMEOUT, LLAMAVID_JUDGE_MAX_RETRIES,
 LLAMAVID_JUDGE_PARSE_RETRIES, LLAMAVID_JUDGE_RESPONSE_FORMAT, LLAMAVID_JUDGE_BATCH_SIZE,
-LLAMAVID_JUDGE_CACHE (folder, or "off"), LLAMAVID_JUDGE_API_KEY (local servers), OPENAI_API_KEY.
+LLAMAVID_JUDGE_CACHE (folder, or "off"), LLAMAVID_JUDGE_API_KEY (local servers), OPENAI_API_KEY,
+LLAMAVID_JUDGE_PREFLIGHT (0: no check of the judge when lmms-eval builds a judged task).
 """
 
 from __future__ import annotations
