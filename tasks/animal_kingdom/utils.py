@@ -1,19 +1,3 @@
-"""Animal Kingdom QA hooks: the prepared records already hold the fixed question and the joined
-reference sentences, so the open-ended video-QA hooks and the judged metrics apply unchanged."""
+"""Animal Kingdom QA (the prepared records hold the fixed question and the joined reference sentences) hooks for the YAMLs in this folder: the shared open-ended, judged video-QA hooks."""
 
-from llamavid_eval.tasks.common.judged import JUDGED_INTERVALS, judge_failures, judged_accuracy, judged_mean_score
-from llamavid_eval.tasks.common.local_task import LocalVideoTask
-from llamavid_eval.tasks.common.video_qa import doc_to_target, doc_to_text, doc_to_visual, process_results
-
-__all__ = [
-    "LocalVideoTask",
-    "doc_to_target",
-    "doc_to_text",
-    "doc_to_visual",
-    "judge_failures",
-    "judged_accuracy",
-    "judged_mean_score",
-    "process_results",
-    *JUDGED_INTERVALS,
-]
-globals().update(JUDGED_INTERVALS)  # the YAML names them: !function utils.accuracy_ci_low, ...
+from llamavid_eval.tasks.common.judged_qa import *  # noqa: F403 - the YAMLs name them as utils.<hook>

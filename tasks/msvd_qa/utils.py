@@ -1,18 +1,3 @@
-"""MSVD-QA hooks for the YAMLs in this folder (shared with MSRVTT-QA through ``llamavid_eval.tasks.common``)."""
+"""MSVD-QA hooks for the YAMLs in this folder: the shared open-ended, judged video-QA hooks."""
 
-from llamavid_eval.tasks.common.judged import JUDGED_INTERVALS, judge_failures, judged_accuracy, judged_mean_score
-from llamavid_eval.tasks.common.local_task import LocalVideoTask
-from llamavid_eval.tasks.common.video_qa import doc_to_target, doc_to_text, doc_to_visual, process_results
-
-__all__ = [
-    "LocalVideoTask",
-    "doc_to_target",
-    "doc_to_text",
-    "doc_to_visual",
-    "judge_failures",
-    "judged_accuracy",
-    "judged_mean_score",
-    "process_results",
-    *JUDGED_INTERVALS,
-]
-globals().update(JUDGED_INTERVALS)  # the YAML names them: !function utils.accuracy_ci_low, ...
+from llamavid_eval.tasks.common.judged_qa import *  # noqa: F403 - the YAMLs name them as utils.<hook>
