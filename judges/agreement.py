@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from llamavid_eval.judges.parse import SCORE_RANGE
 from llamavid_eval.judges.rejudge import ITEMS_SUFFIX
 from scipy import stats as sps
 
 from llamavid_eval.core.items import VIDEO_KEY
 from llamavid_eval.core.outputs import find_samples, iter_samples, judged_records, judgement_failed
 from llamavid_eval.core.stats import (
+    PERCENT,
     Interval,
     bootstrap_statistic,
     cluster_bootstrap_mean,
@@ -124,11 +126,11 @@ def pair_intervals(
     """95% intervals of each judge's accuracy and score, their agreement, kappa, and B's shift from A."""
     ya, yb = np.array(va, dtype=float) * 100, np.array(vb, dtype=float) * 100
     return {
-        "accuracy_a": cluster_bootstrap_mean(ya, clusters),
-        "accuracy_b": cluster_bootstrap_mean(yb, clusters),
-        "mean_score_a": cluster_bootstrap_mean(sa, clusters),
-        "mean_score_b": cluster_bootstrap_mean(sb, clusters),
-        "agreement": cluster_bootstrap_mean((ya == yb) * 100.0, clusters),
+        "accuracy_a": cluster_bootstrap_mean(ya, clusters, bounds=PERCENT),
+        "accuracy_b": cluster_bootstrap_mean(yb, clusters, bounds=PERCENT),
+        "mean_score_a": cluster_bootstrap_mean(sa, clusters, bounds=SCORE_RANGE),
+        "mean_score_b": cluster_bootstrap_mean(sb, clusters, bounds=SCORE_RANGE),
+        "agreement": cluster_bootstrap_mean((ya == yb) * 100.0, clusters, bounds=PERCENT),
         "kappa": bootstrap_statistic(
             cohen_kappa, {"a": np.array(va), "b": np.array(vb)}, clusters, name="Cohen's kappa"
         ),

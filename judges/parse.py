@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SCORE_MIN, SCORE_MAX = 0, 5
+SCORE_RANGE = (float(SCORE_MIN), float(SCORE_MAX))
 _MAX_SCAN = 20_000  # characters; a verdict is short, a runaway reply is not worth scanning in full
 _MAX_STARTS = 64  # unmatched "{" tried; bounds the work on garbage to O(_MAX_STARTS * _MAX_SCAN)
 

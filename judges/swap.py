@@ -23,11 +23,12 @@ from typing import Any
 from llamavid_eval.judges.agreement import clusters_of, compare, ok
 from llamavid_eval.judges.base import Judge
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
+from llamavid_eval.judges.parse import SCORE_RANGE
 from llamavid_eval.judges.preflight import check_once
 from llamavid_eval.judges.rejudge import rejudge
 
 from llamavid_eval.core.outputs import iter_samples
-from llamavid_eval.core.stats import cluster_bootstrap_mean, kendall_tau
+from llamavid_eval.core.stats import PERCENT, cluster_bootstrap_mean, kendall_tau
 
 MIN_RUNS_FOR_TAU = 3  # Kendall's tau over two runs is +1 or -1: no information beyond "same order or not"
 Rows = list[dict[str, Any]]
@@ -113,8 +114,8 @@ def _accuracy(rows: Rows) -> dict[str, Any]:
     """n, failures, accuracy and mean score with 95% intervals over the non-failed rows."""
     good = [r for r in rows if ok(r)]
     clusters = clusters_of(good)
-    acc = cluster_bootstrap_mean([100.0 * bool(r["verdict"]) for r in good], clusters) if good else None
-    score = cluster_bootstrap_mean([float(r["score"]) for r in good], clusters) if good else None
+    acc = cluster_bootstrap_mean([100.0 * bool(r["verdict"]) for r in good], clusters, bounds=PERCENT) if good else None
+    score = cluster_bootstrap_mean([float(r["score"]) for r in good], clusters, bounds=SCORE_RANGE) if good else None
     return {
         "n": len(rows),
         "failures": len(rows) - len(good),

@@ -111,7 +111,8 @@ def compare_runs(
 def _side_summary(side: Side) -> dict[str, Any]:
     valid = side.items.valid
     clusters = [it.cluster for it in valid] if side.items.clustered else None
-    interval = cluster_bootstrap_mean([it.value for it in valid], clusters) if valid else None  # type: ignore[misc]
+    values = [it.value for it in valid]
+    interval = cluster_bootstrap_mean(values, clusters, bounds=side.items.bounds) if valid else None  # type: ignore[arg-type]
     return {
         "source": side.label,
         "samples": str(side.samples_file.path),

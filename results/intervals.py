@@ -33,7 +33,8 @@ def from_items(items: MetricItems, scale: float = 1.0) -> Interval:
     valid = items.valid
     values = [it.value * scale for it in valid]  # type: ignore[operator]
     clusters = [it.cluster for it in valid] if items.clustered else None
-    interval = cluster_bootstrap_mean(values, clusters, resamples=DEFAULT_RESAMPLES, seed=0)
+    bounds = None if items.bounds is None else (items.bounds[0] * scale, items.bounds[1] * scale)
+    interval = cluster_bootstrap_mean(values, clusters, resamples=DEFAULT_RESAMPLES, seed=0, bounds=bounds)
     if not items.clustered:
         interval = replace(interval, method=f"{interval.method} ({UNCLUSTERED})")
     return interval

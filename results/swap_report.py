@@ -29,7 +29,11 @@ def _ci(iv: dict[str, Any] | None, digits: int = 1) -> str:
     low, high = iv["low"], iv["high"]
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{iv['estimate']:.{digits}f} (no interval, n={iv['n']})"
-    return f"{iv['estimate']:.{digits}f} ± {iv['half_width']:.{digits}f} ({low:.{digits}f} to {high:.{digits}f}, n={iv['n']})"
+    one_sided = high > low and iv["estimate"] in (low, high)
+    head = (
+        f"{iv['estimate']:.{digits}f}" if one_sided else f"{iv['estimate']:.{digits}f} ± {iv['half_width']:.{digits}f}"
+    )
+    return f"{head} ({low:.{digits}f} to {high:.{digits}f}, n={iv['n']})"
 
 
 def _judge_table(report: dict[str, Any]) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -254,12 +254,13 @@ def headline_columns(board: Leaderboard) -> list[str]:
 
 
 def format_interval(value: object, interval: Interval | None) -> str:
-    """``69.7 ± 0.8``: one decimal from 10 up, two below; the plain value when there is no interval."""
+    """``69.7 ± 0.8`` (``0.00 (0.00-7.87)`` when one-sided): one decimal from 10 up, two below; the plain
+    value when there is no interval."""
     text = format_value(value)
     if interval is None or text == MISSING or not math.isfinite(interval.half_width):
         return text
     digits = 1 if abs(float(value)) >= 10 else 2  # type: ignore[arg-type]
-    return f"{float(value):.{digits}f} ± {interval.half_width:.{digits}f}"  # type: ignore[arg-type]
+    return replace(interval, estimate=float(value)).short(digits)  # type: ignore[arg-type]
 
 
 def interval_notes(board: Leaderboard) -> list[str]:

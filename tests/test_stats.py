@@ -159,3 +159,18 @@ def test_coverage_of_clustered_intervals_on_simulated_data():
     assert 0.93 <= rates["bootstrap"] <= 0.97, rates
     assert 0.93 <= rates["cr1"] <= 0.97, rates
     assert rates["naive"] < 0.90, rates
+
+
+def test_all_items_at_a_bound_get_the_clopper_pearson_bound_over_clusters():
+    """0/90 correct on 45 videos: the bootstrap has nothing to resample; the exact binomial bound with
+    one trial per video is 1 - 0.025 ** (1 / 45) = 7.87%, and the display does not claim ``±``."""
+    videos = [k // 2 for k in range(90)]
+    none_right = stats.cluster_bootstrap_mean([0.0] * 90, videos, bounds=(0.0, 100.0))
+    assert (none_right.low, none_right.n, none_right.clusters) == (0.0, 90, 45)
+    assert none_right.high == pytest.approx(100 * (1 - 0.025 ** (1 / 45)))
+    assert none_right.short(2) == "0.00 (0.00-7.87)" and "Clopper-Pearson" in none_right.method
+    all_right = stats.cluster_bootstrap_mean([100.0] * 90, videos, bounds=(0.0, 100.0))
+    assert (all_right.low, all_right.high) == pytest.approx((100 - none_right.high, 100.0))
+    # without bounds (or away from them) the bootstrap is used as before
+    assert stats.cluster_bootstrap_mean([0.0] * 90, videos).high == 0.0
+    assert stats.cluster_bootstrap_mean([0.0, 100.0] * 45, bounds=(0.0, 100.0)).short(1).startswith("50.0 ± ")

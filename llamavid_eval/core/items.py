@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamavid_eval.core.outputs import is_judgement, judgement_failed, normalize_judgement
+from llamavid_eval.core.stats import PERCENT
 from llamavid_eval.core.ucf import NORMAL, UNMAPPED
 
 VIDEO_KEY = "video"
@@ -62,6 +63,11 @@ class MetricItems:
     def binary(self) -> bool:
         """Yes/no per item (0 or 100): McNemar applies."""
         return bool(self.valid) and all(it.value in (0.0, 100.0) for it in self.valid)
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The values' range when known: percent correct per item (0 or 100); None for scores."""
+        return PERCENT if self.binary and "score" not in self.metric else None
 
     def mean(self) -> float | None:
         valid = self.valid

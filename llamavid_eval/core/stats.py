@@ -18,6 +18,8 @@ import numpy as np
 from scipy import stats as sps
 
 DEFAULT_RESAMPLES = 2000
+PERCENT = (0.0, 100.0)
+"""``bounds`` of a percent-correct value per item (0 or 100)."""
 _CHUNK_CELLS = 4_000_000  # resample draws held in memory at once (int64: ~32 MB)
 
 
@@ -38,6 +40,20 @@ class Interval:
         """Half the interval's width: the ``±`` figure of ``value ± half-width``."""
         return (self.high - self.low) / 2
 
+    @property
+    def one_sided(self) -> bool:
+        """The estimate sits at one end of a non-empty interval (e.g. 0% correct): ``±`` would mislead."""
+        return self.high > self.low and self.estimate in (self.low, self.high)
+
+    def short(self, digits: int = 1) -> str:
+        """``69.7 ± 0.8``, or ``0.0 (0.0-6.0)`` when the interval is one-sided."""
+        if not (np.isfinite(self.low) and np.isfinite(self.high)):
+            return f"{self.estimate:.{digits}f}"
+        if self.one_sided:
+            sep = "-" if self.low >= 0 else " to "
+            return f"{self.estimate:.{digits}f} ({self.low:.{digits}f}{sep}{self.high:.{digits}f})"
+        return f"{self.estimate:.{digits}f} ± {self.half_width:.{digits}f}"
+
     def describe(self, digits: int = 1) -> str:
         """One line for humans, e.g. ``69.7 ± 0.8 (95% CI 68.9-70.5; <method>; n=13157 in 1970 clusters)``."""
         level = f"{self.confidence * 100:g}%"
@@ -45,10 +61,8 @@ class Interval:
         if not (np.isfinite(self.low) and np.isfinite(self.high)):
             return f"{self.estimate:.{digits}f} (no {level} CI; {self.method}; {rests})"
         sep = "-" if self.low >= 0 else " to "
-        return (
-            f"{self.estimate:.{digits}f} ± {self.half_width:.{digits}f} "
-            f"({level} CI {self.low:.{digits}f}{sep}{self.high:.{digits}f}; {self.method}; {rests})"
-        )
+        head = f"{self.estimate:.{digits}f}" if self.one_sided else self.short(digits)
+        return f"{head} ({level} CI {self.low:.{digits}f}{sep}{self.high:.{digits}f}; {self.method}; {rests})"
 
     def scaled(self, factor: float) -> Interval:
         """The same interval in other units (``factor=100`` for percent)."""
@@ -119,6 +133,7 @@ def cluster_bootstrap_mean(
     seed: int = 0,
     confidence: float = 0.95,
     unit: str = "videos",
+    bounds: tuple[float, float] | None = None,
 ) -> Interval:
     """Mean of ``values`` with a percentile bootstrap interval that resamples whole clusters.
 
@@ -126,6 +141,11 @@ def cluster_bootstrap_mean(
     their items (sum of cluster sums / sum of cluster counts, so clusters of unequal size weigh by
     their items, as the point estimate does). nan values are left out before anything else. Fewer
     than two clusters give nan bounds: one cluster says nothing about between-cluster variation.
+
+    ``bounds`` (the values' range, e.g. ``(0, 100)`` for percent correct): when every item sits at
+    one end of it (0% or 100% correct) the bootstrap has no spread to resample and would claim a
+    zero-width interval; the exact binomial (Clopper-Pearson) bound is used instead, counting each
+    cluster as ONE trial (conservative: items of a video are not independent).
     """
     x = np.asarray(values, dtype=float).reshape(-1)
     codes = _cluster_codes(clusters, len(x))
@@ -139,12 +159,27 @@ def cluster_bootstrap_mean(
     estimate = float(x.mean())
     if groups < 2:
         return Interval(estimate, float("nan"), float("nan"), len(x), groups, method, confidence)
+    if bounds is not None and estimate in bounds and np.all(x == estimate):
+        return _at_bound(estimate, bounds, len(x), groups, confidence, unit)
     sums = np.bincount(codes, weights=x, minlength=groups)
     counts = np.bincount(codes, minlength=groups).astype(float)
     rng = np.random.default_rng(seed)
     boot = np.concatenate([sums[d].sum(1) / counts[d].sum(1) for d in _draw_chunks(rng, groups, resamples)])
     low, high = _percentiles(boot, confidence)
     return Interval(estimate, low, high, len(x), groups, method, confidence)
+
+
+def _at_bound(
+    estimate: float, bounds: tuple[float, float], n: int, groups: int, confidence: float, unit: str
+) -> Interval:
+    """Clopper-Pearson interval for 0 (or all) successes in ``groups`` trials, in the values' units."""
+    lowest, highest = bounds
+    reach = (highest - lowest) * float(sps.beta.ppf(confidence + (1 - confidence) / 2, 1, groups))
+    low, high = (lowest, lowest + reach) if estimate == lowest else (highest - reach, highest)
+    method = (
+        f"every item at {estimate:g}: exact binomial (Clopper-Pearson) bound, each of the {groups} {unit} one trial"
+    )
+    return Interval(estimate, low, high, n, groups, method, confidence)
 
 
 def paired_difference(

@@ -26,7 +26,7 @@ from typing import Any
 
 from loguru import logger
 
-from llamavid_eval.core.stats import Interval, cluster_bootstrap_mean
+from llamavid_eval.core.stats import PERCENT, Interval, cluster_bootstrap_mean
 
 Record = dict[str, Any]
 ItemValues = Callable[[Sequence[Record], Any], list[float | None]]
@@ -62,14 +62,18 @@ def mark_mean(records: Sequence[Record], values: Sequence[float | None]) -> floa
     return sum(present) / len(present) if present else math.nan
 
 
-def interval(records: Sequence[Record], values: Sequence[float | None]) -> Interval:
+def interval(
+    records: Sequence[Record], values: Sequence[float | None], bounds: tuple[float, float] = PERCENT
+) -> Interval:
     """The 95% cluster-bootstrap interval of the mean of ``values`` (None excluded), by video."""
     floats = [math.nan if v is None else float(v) for v in values]
     videos = [str(r.get(CLUSTER_KEY, r.get("id"))) for r in records]
-    return cluster_bootstrap_mean(floats, videos, resamples=RESAMPLES, seed=SEED, unit="videos")
+    return cluster_bootstrap_mean(floats, videos, resamples=RESAMPLES, seed=SEED, unit="videos", bounds=bounds)
 
 
-def ci_aggregations(metric: str, item_values: ItemValues) -> dict[str, Callable[..., float | int]]:
+def ci_aggregations(
+    metric: str, item_values: ItemValues, bounds: tuple[float, float] = PERCENT
+) -> dict[str, Callable[..., float | int]]:
     """The aggregations of ``<metric>_ci_low``, ``_ci_high`` and ``_n`` (names as the YAML spells them).
 
     They take ``task_config`` so that ``LocalVideoTask`` binds it (judged values need the judge
@@ -77,7 +81,7 @@ def ci_aggregations(metric: str, item_values: ItemValues) -> dict[str, Callable[
     """
 
     def compute(records: Sequence[Record], task_config: Any) -> Interval:
-        return interval(records, item_values(records, task_config))
+        return interval(records, item_values(records, task_config), bounds)
 
     def ci_low(records: Sequence[Record], task_config: Any = None) -> float:
         return compute(records, task_config).low

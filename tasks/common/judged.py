@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llamavid_eval.judges import Judgement, JudgeRequest, get_judge, resolve_settings, summarize
+from llamavid_eval.judges.parse import SCORE_RANGE
 from llamavid_eval.tasks.common.intervals import ItemValues, ci_aggregations, mark_mean, metric_records
 
 _MEMO: dict[str, list[Judgement]] = {}
@@ -91,7 +92,7 @@ def _interval_values(metric: str) -> ItemValues:
 JUDGED_METRICS = ("accuracy", "mean_score", "judge_failures")
 JUDGED_INTERVALS = {
     **ci_aggregations("accuracy", _interval_values("accuracy")),
-    **ci_aggregations("mean_score", _interval_values("mean_score")),
+    **ci_aggregations("mean_score", _interval_values("mean_score"), bounds=SCORE_RANGE),
 }
 """``accuracy_ci_low`` ... ``mean_score_n``: the task utils expose them under these names for the YAMLs."""
 JUDGED_AGGREGATIONS = (judged_accuracy, judged_mean_score, judge_failures, *JUDGED_INTERVALS.values())
