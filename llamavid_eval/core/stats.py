@@ -176,9 +176,8 @@ def _at_bound(
     lowest, highest = bounds
     reach = (highest - lowest) * float(sps.beta.ppf(confidence + (1 - confidence) / 2, 1, groups))
     low, high = (lowest, lowest + reach) if estimate == lowest else (highest - reach, highest)
-    method = (
-        f"every item at {estimate:g}: exact binomial (Clopper-Pearson) bound, each of the {groups} {unit} one trial"
-    )
+    # no counts in the text: one line under a table then serves every column that used this rule
+    method = f"every item at the same end of its range: exact binomial (Clopper-Pearson) bound, {unit} as trials"
     return Interval(estimate, low, high, n, groups, method, confidence)
 
 
