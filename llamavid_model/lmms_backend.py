@@ -87,7 +87,7 @@ class LlamaVid(lmms):
             raise ValueError(f"attn_implementation={attn_implementation!r}; choose one of {ATTENTION}")
         accelerator = Accelerator()
         if accelerator.num_processes > 1:
-            self._device = torch.device(f"cuda:{accelerator.local_process_index}")
+            self._device = accelerator.device  # cuda:<local rank>, or the CPU with ACCELERATE_USE_CPU=true
         else:
             self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._rank = accelerator.process_index
