@@ -297,13 +297,14 @@ class _StaticLoop:
         start, total = inputs.prefix_length, inputs.embeds.shape[1]
         # The cache is not cleared (the mask hides every slot not written for this batch), and the
         # shared prefix stays in place from the previous batch when it is the same one.
+        reuse = inputs.prefix is not None and inputs.prefix is self._prefix_in_cache
         for layer in self.cache.layers:
-            layer.cumulative_length.fill_(start if inputs.prefix is self._prefix_in_cache else 0)
-        if inputs.prefix is not None and inputs.prefix is not self._prefix_in_cache:
+            layer.cumulative_length.fill_(start if reuse else 0)
+        if not reuse:
             rows = inputs.rows
-            for layer, (keys, values) in enumerate(inputs.prefix):
+            for layer, (keys, values) in enumerate(inputs.prefix or ()):
                 self.cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
-            self._prefix_in_cache = inputs.prefix
+            self._prefix_in_cache = inputs.prefix  # None: this batch's own tokens now fill those slots
         valid = inputs.attention_mask.bool()
         self.mask.zero_()
         self.mask[:, 0, 0, :total] = valid

@@ -113,8 +113,13 @@ def test_a_broken_video_in_a_worker_process_is_named(loaded):
 def test_shared_prefix_cache_gives_the_full_prompt_result(loaded, beams):
     """Greedy and beam search from the cached system prompt equal running the whole prompt."""
     inputs = _inputs(loaded, _questions({}))
-    settings = {"max_new_tokens": 5, "num_beams": beams, "do_sample": False, "pad_token_id": 0,
-                "eos_token_id": loaded.tokenizer.eos_token_id}
+    settings = {
+        "max_new_tokens": 5,
+        "num_beams": beams,
+        "do_sample": False,
+        "pad_token_id": 0,
+        "eos_token_id": loaded.tokenizer.eos_token_id,
+    }
     with torch.inference_mode():
         shared = generate_eager(loaded.model, inputs, **settings)
         whole = generate_eager(loaded.model, LlmInputs(inputs.embeds, inputs.attention_mask), **settings)
@@ -151,3 +156,16 @@ def test_decoding_raises_no_library_deprecation_warning(loaded):
         generate_eager(loaded.model, inputs, **settings)
         GraphDecoder(loaded.model, batch_size=3).generate(inputs, **settings)
         prefix_kv(loaded.model, torch.tensor([[1, 5, 6]]))
+
+
+def test_static_loop_rewrites_the_prefix_after_a_batch_without_one(loaded):
+    """The cached prefix is kept between batches only while no other batch overwrote its slots."""
+    inputs = _inputs(loaded, _questions({}))
+    other = LlmInputs(inputs.embeds * 0.5, inputs.attention_mask)  # same shape, other tokens, no cached prefix
+    settings = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0, "eos_token_id": 2}
+    decoder = GraphDecoder(loaded.model, batch_size=3, bucket=8)
+    with torch.inference_mode():
+        expected = generate_eager(loaded.model, inputs, **settings)
+        runs = [decoder.generate(batch, **settings) for batch in (inputs, other, inputs, inputs)]
+    assert len(decoder._states) == 1  # one loop (cache) served all four batches
+    assert [runs[0], runs[2], runs[3]] == [[row[: row.index(2) + 1] if 2 in row else row for row in expected]] * 3
