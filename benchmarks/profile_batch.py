@@ -15,10 +15,8 @@ from pathlib import Path
 import torch
 from llamavid_eval.model.batching import plan_batches, prepare_batch
 from llamavid_eval.model.inference import LlamaVidRunner, generation_kwargs
-from llamavid_eval.model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
-from llamavid_eval.model.processing import image_processor_for, qformer_text, qformer_tokenizer_inputs
-from llamavid_eval.model.random_init import build_random
-from throughput import make_questions, write_tokenizers, write_videos
+from llamavid_eval.model.processing import qformer_text, qformer_tokenizer_inputs
+from throughput import make_questions, random_loaded, write_tokenizers, write_videos
 
 
 def kernels(name: str, fn, repeats: int = 3, rows: int = 12) -> None:
@@ -62,14 +60,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="llamavid-profile-"))
     tokenizers = write_tokenizers(work / "tokenizers")
     videos = write_videos(work, -(-args.batch_size // args.questions), args.frames)
-    model = build_random("7b", device="cuda")
-    loaded = LoadedLlamaVid(
-        model,
-        load_llm_tokenizer(tokenizers / "llm"),
-        load_qformer_tokenizer(tokenizers / "bert"),
-        image_processor_for(224),
-        work,
-    )
+    loaded = random_loaded(tokenizers, work, device="cuda")
+    model = loaded.model
     questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
     indices = plan_batches(questions, args.batch_size)[0]
     batch_questions = [questions[i] for i in indices]

@@ -23,6 +23,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,6 +84,17 @@ def write_tokenizers(folder: Path) -> Path:
     write_sentencepiece_tokenizer(folder / "llm", texts, vocab_size=1000)
     write_bert_tokenizer(folder / "bert", texts)
     return folder
+
+
+def random_loaded(tokenizers: Path, work: Path, **build: Any) -> LoadedLlamaVid:
+    """A random LLaMA-VID at 7B size (``build_random`` keywords) with the benchmark's tokenizers."""
+    return LoadedLlamaVid(
+        build_random("7b", **build),
+        load_llm_tokenizer(tokenizers / "llm"),
+        load_qformer_tokenizer(tokenizers / "bert"),
+        image_processor_for(224),
+        work,
+    )
 
 
 def make_questions(videos: list[Path], per_video: int, answer_tokens: int, shared: bool) -> list[Question]:
@@ -173,17 +185,10 @@ def main() -> None:
         try:
             if attn == "flash_attention_2":
                 import flash_attn  # noqa: F401  (optional `gpu` extra; builds only on CUDA machines)
-            model = build_random("7b", device=device, attn_implementation=attn)
+            loaded = random_loaded(tokenizers, work, device=device, attn_implementation=attn)
         except (ImportError, ValueError) as error:
             rows.append({"attn": attn, "error": f"{type(error).__name__}: {error}".splitlines()[0]})
             continue
-        loaded = LoadedLlamaVid(
-            model,
-            load_llm_tokenizer(tokenizers / "llm"),
-            load_qformer_tokenizer(tokenizers / "bert"),
-            image_processor_for(224),
-            work,
-        )
         for decode in args.decode.split(","):
             rows.append(
                 {
@@ -193,7 +198,7 @@ def main() -> None:
                     **measure(loaded, videos, args, device, compile=decode == "graph"),
                 }
             )
-        del model, loaded
+        del loaded
         torch.cuda.empty_cache()
     if args.fp32_check:
         rows.append(fp32_identity(videos, args, tokenizers, work, device))
@@ -258,14 +263,7 @@ def fp32_identity(
     whether the paths compute the same thing.
     """
     torch.backends.cuda.matmul.allow_tf32 = False
-    model = build_random("7b", device=device, dtype=torch.float32)
-    loaded = LoadedLlamaVid(
-        model,
-        load_llm_tokenizer(tokenizers / "llm"),
-        load_qformer_tokenizer(tokenizers / "bert"),
-        image_processor_for(224),
-        work,
-    )
+    loaded = random_loaded(tokenizers, work, device=device, dtype=torch.float32)
     subset = make_questions(videos[: args.baseline_videos], args.questions, args.answer_tokens, shared=True)
     single = LlamaVidRunner(loaded, batch_size=1, decode_workers=0).answer_ids(subset)
     row: dict[str, object] = {"attn": "sdpa", "decode": "fp32 check", "questions": len(subset)}
@@ -273,7 +271,7 @@ def fp32_identity(
         batched = LlamaVidRunner(loaded, batch_size=args.batch_size, compile=decode == "graph").answer_ids(subset)
         same = sum(a == b for a, b in zip(single, batched, strict=True))
         row[f"fp32_identical_ids_{decode}"] = f"{same}/{len(subset)}"
-    del model, loaded
+    del loaded
     torch.cuda.empty_cache()
     return row
 
