@@ -133,3 +133,17 @@ def test_shared_prefix_and_length_sorting_give_plain_generate_replies(tmp_path):
         expected.append(tok.decode(new[: closing[0] + 1] if closing else new, skip_special_tokens=True))
     assert [j.raw for j in out] == expected
     assert judge._prefix is not None and len(judge._prefix[0]) > 5  # the instruction was shared
+
+
+def test_out_of_memory_fails_the_chunk_and_names_the_batch_size(tmp_path, monkeypatch):
+    """A batch too large for the GPU fails its items (counted, not cached) with the option to lower."""
+    path = build(tmp_path / "forced", forced=True)
+    judge = HFJudge(path, batch_size=2, device="cpu", max_new_tokens=8, parse_retries=0)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(judge, "_generate", out_of_memory)
+    out = judge.judge_many(REQS)
+    assert all(j.failed for j in out)
+    assert all("lower LLAMAVID_JUDGE_BATCH_SIZE, now 2" in j.error for j in out)

@@ -47,7 +47,7 @@ class HFJudge(ConversationJudge):
         self,
         model: str,
         *,
-        batch_size: int = 16,
+        batch_size: int = 256,
         device: str | None = None,
         max_new_tokens: int = MAX_NEW_TOKENS,
         cache: JudgementCache | None = None,
@@ -114,8 +114,13 @@ class HFJudge(ConversationJudge):
                 for index, text in zip(chunk, texts, strict=True):
                     replies[index] = Reply(text=text)
             except Exception as err:  # e.g. out of memory: this chunk fails, the rest still runs
+                hint = (
+                    f" (lower LLAMAVID_JUDGE_BATCH_SIZE, now {self.batch_size})"
+                    if type(err).__name__ == "OutOfMemoryError"  # torch.OutOfMemoryError; torch is imported lazily here
+                    else ""
+                )
                 for index in chunk:
-                    replies[index] = Reply(error=f"generation failed: {type(err).__name__}: {err}")
+                    replies[index] = Reply(error=f"generation failed: {type(err).__name__}: {err}{hint}")
         return [reply for reply in replies if reply is not None]
 
     def _ids(self, tok: Any, messages: Messages) -> list[int]:
