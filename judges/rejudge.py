@@ -32,7 +32,8 @@ from llamavid_eval.judges.summary import summarize
 
 from llamavid_eval.core.failures import common_reason
 from llamavid_eval.core.items import VIDEO_KEY
-from llamavid_eval.core.outputs import QA_KEYS, SamplesFile, find_samples, is_qa_record, iter_samples, judge_label
+from llamavid_eval.core.outputs import SamplesFile, find_samples, is_qa_record, iter_samples, judge_label
+from llamavid_eval.core.records import QA_TEXT_KEYS
 
 log = logging.getLogger("judges")
 
@@ -61,7 +62,7 @@ def read_items(sf: SamplesFile, model_dir: str = "") -> list[Item]:
         for metric, value in sample.items():
             if not is_qa_record(value):
                 continue
-            req = JudgeRequest(*(str(value[k]) for k in QA_KEYS))
+            req = JudgeRequest(*(str(value[k]) for k in QA_TEXT_KEYS))
             ident = value.get("id", sample.get("doc_id"))
             key = (json.dumps(ident, default=str), req)
             if key not in seen:
@@ -105,7 +106,7 @@ def rejudge(
     if not everything:
         raise ValueError(
             f"no judgeable records under {source}: no metric value is a dict with "
-            f"{', '.join(QA_KEYS)} (is this a judged task?)"
+            f"{', '.join(QA_TEXT_KEYS)} (is this a judged task?)"
         )
     judgements = judge.judge_many([it.request for it in everything])  # one call: full concurrency, one cache pass
     by_item = dict(zip(map(id, everything), judgements, strict=True))

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 from llamavid_eval.results.agreement import VERDICT_LABELS, JudgePair, verdict_matrix
 from llamavid_eval.results.load import Run
-from llamavid_eval.results.samples import ucf_pairs
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from llamavid_eval.core.ucf import confusion_counts
+from llamavid_eval.core.ucf import confusion_counts, samples_pairs
 
 #: Which metric stands for "accuracy" in the accuracy-vs-fps plot, in order of preference.
 ACCURACY_METRICS = ["accuracy", "exact_match", "gpt_eval_accuracy", "acc"]
@@ -191,7 +190,7 @@ def make_all(runs: list[Run], pairs: list[JudgePair], out_dir: Path) -> list[tup
     for run in runs:
         if run.kind == "measured" and "ucf_crime" in run.samples and run.samples["ucf_crime"] not in seen:
             seen.add(run.samples["ucf_crime"])
-            pairs_ = ucf_pairs(run.samples["ucf_crime"])
+            pairs_ = samples_pairs(run.samples["ucf_crime"])
             if pairs_:
                 stamp = run.samples["ucf_crime"].name.split("_samples_")[0]  # the run that logged these samples
                 name = f"{run.checkpoint} fps={fps_text(run.fps)} {stamp}"

@@ -10,20 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.outputs import iter_samples, judged_records, metric_records
+from llamavid_eval.core.outputs import iter_samples, judged_records
 
 _PEEK_LINES = 50
-
-
-def ucf_pairs(path: Path) -> list[tuple[str, str]]:
-    """(gold, pred) class pairs of a ``ucf_crime`` samples file, one per item."""
-    pairs = []
-    for sample in iter_samples(path):
-        for record in metric_records(sample).values():
-            if "gold" in record and "pred" in record:
-                pairs.append((str(record["gold"]), str(record["pred"])))
-                break
-    return pairs
 
 
 def judgements(path: Path, task: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from llamavid_eval.core.records import QA_TEXT_KEYS
+
 RESULTS_NEW = re.compile(r"^(?P<ts>.+)_results\.json$")
 RESULTS_OLD = re.compile(r"^results_(?P<ts>.+)\.json$")
 SAMPLES_NEW = re.compile(r"^(?P<ts>\d{8}_\d{6})_samples_(?P<task>.+)\.jsonl$")
@@ -50,7 +52,6 @@ HARNESS_KEYS = frozenset(
         "input_media",
     }
 )
-QA_KEYS = ("question", "answer", "prediction")
 #: A metric's interval as our tasks write it into results.json: ``<metric>_ci_low`` etc.
 CI_PARTS = ("ci_low", "ci_high", "n")
 _NON_METRIC = {"alias", "samples", " ", ""}
@@ -243,7 +244,7 @@ def metric_records(sample: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def is_qa_record(value: Any) -> bool:
     """A record a judge can (re-)judge: question, answer and prediction as text or numbers."""
     return isinstance(value, dict) and all(
-        isinstance(value.get(k), (str, int, float)) and not isinstance(value.get(k), bool) for k in QA_KEYS
+        isinstance(value.get(k), (str, int, float)) and not isinstance(value.get(k), bool) for k in QA_TEXT_KEYS
     )
 
 

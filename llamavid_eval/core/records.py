@@ -12,8 +12,11 @@ from typing import Any
 IMAGE_PLACEHOLDER = "<image>"
 """Where the frames go in a training prompt (the model splices the visual tokens in its place)."""
 
-QA_RECORD_KEYS = ("id", "question", "answer", "prediction")
-"""An open-ended item as logged by judged tasks: what a judge reads and the re-judge command re-reads."""
+QA_TEXT_KEYS = ("question", "answer", "prediction")
+"""What a judge reads of an open-ended item (and the re-judge command re-reads from logged samples)."""
+
+QA_RECORD_KEYS = ("id", *QA_TEXT_KEYS)
+"""An open-ended item as logged by judged tasks."""
 
 CLASSIFICATION_RECORD_KEYS = ("id", "gold", "pred", "prediction")
 """A multiple-choice item (UCF-Crime): gold and mapped predicted class, and the raw prediction."""

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
+
+from llamavid_eval.core.outputs import iter_samples, metric_records
 
 ANOMALY_CLASSES = (
     "Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting",
@@ -46,3 +49,14 @@ def confusion_counts(pairs: Iterable[tuple[str, str]]) -> tuple[list[str], list[
     for gold, pred in pairs:
         counts[gold_labels.index(gold)][pred_labels.index(pred)] += 1
     return gold_labels, pred_labels, counts
+
+
+def samples_pairs(path: Path) -> list[tuple[str, str]]:
+    """(gold, predicted) class pairs of a ``ucf_crime`` samples file, one per item."""
+    pairs = []
+    for sample in iter_samples(path):
+        for record in metric_records(sample).values():
+            if "gold" in record and "pred" in record:
+                pairs.append((str(record["gold"]), str(record["pred"])))
+                break
+    return pairs

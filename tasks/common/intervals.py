@@ -26,6 +26,7 @@ from typing import Any
 
 from loguru import logger
 
+from llamavid_eval.core.outputs import CI_PARTS
 from llamavid_eval.core.stats import PERCENT, Interval, cluster_bootstrap_mean
 
 Record = dict[str, Any]
@@ -36,7 +37,6 @@ CLUSTER_KEY = "video"
 SCORE_KEY = "item_value"
 RESAMPLES = 2000
 SEED = 0
-CI_PARTS = ("ci_low", "ci_high", "n")
 
 
 def metric_records(record: Record, video: str, metrics: Iterable[str]) -> dict[str, Record]:

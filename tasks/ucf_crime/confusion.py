@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.ucf import CLASSES, UNMAPPED, confusion_counts
+from llamavid_eval.core.ucf import CLASSES, UNMAPPED, confusion_counts, samples_pairs
 
 CONFUSION_DIR_ENV = "LLAMAVID_CONFUSION_DIR"
 COLUMNS = (*CLASSES, UNMAPPED)
@@ -73,8 +73,7 @@ def write(records: Sequence[Mapping[str, Any]], task: str, cli_args: Any) -> Pat
 
 def records_from_samples(path: Path) -> list[Mapping[str, Any]]:
     """The ``{"gold", "pred"}`` records of an lmms-eval samples JSONL of the ``ucf_crime`` task."""
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line)["accuracy"] for line in handle if line.strip()]
+    return [{"gold": gold, "pred": pred} for gold, pred in samples_pairs(path)]
 
 
 if __name__ == "__main__":
