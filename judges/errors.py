@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -25,13 +26,14 @@ class Kind(str, Enum):
     MODEL = "model"  # the model is not served: permanent
     AUTH = "auth"  # key missing or rejected: permanent
     FORBIDDEN = "forbidden"  # key accepted, request not allowed: permanent
+    QUOTA = "quota"  # the account's quota is used up (OpenAI's 429 insufficient_quota): permanent
     BAD_REQUEST = "bad_request"  # this request is refused (e.g. too long): permanent for the item
     CONNECTION = "connection"  # nothing answered: transient, but a down server trips the breaker
     TRANSIENT = "transient"  # timeout, 429, genuine 5xx: retry with backoff
 
     @property
     def permanent(self) -> bool:
-        return self in (Kind.MODEL, Kind.AUTH, Kind.FORBIDDEN, Kind.BAD_REQUEST)
+        return self in (Kind.MODEL, Kind.AUTH, Kind.FORBIDDEN, Kind.QUOTA, Kind.BAD_REQUEST)
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,22 @@ _MODEL_WORDS = re.compile(
     r"not available|not loaded|is not supported))|(unknown|invalid|no such) model",
     re.IGNORECASE | re.DOTALL,
 )
-_RETRY_STATUS = {408, 409, 425, 429}
+# Statuses that mean "not now" whatever the words say ("model is loading, retry", "guided decoding
+# backend busy"). 500 is not among them: llama-cpp-python rejects a response_format with a 500.
+_RETRY_STATUS = {408, 409, 425, 429, 502, 503, 504}
+_QUOTA_WORDS = re.compile(r"insufficient_quota|exceeded your current quota", re.IGNORECASE)
+Redact = Callable[[str], str]
 
 
-def server_message(err: BaseException) -> str:
-    """The server's own words: ``error.message``, FastAPI's ``detail`` or the raw body; else the exception text."""
+def _keep(text: str) -> str:
+    return text
+
+
+def server_message(err: BaseException, redact: Redact = _keep) -> str:
+    """The server's own words: ``error.message``, FastAPI's ``detail`` or the raw body; else the exception text.
+
+    ``redact`` masks secrets BEFORE the message is cut to :data:`MESSAGE_LIMIT`: a key straddling the
+    cut would otherwise survive in part, no longer matching the string the caller masks."""
     body = getattr(err, "body", None)
     text = _message_from_body(body) if body is not None else ""
     if not text:
@@ -70,7 +83,7 @@ def server_message(err: BaseException) -> str:
     if not text:
         text = str(err)
         text = re.sub(r"^Error code: \d+\s*-?\s*", "", text)
-    return " ".join(text.split())[:MESSAGE_LIMIT]
+    return redact(" ".join(text.split()))[:MESSAGE_LIMIT]
 
 
 def _message_from_body(body: object) -> str:
@@ -95,19 +108,27 @@ def _message_from_body(body: object) -> str:
     return json.dumps(body, default=str)
 
 
-def classify(err: BaseException, *, sent_format: bool = True) -> ErrorInfo:
-    """Classify ``err`` from the ``openai`` client; ``sent_format`` says whether a response_format was sent."""
+def classify(err: BaseException, *, sent_format: bool = True, redact: Redact = _keep) -> ErrorInfo:
+    """Classify ``err`` from the ``openai`` client; ``sent_format`` says whether a response_format was sent.
+
+    ``redact`` masks secrets in the reason before it is truncated (see :func:`server_message`)."""
     if isinstance(err, openai.APITimeoutError):
         return ErrorInfo(Kind.TRANSIENT, None, "timed out waiting for the judge server")
     if isinstance(err, openai.APIConnectionError):
         cause = err.__cause__ or err.__context__
         detail = f" ({type(cause).__name__}: {cause})" if cause else ""
-        return ErrorInfo(Kind.CONNECTION, None, f"could not connect to the judge server{detail}"[:MESSAGE_LIMIT])
+        return ErrorInfo(
+            Kind.CONNECTION, None, redact(f"could not connect to the judge server{detail}")[:MESSAGE_LIMIT]
+        )
     if not isinstance(err, openai.APIStatusError):
-        return ErrorInfo(Kind.TRANSIENT, None, f"{type(err).__name__}: {err}"[:MESSAGE_LIMIT])
+        return ErrorInfo(Kind.TRANSIENT, None, redact(f"{type(err).__name__}: {err}")[:MESSAGE_LIMIT])
     status = err.status_code
-    message = server_message(err)
+    message = server_message(err, redact)
     reason = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    if _QUOTA_WORDS.search(message):
+        return ErrorInfo(Kind.QUOTA, status, reason)
+    if status in _RETRY_STATUS:
+        return ErrorInfo(Kind.TRANSIENT, status, reason)
     if sent_format and _FORMAT_WORDS.search(message):
         return ErrorInfo(Kind.FORMAT, status, reason)
     if status == 401:
@@ -116,6 +137,6 @@ def classify(err: BaseException, *, sent_format: bool = True) -> ErrorInfo:
         return ErrorInfo(Kind.FORBIDDEN, status, reason)
     if status == 404 or (status < 500 and _MODEL_WORDS.search(message)):
         return ErrorInfo(Kind.MODEL, status, reason)
-    if status in _RETRY_STATUS or status >= 500:
+    if status >= 500:
         return ErrorInfo(Kind.TRANSIENT, status, reason)
     return ErrorInfo(Kind.BAD_REQUEST, status, reason)

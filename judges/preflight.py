@@ -101,10 +101,13 @@ def _served_models(judge: OpenAICompatibleJudge, settings: JudgeSettings, timeou
     try:
         models = tuple(judge.served_models(timeout))
     except openai.APIError as err:
-        info = classify(err, sent_format=False)
-        if info.kind in (Kind.CONNECTION, Kind.AUTH, Kind.FORBIDDEN, Kind.TRANSIENT):
+        info = classify(err, sent_format=False, redact=judge.redact)
+        if info.kind in (Kind.CONNECTION, Kind.AUTH, Kind.FORBIDDEN, Kind.QUOTA, Kind.TRANSIENT):
             raise JudgeUnavailable(_message(settings, judge.redact(info.reason), None)) from None
-        return None  # no usable model list (404, 405, an odd body): the tiny judgement decides
+        return None  # no usable model list (404, 405): the tiny judgement decides
+    except (TypeError, AttributeError, ValueError) as err:  # a body that is not OpenAI's model list
+        log.info("judge %s: GET /models gave no usable list (%s); the tiny judgement decides", judge.name, err)
+        return None
     if judge.model not in models:
         log.warning(
             "judge %s: the server does not list model %r (it lists %s); trying it anyway",
@@ -126,7 +129,7 @@ def _find_format(
         try:
             text = judge.probe(messages, fmt, timeout)
         except openai.APIError as err:
-            info = classify(err, sent_format=fmt != "none")
+            info = classify(err, sent_format=fmt != "none", redact=judge.redact)
             if info.kind in (Kind.FORMAT, Kind.BAD_REQUEST) and fmt != formats[-1]:
                 tried.append(f"{fmt} rejected ({judge.redact(info.reason)})")
                 continue

@@ -9,6 +9,7 @@ llama-cpp-python from source takes ~9 minutes on 2 cores; ``transformers serve``
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -202,3 +203,57 @@ def test_429s_shrink_the_concurrency_and_everything_still_completes():
         out = judge.judge_many([JudgeRequest(f"q{i}", "a", "p") for i in range(100)])
     assert all(not j.failed for j in out) and state["served"] == 100
     assert judge.limit.limit < 32  # halved on 429 (and growing back by ~1 per round of successes)
+
+
+def test_a_key_in_a_long_server_message_is_masked_before_the_message_is_cut(caplog):
+    """The key straddles the 400-character cut: masking after cutting would leave its first part."""
+    key = "sk-test-SECRET123"
+    with FakeChatServer(lambda call: error(401, "x" * 383 + " " + key)) as server:
+        judge = LocalJudge("judge", api_key=key, base_url=server.url, breaker_threshold=1, max_retries=0)
+        out = judge.judge_many(REQS[:3])
+    texts = [j.error for j in out] + [caplog.text]
+    assert all("sk-test" not in text for text in texts)
+    assert "***" in out[0].error
+
+
+def test_a_persistently_failing_server_trips_the_breaker_after_retries():
+    """502s that outlast every item's retries count towards the breaker: the batch stops."""
+    with FakeChatServer(lambda call: error(502, "Bad Gateway")) as server:
+        out = local(server.url, concurrency=1, max_retries=1, breaker_threshold=3, response_format="none").judge_many(
+            REQS
+        )
+    assert len(server.calls) == 6  # 3 items x 2 tries, then nothing more is sent
+    assert all(j.failed for j in out)
+    assert sum("not sent: judge stopped after 3 consecutive transient failures" in j.error for j in out) == 27
+
+
+def test_quota_exhausted_is_permanent_and_not_retried():
+    quota = "You exceeded your current quota, please check your plan and billing details."
+    with FakeChatServer(lambda call: error(429, quota)) as server:
+        out = local(server.url, max_retries=5).judge_many(REQS[:1])
+    assert len(server.calls) == 1 and out[0].metadata["error_kind"] == "quota" and quota in out[0].error
+
+
+def test_busy_status_with_format_words_is_retried_not_a_format_fallback():
+    """A 503 whose message mentions guided decoding is 'not now', not 'this format is refused'."""
+    answers = iter([error(503, "guided decoding backend busy, retry"), reply('{"pred": "yes", "score": 5}')])
+    with FakeChatServer(lambda call: next(answers)) as server:
+        out = local(server.url, max_retries=2, response_format="json_schema").judge_many(REQS[:1])
+    assert not out[0].failed and out[0].metadata["response_format_sent"] == "json_schema"
+    assert [c.body["response_format"]["type"] for c in server.calls] == ["json_schema", "json_schema"]
+
+
+@pytest.mark.parametrize("body", [[], {"data": None}, {"models": ["judge"]}, {"data": [{"name": "judge"}]}])
+def test_an_odd_model_list_leaves_the_decision_to_the_tiny_judgement(body):
+    class OddModels(FakeChatServer):
+        def _list_models(self, handler) -> None:
+            data = json.dumps(body).encode()
+            handler.send_response(200)
+            handler.send_header("content-type", "application/json")
+            handler.send_header("content-length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+
+    with OddModels(lambda call: reply('{"pred": "yes", "score": 5}')) as server:
+        report = preflight(settings(server.url))
+    assert report.response_format == "json_schema" and report.served_models in (None, ())

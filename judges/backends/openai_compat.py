@@ -153,7 +153,10 @@ class OpenAICompatibleJudge(ConversationJudge):
     def served_models(self, timeout: float) -> list[str]:
         """The model ids of ``GET /models``, asked once without retries (raises ``openai.APIError``)."""
         page = self._client.with_options(timeout=timeout, max_retries=0).models.list()
-        return [m.id for m in page.data]
+        data = getattr(page, "data", None)
+        if not isinstance(data, list):
+            raise ValueError("GET /models answered without a list of models")
+        return [m.id for m in data if isinstance(getattr(m, "id", None), str)]
 
     def probe(self, messages: Messages, fmt: str, timeout: float) -> str:
         """One request without retries or fallback - the preflight's tool (raises ``openai.APIError``)."""
@@ -200,6 +203,9 @@ class OpenAICompatibleJudge(ConversationJudge):
                 self._sleep(retries, err, reason)
                 retries += 1
                 continue
+            # an item that exhausted its retries on timeouts/429/5xx counts towards the breaker too:
+            # a hung or persistently failing server must stop the batch, not cost every item its retries
+            self.breaker.failed(info.kind.value, reason, self.name)
             return Reply(error=f"gave up after {retries + 1} tries: {reason}", metadata=meta)
         self.breaker.succeeded()
         if level > self._level:
@@ -214,7 +220,7 @@ class OpenAICompatibleJudge(ConversationJudge):
             try:
                 text = self._ask(messages, fmt)
             except openai.APIError as err:
-                info = classify(err, sent_format=RESPONSE_FORMATS[fmt] is not None)
+                info = classify(err, sent_format=RESPONSE_FORMATS[fmt] is not None, redact=self.redact)
                 if info.kind is Kind.TRANSIENT:  # 429, 5xx or a timeout: the server has more than it can take
                     self.limit.overloaded(started)
                 return None, info, err
