@@ -13,6 +13,7 @@ and the items the judges disagree on most. Rendering (Markdown, HTML, plots) is
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -206,7 +207,11 @@ def _ranking(task: str, judges: list[str], per_judge: list[dict[str, Any]], runs
         for p in per_judge
         if p["task"] == task
     }
-    present = [r for r in runs if any((j, r) in acc for j in judges)] if len(runs) > 1 else []
+    # a run is ranked only where every judge has its accuracy: a judge that failed all of a run's
+    # items has no number for it (nan would sort arbitrarily and Kendall's tau would drop it silently)
+    ranked = [r for r in runs if all(math.isfinite(acc.get((j, r), math.nan)) for j in judges)]
+    unranked = [r for r in runs if r not in ranked and any((j, r) in acc for j in judges)]
+    present = ranked if len(runs) > 1 else []
     order = {j: sorted(present, key=lambda r, j=j: -acc.get((j, r), float("-inf"))) for j in judges}
     taus = []
     for a, b in itertools.combinations(judges, 2):
@@ -234,6 +239,7 @@ def _ranking(task: str, judges: list[str], per_judge: list[dict[str, Any]], runs
         "accuracy": scores,
         "same_order": same if present else None,
         "tau": taus,
+        "unranked": unranked,
     }
 
 

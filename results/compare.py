@@ -11,6 +11,7 @@ silently. A judge failure leaves its item out of that run's metric and out of th
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,9 @@ def compare_runs(
     b, notes_b = load_side(path_b, task or a.samples_file.task, metric or a.items.metric)
     if a.samples_file.task != b.samples_file.task:
         raise ValueError(f"the runs are of different tasks: A {a.samples_file.task}, B {b.samples_file.task}")
-    by_a = {it.key: it for it in a.items.items}
-    by_b = {it.key: it for it in b.items.items}
+    duplicates = {k for side in (a, b) for k, n in Counter(it.key for it in side.items.items).items() if n > 1}
+    by_a = {it.key: it for it in a.items.items if it.key not in duplicates}
+    by_b = {it.key: it for it in b.items.items if it.key not in duplicates}
     common = [k for k in by_a if k in by_b]
     differ = [k for k in common if _content(by_a[k]) != _content(by_b[k])]
     matched = [k for k in common if k not in differ]
@@ -94,17 +96,21 @@ def compare_runs(
         "only_in_a": [k for k in by_a if k not in by_b],
         "only_in_b": [k for k in by_b if k not in by_a],
         "different_content": differ,
+        "duplicate_ids": sorted(duplicates),  # a doc_id logged twice in a run cannot be paired: listed, not used
         "clustered": clustered,
         "notes": notes_a + notes_b,
     }
-    difference = paired_difference(va, vb, clusters) if usable else None
-    report["difference"] = difference.to_dict() if difference else None
     binary = a.items.binary and b.items.binary
+    bounds = (-100.0, 100.0) if binary else None
+    difference = paired_difference(va, vb, clusters, bounds=bounds) if usable else None
+    report["difference"] = difference.to_dict() if difference else None
+    mcnemar_p = None
     if binary and usable:
         only_a = sum(x > y for x, y in zip(va, vb, strict=True))
         only_b = sum(y > x for x, y in zip(va, vb, strict=True))
-        report["mcnemar"] = {"only_a": only_a, "only_b": only_b, "p": mcnemar_exact(only_a, only_b)}
-    report["verdict"] = verdict(difference, unit="points" if binary else "")
+        mcnemar_p = mcnemar_exact(only_a, only_b)
+        report["mcnemar"] = {"only_a": only_a, "only_b": only_b, "p": mcnemar_p}
+    report["verdict"] = verdict(difference, unit="points" if binary else "", mcnemar_p=mcnemar_p)
     return report
 
 
@@ -122,18 +128,30 @@ def _side_summary(side: Side) -> dict[str, Any]:
     }
 
 
-def verdict(difference: Interval | None, unit: str = "points") -> str:
-    """Plain words: "B is higher by 3.1 points, 95% CI 1.2-5.0", or "no detectable difference (...)"."""
+def _bound(value: float) -> str:
+    """One decimal, two when one would round a small non-zero bound to 0.0 (it would read as touching 0)."""
+    return f"{value:.2f}" if 0 < abs(value) < 0.95 else f"{value:.1f}"
+
+
+def verdict(difference: Interval | None, unit: str = "points", mcnemar_p: float | None = None) -> str:
+    """Plain words: "B is higher by 3.1 points, 95% CI 1.2-5.0", or "no detectable difference (...)".
+
+    For yes/no metrics a difference is called only when the interval excludes 0 AND the exact McNemar
+    test agrees (p < 1 - confidence): with few discordant items the percentile bootstrap is optimistic.
+    """
     if difference is None or not (math.isfinite(difference.low) and math.isfinite(difference.high)):
         return "no verdict: too few paired items for an interval"
     suffix = f" {unit}" if unit else ""
     level = f"{difference.confidence * 100:g}% CI"
-    span = f"{difference.low:.1f} to {difference.high:.1f}"
-    if difference.low > 0 or difference.high < 0:
+    span = f"{_bound(difference.low)} to {_bound(difference.high)}"
+    excludes_zero = difference.low > 0 or difference.high < 0
+    mcnemar_agrees = mcnemar_p is None or mcnemar_p < 1 - difference.confidence
+    if excludes_zero and mcnemar_agrees:
         word = "higher" if difference.estimate > 0 else "lower"
         low, high = sorted((abs(difference.low), abs(difference.high)))
-        return f"B is {word} by {abs(difference.estimate):.1f}{suffix}, {level} {low:.1f}-{high:.1f}"
-    return f"no detectable difference (B - A = {difference.estimate:+.1f}{suffix}, {level} {span})"
+        return f"B is {word} by {abs(difference.estimate):.1f}{suffix}, {level} {_bound(low)}-{_bound(high)}"
+    test = f"; exact McNemar p = {mcnemar_p:.3g}" if excludes_zero else ""  # why the interval alone is not enough
+    return f"no detectable difference (B - A = {difference.estimate:+.1f}{suffix}, {level} {span}{test})"
 
 
 def failure_rate(report: dict[str, Any]) -> tuple[int, int]:
@@ -171,6 +189,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         ("only_in_a", "only in A"),
         ("only_in_b", "only in B"),
         ("different_content", "same doc_id, different question/answer (not paired)"),
+        ("duplicate_ids", "logged more than once in a run (not paired)"),
     ):
         ids = report[key]
         if ids:

@@ -88,6 +88,8 @@ def _ranking_lines(report: dict[str, Any]) -> list[str]:
         for t in r["tau"]:
             text = t["note"] if t["tau"] is None else f"tau = {t['tau']:.2f} (p = {t['p']:.3g})"
             lines.append(f"  - {t['a']} vs {t['b']}: {text}")
+        if r.get("unranked"):
+            lines.append(f"  - not ranked (a judge has no accuracy for them: all failed): {', '.join(r['unranked'])}")
     return lines
 
 

@@ -97,3 +97,21 @@ def test_task_written_item_values_are_taken_at_their_word():
     items = metric_items(samples, "msvd_qa", "accuracy")
     assert [(it.key, it.value) for it in items.items] == [("0", 100.0), ("1", None), ("2", 0.0)]
     assert items.failures == 1 and items.clustered and [it.cluster for it in items.valid] == ["a.mp4", "b.mp4"]
+
+
+def test_a_subset_metric_skips_other_classes_without_calling_them_judge_failures():
+    """acc_arson covers Arson videos only: the others are not failures, and a Normal video predicted
+    as Arson is not an Arson item (the prediction never decides membership)."""
+    from llamavid_eval.core.items import metric_items
+
+    marked = [
+        {"doc_id": 0, "acc_arson": {"gold": "Arson", "pred": "Arson", "item_value": 100.0, "video": "v0"}},
+        {"doc_id": 1, "acc_arson": {"gold": "Normal", "pred": "Arson", "video": "v1"}},
+        {"doc_id": 2, "acc_arson": {"gold": "Abuse", "pred": "Abuse", "video": "v2"}},
+    ]
+    items = metric_items(marked, "ucf_crime", "acc_arson")
+    assert (len(items.items), items.failures, items.mean()) == (1, 0, 100.0)
+    unmarked = [{k: ({kk: vv for kk, vv in v.items() if kk != "item_value"} if isinstance(v, dict) else v)
+                 for k, v in s.items()} for s in marked]  # fmt: skip
+    items = metric_items(unmarked, "ucf_crime", "acc_arson")
+    assert [it.key for it in items.items] == ["0"] and items.failures == 0

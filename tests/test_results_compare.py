@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from llamavid_eval.results import compare
 from llamavid_eval.results.__main__ import main
 from llamavid_eval.results.compare import compare_runs, verdict
 
+from llamavid_eval.core import stats
 from llamavid_eval.core.stats import Interval
 
 
@@ -162,3 +164,23 @@ def test_compare_two_real_runs(two_runs: tuple[Path, Path], capsys: pytest.Captu
     assert main(["compare", str(a), str(b), "--max-failure-rate", "0.5"]) == 0
     printed = capsys.readouterr().out
     assert "1 item(s) only in A" in printed and "exact McNemar: only A right 0, only B right 2" in printed
+
+
+def test_a_difference_mcnemar_does_not_support_is_not_called():
+    """4 discordant items, all for B: the bootstrap interval excludes 0, the exact test (p = 0.125) does not."""
+    difference = stats.paired_difference([0.0] * 10, [100.0] * 4 + [0.0] * 6, bounds=(-100.0, 100.0))
+    assert difference.low > 0
+    text = compare.verdict(difference, mcnemar_p=stats.mcnemar_exact(0, 4))
+    assert text.startswith("no detectable difference (B - A = +40.0 points") and text.endswith(
+        "exact McNemar p = 0.125)"
+    )
+    assert compare.verdict(difference).startswith("B is higher by 40.0 points")  # not a yes/no metric: interval alone
+
+
+def test_a_doc_id_logged_twice_is_listed_not_paired(tmp_path):
+    a = write_samples(tmp_path / "a" / "20250101_000000_samples_msvd_qa.jsonl", [True, False, True, True])
+    b = write_samples(tmp_path / "b" / "20250102_000000_samples_msvd_qa.jsonl", [True, True, True, True])
+    lines = a.read_text().splitlines()
+    a.write_text("\n".join([*lines, lines[1]]) + "\n")  # doc 1 logged twice in run A
+    report = compare_runs(a, b)
+    assert report["duplicate_ids"] == ["1"] and report["matched"] == 3 and "1" not in report["only_in_b"]

@@ -83,7 +83,12 @@ def _subset_word(metric: str) -> tuple[str, str | None]:
 
 
 def _in_subset(record: dict[str, Any], word: str | None) -> bool:
-    return word is None or any(isinstance(v, str) and v.casefold() == word for v in record.values())
+    """Whether the item belongs to a subset metric's class or type (``acc_arson``: gold class Arson);
+    what the model predicted never decides it."""
+    if word is None:
+        return True
+    fields = {k: v for k, v in record.items() if k not in ("pred", "prediction")}
+    return any(isinstance(v, str) and v.casefold() == word for v in fields.values())
 
 
 def _side(cls: Any) -> bool | None:
@@ -135,8 +140,9 @@ def metric_items(samples: Iterable[dict[str, Any]], task: str, metric: str) -> M
     for position, (sample, record) in enumerate(records):
         if marked:  # the task wrote each item's value itself: no derivation, no subset rule
             value = record.get(ITEM_VALUE_KEY) if isinstance(record, dict) else None
-            if value is None and not (isinstance(record, dict) and judgement_failed(normalize_judgement(record))):
-                continue  # an item this metric does not cover (e.g. another class)
+            flat = normalize_judgement(record) if isinstance(record, dict) else {}
+            if value is None and not (is_judgement(flat) and judgement_failed(flat)):
+                continue  # an item this metric does not cover (e.g. another class): not a judge failure
         else:
             applies, value = record_value(record, name)
             if not applies:

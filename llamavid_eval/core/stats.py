@@ -190,11 +190,14 @@ def paired_difference(
     seed: int = 0,
     confidence: float = 0.95,
     unit: str = "videos",
+    bounds: tuple[float, float] | None = None,
 ) -> Interval:
     """mean(b - a) over items matched by position, with a cluster-bootstrap interval.
 
     Pairing removes the between-item variation both runs share, so this interval is much narrower
     than comparing two separate intervals. An item missing in either run is left out of both.
+    ``bounds``: the range of a difference (e.g. ``(-100, 100)`` for percent correct), see
+    :func:`cluster_bootstrap_mean`.
     """
     a = np.asarray(a, dtype=float).reshape(-1)
     b = np.asarray(b, dtype=float).reshape(-1)
@@ -202,7 +205,9 @@ def paired_difference(
         raise ValueError(
             f"paired_difference needs matched items: a has {len(a)}, b has {len(b)}; match them by id first"
         )
-    return cluster_bootstrap_mean(b - a, clusters, resamples=resamples, seed=seed, confidence=confidence, unit=unit)
+    return cluster_bootstrap_mean(
+        b - a, clusters, resamples=resamples, seed=seed, confidence=confidence, unit=unit, bounds=bounds
+    )
 
 
 def _cluster_ranges(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
