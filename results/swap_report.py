@@ -17,6 +17,8 @@ import numpy as np
 from llamavid_eval.results.html import data_uri
 from llamavid_eval.results.plots import new_figure, save, slug
 
+from llamavid_eval.core.stats import Interval
+
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
@@ -29,10 +31,8 @@ def _ci(iv: dict[str, Any] | None, digits: int = 1) -> str:
     low, high = iv["low"], iv["high"]
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{iv['estimate']:.{digits}f} (no interval, n={iv['n']})"
-    one_sided = high > low and iv["estimate"] in (low, high)
-    head = (
-        f"{iv['estimate']:.{digits}f}" if one_sided else f"{iv['estimate']:.{digits}f} ± {iv['half_width']:.{digits}f}"
-    )
+    interval = Interval(**{k: iv[k] for k in ("estimate", "low", "high", "n", "clusters", "method")})
+    head = f"{iv['estimate']:.{digits}f}" if interval.lopsided else interval.short(digits)
     return f"{head} ({low:.{digits}f} to {high:.{digits}f}, n={iv['n']})"
 
 

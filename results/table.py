@@ -266,8 +266,8 @@ def format_interval(value: object, interval: Interval | None) -> str:
 def interval_notes(board: Leaderboard) -> list[str]:
     """The lines under every table: what ``±`` means, how each interval was made, why reported rows have none."""
     lines = [
-        "± = half-width of the 95% confidence interval; the interval rests on the items that were judged "
-        "(judge failures excluded)."
+        "± = half-width of the 95% confidence interval, or the interval itself in brackets where it is "
+        "lopsided (near 0% or 100%); it rests on the items that were judged (judge failures excluded)."
     ]
     lines += [f"Interval method: {m}." for m in intervals_mod.methods(board.runs)]
     if any(run.kind == "reported" for run in board.runs):

@@ -174,3 +174,10 @@ def test_all_items_at_a_bound_get_the_clopper_pearson_bound_over_clusters():
     # without bounds (or away from them) the bootstrap is used as before
     assert stats.cluster_bootstrap_mean([0.0] * 90, videos).high == 0.0
     assert stats.cluster_bootstrap_mean([0.0, 100.0] * 45, bounds=(0.0, 100.0)).short(1).startswith("50.0 ± ")
+
+
+def test_lopsided_intervals_are_shown_as_ranges_not_plus_minus():
+    """5.6 with 95% CI 0.0-16.7 written as 5.6 ± 8.3 would claim values below 0."""
+    assert stats.Interval(5.56, 0.0, 16.67, 18, 9, "m").short(2) == "5.56 (0.00-16.67)"
+    assert stats.Interval(69.7, 68.9, 70.5, 13157, 1970, "m").short(1) == "69.7 ± 0.8"
+    assert stats.Interval(60.0, 52.3, 67.7, 90, 60, "m").short(1) == "60.0 ± 7.7"

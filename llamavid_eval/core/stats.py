@@ -41,15 +41,17 @@ class Interval:
         return (self.high - self.low) / 2
 
     @property
-    def one_sided(self) -> bool:
-        """The estimate sits at one end of a non-empty interval (e.g. 0% correct): ``±`` would mislead."""
-        return self.high > self.low and self.estimate in (self.low, self.high)
+    def lopsided(self) -> bool:
+        """``±`` would mislead: the estimate sits at an end of the interval (e.g. 0% correct) or one
+        side is more than 1.5 times the other (small samples near a bound)."""
+        below, above = self.estimate - self.low, self.high - self.estimate
+        return self.high > self.low and (min(below, above) <= 0 or max(below, above) > 1.5 * min(below, above))
 
     def short(self, digits: int = 1) -> str:
-        """``69.7 ± 0.8``, or ``0.0 (0.0-6.0)`` when the interval is one-sided."""
+        """``69.7 ± 0.8``, or ``5.6 (0.0-16.7)`` when the interval is lopsided around the estimate."""
         if not (np.isfinite(self.low) and np.isfinite(self.high)):
             return f"{self.estimate:.{digits}f}"
-        if self.one_sided:
+        if self.lopsided:
             sep = "-" if self.low >= 0 else " to "
             return f"{self.estimate:.{digits}f} ({self.low:.{digits}f}{sep}{self.high:.{digits}f})"
         return f"{self.estimate:.{digits}f} ± {self.half_width:.{digits}f}"
@@ -61,7 +63,7 @@ class Interval:
         if not (np.isfinite(self.low) and np.isfinite(self.high)):
             return f"{self.estimate:.{digits}f} (no {level} CI; {self.method}; {rests})"
         sep = "-" if self.low >= 0 else " to "
-        head = f"{self.estimate:.{digits}f}" if self.one_sided else self.short(digits)
+        head = f"{self.estimate:.{digits}f}" if self.lopsided else self.short(digits)
         return f"{head} ({level} CI {self.low:.{digits}f}{sep}{self.high:.{digits}f}; {self.method}; {rests})"
 
     def scaled(self, factor: float) -> Interval:
