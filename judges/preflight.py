@@ -81,7 +81,8 @@ def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> 
     try:
         judge = build_judge(settings, env)
     except ValueError as err:
-        raise JudgeUnavailable(_message(settings, str(err), None)) from None
+        kind = Kind.AUTH if "key" in str(err).lower() else None  # e.g. no OPENAI_API_KEY
+        raise JudgeUnavailable(_message(settings, str(err), None, kind)) from None
     assert isinstance(judge, OpenAICompatibleJudge)
     try:
         timeout = min(judge.timeout, TIMEOUT)
@@ -103,7 +104,7 @@ def _served_models(judge: OpenAICompatibleJudge, settings: JudgeSettings, timeou
     except openai.APIError as err:
         info = classify(err, sent_format=False, redact=judge.redact)
         if info.kind in (Kind.CONNECTION, Kind.AUTH, Kind.FORBIDDEN, Kind.QUOTA, Kind.TRANSIENT):
-            raise JudgeUnavailable(_message(settings, judge.redact(info.reason), None)) from None
+            raise JudgeUnavailable(_message(settings, judge.redact(info.reason), None, info.kind)) from None
         return None  # no usable model list (404, 405): the tiny judgement decides
     except (TypeError, AttributeError, ValueError) as err:  # a body that is not OpenAI's model list
         log.info("judge %s: GET /models gave no usable list (%s); the tiny judgement decides", judge.name, err)
@@ -133,7 +134,7 @@ def _find_format(
             if info.kind in (Kind.FORMAT, Kind.BAD_REQUEST) and fmt != formats[-1]:
                 tried.append(f"{fmt} rejected ({judge.redact(info.reason)})")
                 continue
-            raise JudgeUnavailable(_message(settings, judge.redact(info.reason), served)) from None
+            raise JudgeUnavailable(_message(settings, judge.redact(info.reason), served, info.kind)) from None
         text = judge.redact(text)
         try:
             parse_reply(text)
@@ -144,7 +145,7 @@ def _find_format(
             return "none", f"the server ignores response_format: {fmt} was sent and a non-JSON reply came back"
         return fmt, ("; ".join(tried) or None)
     reason = "no response format gave a verdict that parses: " + "; ".join(tried)
-    raise JudgeUnavailable(_message(settings, reason, served))
+    raise JudgeUnavailable(_message(settings, reason, served, Kind.FORMAT))
 
 
 def _listing(models: tuple[str, ...], limit: int = 20) -> str:
@@ -154,18 +155,29 @@ def _listing(models: tuple[str, ...], limit: int = 20) -> str:
     return ", ".join(models[:limit]) + more
 
 
-def _message(settings: JudgeSettings, reason: str, served: tuple[str, ...] | None) -> str:
+_FIRST_FIX = {  # what to try first, by what went wrong; the ways around the judge follow in every case
+    Kind.CONNECTION: "start the judge server or point LLAMAVID_JUDGE_BASE_URL (--base-url) at it",
+    Kind.TRANSIENT: "check that the judge server is up and not overloaded (it did not answer in time)",
+    Kind.AUTH: "set the key: OPENAI_API_KEY for openai, LLAMAVID_JUDGE_API_KEY for a local server",
+    Kind.FORBIDDEN: "use a key or account that may call this model",
+    Kind.QUOTA: "add quota to the account, or use another key",
+    Kind.MODEL: "pick a model the server serves with LLAMAVID_JUDGE_MODEL (--judge-model)",
+    Kind.FORMAT: "pick a model whose replies follow the judge prompt (LLAMAVID_JUDGE_MODEL / --judge-model)",
+}
+
+
+def _message(settings: JudgeSettings, reason: str, served: tuple[str, ...] | None, kind: Kind | None = None) -> str:
     """One message: which judge, the server's reason, what it serves, and how to go on."""
     url = safe_url(settings.base_url) or "https://api.openai.com/v1"
     lines = [f"The judge cannot work: backend {settings.backend!r}, URL {url}, model {settings.model!r}: {reason}"]
     if served is not None:
         lines.append(f"The server serves: {_listing(served)}.")
     others = ", ".join(b for b in BACKENDS if b != settings.backend)
+    first = _FIRST_FIX.get(kind, "start the judge server or point LLAMAVID_JUDGE_BASE_URL at it")  # type: ignore[arg-type]
     lines.append(
-        "Fix: start the judge server or point LLAMAVID_JUDGE_BASE_URL at it; pick a served model with "
-        f"LLAMAVID_JUDGE_MODEL=...; or another judge with LLAMAVID_JUDGE=... ({others}) and calibrate the "
-        "replacement with `llamavid judge swap`; or skip this check with LLAMAVID_JUDGE_PREFLIGHT=0 and judge "
-        "later with `llamavid judge rejudge`."
+        f"Fix: {first}; or another judge with LLAMAVID_JUDGE=... ({others}) and calibrate the replacement with "
+        "`llamavid judge swap`; or, in an lmms-eval run, skip this check with LLAMAVID_JUDGE_PREFLIGHT=0 and "
+        "judge later with `llamavid judge rejudge`."
     )
     if str(settings.model).startswith("gpt-3.5-turbo"):
         lines.append(_PAPER_JUDGE_NOTE)

@@ -257,3 +257,13 @@ def test_an_odd_model_list_leaves_the_decision_to_the_tiny_judgement(body):
     with OddModels(lambda call: reply('{"pred": "yes", "score": 5}')) as server:
         report = preflight(settings(server.url))
     assert report.response_format == "json_schema" and report.served_models in (None, ())
+
+
+def test_a_rejected_key_says_which_variable_to_set_and_no_url_shows_a_key():
+    url_key = "sk-test-INURL456"
+    with FakeChatServer(lambda call: error(401, "Invalid API key")) as server:
+        with pytest.raises(JudgeUnavailable) as caught:
+            preflight(settings(f"{server.url}?api_key={url_key}"))
+    message = str(caught.value)
+    assert "OPENAI_API_KEY" in message and "LLAMAVID_JUDGE_API_KEY" in message and "HTTP 401" in message
+    assert url_key not in message and "api_key=***" in message

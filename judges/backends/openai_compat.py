@@ -64,15 +64,18 @@ log = logging.getLogger("judges")
 
 
 def safe_url(url: str | None) -> str | None:
-    """``url`` without user:password, so a base URL can be logged and written to result files."""
+    """``url`` without user:password and with query values masked (``?api_key=...`` is a credential on
+    some gateways), so a base URL can be logged and written to result files."""
     if not url:
         return url
     parts = urlsplit(url)
     if parts.username or parts.password:
         host = parts.hostname or ""
         netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+        parts = parts._replace(netloc=netloc)
+    if parts.query:
+        parts = parts._replace(query="&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&")))
+    return urlunsplit(parts)
 
 
 class OpenAICompatibleJudge(ConversationJudge):
@@ -118,7 +121,9 @@ class OpenAICompatibleJudge(ConversationJudge):
         self._lock = threading.Lock()
         self.limit = AdaptiveLimit(concurrency)  # shared: the bound holds across concurrent judge_many calls
         self.breaker = CircuitBreaker(breaker_threshold)
-        self._secrets = Secrets(s for s in (api_key, urlsplit(base_url or "").password) if s and len(s) >= 6)
+        url = urlsplit(base_url or "")
+        query_values = [pair.split("=", 1)[-1] for pair in url.query.split("&") if "=" in pair]
+        self._secrets = Secrets(s for s in (api_key, url.password, *query_values) if s and len(s) >= 6)
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
 
     def __repr__(self) -> str:
