@@ -86,9 +86,13 @@ def cmd_table(args: argparse.Namespace) -> int:
             print(f"error: {exc.args[0]}", file=sys.stderr)
             return 2
     _write(board, args)
-    return _failure_status(
+    status = _failure_status(
         *table.judge_failures(board), args.max_failure_rate, "see the judge_failures column (--detail)"
     )
+    if problems:  # the table shows what could be read, but a named input it could not read is a failure
+        print(f"error: {len(problems)} input problem(s), left out of the table: {problems[0]}", file=sys.stderr)
+        return 1
+    return status
 
 
 def _write(board: table.Leaderboard, args: argparse.Namespace) -> None:

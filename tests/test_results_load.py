@@ -229,3 +229,13 @@ def test_task_written_interval_and_clustered_stderr_without_samples(tmp_path: Pa
     accuracy, score = run.intervals["msvd_qa"]["accuracy"], run.intervals["msvd_qa"]["mean_score"]
     assert (accuracy.low, accuracy.high, accuracy.n) == (55.0, 66.0, 120) and "written by the task" in accuracy.method
     assert score.half_width == pytest.approx(1.959964 * 0.2) and "clustered stderr" in score.method
+
+
+def test_a_named_input_that_cannot_be_read_fails_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The readable runs are still tabulated, but the exit status and the last line say what was left out."""
+    write_run(tmp_path / "good", "20250101_100000", {"msvd_qa": msvd(50.0)})
+    missing = tmp_path / "nope"
+    assert main(["table", str(tmp_path / "good"), str(missing), "--out", str(tmp_path / "o"), "--no-plots"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: 1 input problem(s), left out of the table:") and str(missing) in last
+    assert (tmp_path / "o" / "leaderboard.md").is_file()
