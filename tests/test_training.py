@@ -99,6 +99,11 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
         None, ["train_data=x.json", "learning_rate=1e-4", "max_frames=null", "train_visual=[projector]"]
     )
     assert (config.learning_rate, config.max_frames, config.train_visual) == (1e-4, None, ["projector"])
+    with pytest.raises(ConfigError, match=r"recipe .*nope.yaml not found; the shipped recipes are in .*recipes"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "broken.yaml").write_text("train_data: [x.json\n")
+    with pytest.raises(ConfigError, match="broken.yaml is not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
 
 
 def test_one_dtype_table_for_config_merge_and_backend():

@@ -138,7 +138,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     """Recipe YAML (optional) + overrides -> validated config; unknown keys and wrong types raise."""
     values: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not Path(path).is_file():
+            shipped = Path(__file__).resolve().parent / "recipes"
+            raise ConfigError(f"recipe {path} not found; the shipped recipes are in {shipped}")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of keys to values")
         values.update(_checked(loaded, source=str(path)))
