@@ -290,3 +290,17 @@ def test_unexpected_prepare_errors_keep_the_traceback_and_end_with_the_reason(tm
     assert main(["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--root", str(tmp_path / "root")]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and last_line(err) == "error: llamavid prepare: unexpected KeyError: 'index bug'"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100], ids=["empty", "garbage"])
+def test_an_unreadable_video_is_skipped_and_reported_at_prepare_time(tmp_path, capsys, content):
+    """Found here, not when lmms-eval reaches the video mid-run (it would stop the run and exit 0)."""
+    qa, videos = video_qa_raw(tmp_path / "raw")
+    (videos / "vid2.avi").write_bytes(content)  # records 2 and 3 ask about vid2
+    root = tmp_path / "root"
+    assert main(["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--root", str(root)]) == 0
+    assert [r["id"] for r in read_jsonl(root / "msvd_qa" / "test.jsonl")] == ["0", "1"]
+    report = json.loads((root / "msvd_qa" / "prepare_report_test.json").read_text())
+    unreadable = [row for row in report["skipped_rows"] if row["reason"].startswith("unreadable video:")]
+    assert len(unreadable) == 2 and "vid2.avi" in unreadable[0]["reason"]
+    assert "unreadable video" in capsys.readouterr().out

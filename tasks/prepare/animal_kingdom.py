@@ -94,6 +94,10 @@ def prepare(
                     str(source), f"video code {code}", "video not found", {"code": code, "searched": str(videos)}
                 )
                 continue
+            problem = linker.problem(index[code])
+            if problem:
+                report.skip(str(source), f"video code {code}", problem, {"code": code})
+                continue
             records.append(
                 {"id": code, "video": linker.place(index[code]), "question": QUESTION, "answer": " ".join(sentences)}
             )

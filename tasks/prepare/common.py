@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.model.video import VideoDecodeError, count_frames
+
+from llamavid_eval.core.exits import one_line
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 
 
@@ -100,6 +104,20 @@ class VideoLinker:
     def __init__(self, root: Path, family: str, copy: bool) -> None:
         self.root, self.family, self.copy = root, family, copy
         (root / family / "videos").mkdir(parents=True, exist_ok=True)
+        self._problems: dict[Path, str | None] = {}
+
+    def problem(self, source: Path) -> str | None:
+        """Why ``source`` cannot be evaluated (empty, damaged, no frames), or None.
+
+        Found here, from the container's header (no decoding), rather than when lmms-eval reaches the
+        video hours into a run and stops it. Each file is probed once."""
+        if source not in self._problems:
+            try:
+                count_frames(source)
+                self._problems[source] = None
+            except (VideoDecodeError, OSError) as error:
+                self._problems[source] = f"unreadable video: {one_line(error)}"
+        return self._problems[source]
 
     def place(self, source: Path) -> str:
         relative = Path(self.family) / "videos" / source.name

@@ -58,6 +58,10 @@ def prepare_split(
         if name not in index:
             report.skip(str(listing), number, "video not found", {"file": name})
             continue
+        problem = linker.problem(index[name])
+        if problem:
+            report.skip(str(listing), number, problem, {"file": name})
+            continue
         records.append(
             {"id": Path(name).stem, "video": linker.place(index[name]), "label": cls, "is_anomaly": cls != NORMAL}
         )

@@ -78,6 +78,10 @@ def prepare(
         if video_id not in index:
             report.skip(str(qa), f"record {number}", "video not found", {"video_id": video_id, "searched": str(videos)})
             continue
+        problem = linker.problem(index[video_id])
+        if problem:
+            report.skip(str(qa), f"record {number}", problem, {"video_id": video_id})
+            continue
         if video_id not in placed:
             placed[video_id] = linker.place(index[video_id])
         records.append(
