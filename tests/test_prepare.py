@@ -304,3 +304,22 @@ def test_an_unreadable_video_is_skipped_and_reported_at_prepare_time(tmp_path, c
     unreadable = [row for row in report["skipped_rows"] if row["reason"].startswith("unreadable video:")]
     assert len(unreadable) == 2 and "vid2.avi" in unreadable[0]["reason"]
     assert "unreadable video" in capsys.readouterr().out
+
+
+def test_duplicates_and_null_answers_are_bad_rows_not_counted_twice(tmp_path, capsys):
+    qa, videos = video_qa_raw(tmp_path / "raw")
+    rows = json.loads(qa.read_text())
+    rows += [dict(rows[0]), {**rows[1], "id": 9, "answer": None}]  # id 0 again; a null answer
+    qa.write_text(json.dumps(rows))
+    root = tmp_path / "root"
+    assert main(["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--root", str(root), "--skip-bad-rows"]) == 0
+    assert [r["id"] for r in read_jsonl(root / "msvd_qa" / "test.jsonl")] == ["0", "1", "2", "3"]
+    reasons = [
+        row["reason"] for row in json.loads((root / "msvd_qa" / "prepare_report_test.json").read_text())["skipped_rows"]
+    ]
+    assert any("id 0 already used" in r for r in reasons) and "record has empty answer" in reasons
+    ucf = ucf_raw(tmp_path / "ucf")
+    listing = ucf / "Anomaly_Detection_splits" / "Anomaly_Test.txt"
+    listing.write_text(listing.read_text() + listing.read_text().splitlines()[0] + "\n")
+    assert main(["ucf_crime", "--videos", str(ucf / "Videos"), "--test-list", str(listing), "--root", str(root)]) == 1
+    assert "is listed twice" in last_line(capsys.readouterr().err)

@@ -28,7 +28,7 @@ LIST_FIX = "Lines must start with a video file name such as Abuse028_x264.mp4 or
 
 def read_list(path: Path, report: SplitReport, skip_bad_rows: bool) -> list[tuple[int, str, str]]:
     """``(line number, file name, class)`` for each entry of a split list or the temporal annotation file."""
-    entries = []
+    entries, seen = [], set()
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -45,6 +45,12 @@ def read_list(path: Path, report: SplitReport, skip_bad_rows: bool) -> list[tupl
                 line,
             )
             continue
+        if name in seen:
+            bad_row(
+                report, skip_bad_rows, path, number, f"{name} is listed twice (it would count twice)", LIST_FIX, line
+            )
+            continue
+        seen.add(name)
         entries.append((number, name, cls))
     return entries
 

@@ -45,7 +45,7 @@ def row_problem(row: Any) -> str | None:
     missing = [k for k in REQUIRED_KEYS if k not in row]
     if missing:
         return f"record lacks {', '.join(missing)}"
-    empty = [k for k in ("video_id", "question", "answer") if not str(row[k]).strip()]
+    empty = [k for k in ("video_id", "question", "answer") if row[k] is None or not str(row[k]).strip()]
     return f"record has empty {', '.join(empty)}" if empty else None
 
 
@@ -60,9 +60,11 @@ def prepare(
         f"Pass the folder holding the {family} videos (named <video_id>.mp4/.avi/...) with --videos.",
     )
     index, linker, report = index_videos(videos), VideoLinker(root, family, copy), SplitReport(family, split)
-    records, placed = [], {}
+    records, placed, seen_ids = [], {}, set()
     for number, row in enumerate(rows):
         problem = row_problem(row)
+        if not problem and str(row["id"]) in seen_ids:
+            problem = f"id {row['id']!r} already used by an earlier record (a duplicate would count twice)"
         if problem:
             bad_row(
                 report,
@@ -84,6 +86,7 @@ def prepare(
             continue
         if video_id not in placed:
             placed[video_id] = linker.place(index[video_id])
+        seen_ids.add(str(row["id"]))
         records.append(
             {
                 "id": str(row["id"]),
