@@ -64,6 +64,11 @@ class Run:
     intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)  # task -> metric -> 95% CI
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def partial(self) -> bool:
+        """Some task ran on fewer docs than it has (lmms-eval's ``--limit``)."""
+        return any(n is not None and total and n < total for n, total in self.n_samples.values())
+
     def config_key(self) -> tuple:
         """Runs with the same key are repeats of one configuration; the judge is per task, see table.merge_latest."""
         return (

@@ -53,7 +53,8 @@ def column_name(task: str, metric: str) -> str:
 
 
 def merge_latest(runs: list[Run]) -> list[Run]:
-    """Collapse repeats of one configuration: per task, the newest run that has the task wins.
+    """Collapse repeats of one configuration: per task, the newest run that has the task wins, except
+    that a complete run wins over a newer partial one (``--limit``: a smoke test must not replace it).
 
     Per task rather than per run, so that evaluating a second task later does not hide the first.
     The judge is per task too: one row per judge used in the configuration, and tasks that need no
@@ -88,7 +89,8 @@ def _merge_one(members: list[Run], judge: str) -> Run:
         }
     )
     used = []
-    for run in reversed(members):
+    # newest first, complete runs before partial ones (the sort is stable)
+    for run in sorted(reversed(members), key=lambda r: r.partial):
         fresh = [t for t in run.metrics if t not in out.metrics and run.task_judges.get(t, "") in ("", judge)]
         for task in fresh:
             out.metrics[task] = run.metrics[task]

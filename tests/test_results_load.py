@@ -239,3 +239,11 @@ def test_a_named_input_that_cannot_be_read_fails_the_command(tmp_path: Path, cap
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: 1 input problem(s), left out of the table:") and str(missing) in last
     assert (tmp_path / "o" / "leaderboard.md").is_file()
+
+
+def test_a_newer_partial_run_does_not_replace_a_complete_one(tmp_path: Path) -> None:
+    """A --limit smoke test after the full run must not become the configuration's number."""
+    write_run(tmp_path, "20250101_100000", {"msvd_qa": msvd(50.0)}, extra={"n-samples": {"msvd_qa": {"original": 10, "effective": 10}}})
+    write_run(tmp_path, "20250102_100000", {"msvd_qa": msvd(90.0)}, extra={"n-samples": {"msvd_qa": {"original": 10, "effective": 3}}})
+    frame = table.build(load_runs([tmp_path])[0], reference_mode="none").frame
+    assert list(frame["msvd_qa/accuracy"]) == [50.0]
