@@ -111,9 +111,12 @@ def _accuracy_metric(metrics: dict[str, float | None]) -> str | None:
     return next((m for m in metrics if "acc" in m), None)
 
 
-def fps_points(runs: list[Run]) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """task -> series label -> sorted (fps, accuracy) points; runs without fps or value are skipped."""
-    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+Point = tuple[float, float, float | None, float | None]  # fps, value, 95% CI low, high (None: no interval)
+
+
+def fps_points(runs: list[Run]) -> dict[str, dict[str, list[Point]]]:
+    """task -> series label -> points sorted by fps; runs without fps or value are skipped."""
+    out: dict[str, dict[str, list[Point]]] = {}
     for run in runs:
         if run.fps is None:
             continue
@@ -127,13 +130,19 @@ def fps_points(runs: list[Run]) -> dict[str, dict[str, list[tuple[float, float]]
                 + (f" [{judge}]" if judge else "")
                 + (" (reported)" if run.kind == "reported" else "")
             )
-            out.setdefault(f"{task}/{metric}", {}).setdefault(label, []).append((run.fps, float(metrics[metric])))
+            interval = run.intervals.get(task, {}).get(metric)
+            low, high = (
+                (interval.low, interval.high) if interval and math.isfinite(interval.half_width) else (None, None)
+            )
+            point = (run.fps, float(metrics[metric]), low, high)
+            out.setdefault(f"{task}/{metric}", {}).setdefault(label, []).append(point)
     # a set: an unjudged task is repeated in each judge's row of its configuration
     return {task: {k: sorted(set(v)) for k, v in series.items()} for task, series in sorted(out.items())}
 
 
 def accuracy_vs_fps(runs: list[Run], stem: Path) -> list[Path]:
-    """One panel per task; reported numbers dashed with hollow markers. Empty list when no run has fps."""
+    """One panel per task, error bars = 95% intervals; reported numbers (no interval) dashed with hollow
+    markers. Empty list when no run has fps."""
     data = fps_points(runs)
     if not data:
         return []
@@ -143,11 +152,15 @@ def accuracy_vs_fps(runs: list[Run], stem: Path) -> list[Path]:
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (column, series) in zip(axes, data.items(), strict=False):
         for label, points in series.items():
-            xs, ys = zip(*points, strict=True)
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            below = [y - p[2] if p[2] is not None else 0.0 for y, p in zip(ys, points, strict=True)]
+            above = [p[3] - y if p[3] is not None else 0.0 for y, p in zip(ys, points, strict=True)]
             reported = label.endswith("(reported)")
-            ax.plot(
+            ax.errorbar(
                 xs,
                 ys,
+                yerr=[below, above],
+                capsize=3,
                 linestyle="--" if reported else "-",
                 marker="o",
                 markerfacecolor="none" if reported else None,
@@ -155,7 +168,7 @@ def accuracy_vs_fps(runs: list[Run], stem: Path) -> list[Path]:
             )
         ax.set_title(column)
         ax.set_xlabel("frames per second")
-        ax.set_ylabel(column.split("/")[1])
+        ax.set_ylabel(f"{column.split('/')[1]} (bars: 95% CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     for ax in axes[len(data) :]:
