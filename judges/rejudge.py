@@ -34,6 +34,7 @@ from llamavid_eval.core.failures import common_reason
 from llamavid_eval.core.items import VIDEO_KEY
 from llamavid_eval.core.outputs import SamplesFile, find_samples, is_qa_record, iter_samples, judge_label
 from llamavid_eval.core.records import QA_TEXT_KEYS
+from llamavid_eval.core.stats import PERCENT, Interval, cluster_bootstrap_mean
 
 log = logging.getLogger("judges")
 
@@ -125,7 +126,10 @@ def rejudge(
         for it in items:
             per_task[it.task].append(by_item[id(it)])
         summary = {
-            "results": {task: summarize(js) for task, js in per_task.items()},
+            "results": {
+                task: {**summarize(js), "accuracy_ci": accuracy_interval([i for i in items if i.task == task], js)}
+                for task, js in per_task.items()
+            },
             "original_results": _original_results(folder, date_id, list(per_task)),
             "rejudge": {
                 "judge": judge.name,
@@ -189,24 +193,45 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     tmp.replace(path)  # readers never see half a file
 
 
+def accuracy_interval(items: list[Item], judgements: list[Judgement]) -> dict[str, Any]:
+    """95% cluster-bootstrap interval (by video where the records name one) of the % judged a match."""
+    pairs = [(it, j) for it, j in zip(items, judgements, strict=True) if not j.failed]
+    clusters = [it.video or f"doc:{it.doc_id}" for it, _ in pairs]
+    values = [100.0 * bool(j.verdict) for _, j in pairs]
+    return cluster_bootstrap_mean(values, clusters, bounds=PERCENT).to_dict()
+
+
 def format_overview(overview: dict[str, Any]) -> str:
     """A Markdown table of the re-judged metrics."""
     lines = [
         f"Judge: {overview['judge']}",
         "",
-        "| run | task | n | accuracy | mean score | failures |",
+        "| run | task | n | accuracy (95% CI) | mean score | failures |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for run in overview["runs"]:
         name = "/".join(p for p in (run["rejudge"]["model_dir"], run["rejudge"]["date_id"]) if p) or "."
         for task, m in run["results"].items():
             lines.append(
-                f"| {name} | {task} | {m['n']} | {_fmt(m['accuracy'], 2)} | {_fmt(m['mean_score'], 3)} | "
-                f"{m['failures']} |"
+                f"| {name} | {task} | {m['n']} | {_accuracy_text(m)} | {_fmt(m['mean_score'], 3)} | {m['failures']} |"
             )
     lines.append("")
+    methods = {
+        run_m["accuracy_ci"]["method"]
+        for run in overview["runs"]
+        for run_m in run["results"].values()
+        if run_m.get("accuracy_ci")
+    }
+    lines += [f"Interval: {method}." for method in sorted(methods)]
     lines += [f"wrote {run['summary']}\nwrote {run['items']}" for run in overview["runs"]]
     return "\n".join(lines)
+
+
+def _accuracy_text(metrics: dict[str, Any]) -> str:
+    ci = metrics.get("accuracy_ci")
+    if metrics["accuracy"] is None or not ci:
+        return _fmt(metrics["accuracy"], 2)
+    return Interval(**{k: ci[k] for k in ("estimate", "low", "high", "n", "clusters", "method")}).short(2)
 
 
 def _fmt(value: float | None, digits: int) -> str:

@@ -58,11 +58,19 @@ def output_dir(tmp_path) -> Path:
     return out
 
 
+
+def without_ci(results: dict) -> dict:
+    """Per-task summaries without their interval (checked on its own where it matters)."""
+    return {task: {k: v for k, v in m.items() if k != "accuracy_ci"} for task, m in results.items()}
+
 def test_rejudge_folder_with_several_tasks_and_runs(output_dir, capsys):
     assert main(["rejudge", str(output_dir), "--judge", "exact"]) == 0
     model = output_dir / "org__llama-vid-7b"
     summary = json.loads((model / "20250101_120000_rejudge_exact-match_summary.json").read_text())
-    assert summary["results"] == {
+    ci = summary["results"]["msvd_qa"]["accuracy_ci"]
+    assert ci["estimate"] == pytest.approx(200 / 3) and ci["n"] == 3 and ci["confidence"] == 0.95
+    assert ci["low"] <= ci["estimate"] <= ci["high"] and "bootstrap" in ci["method"]
+    assert without_ci(summary["results"]) == {
         "msvd_qa": {"n": 3, "accuracy": pytest.approx(200 / 3), "mean_score": pytest.approx(10 / 3), "failures": 0,
                     "judge": "exact-match"},
         "msrvtt_qa": {"n": 2, "accuracy": 50.0, "mean_score": 2.5, "failures": 0, "judge": "exact-match"},
@@ -80,7 +88,8 @@ def test_rejudge_folder_with_several_tasks_and_runs(output_dir, capsys):
     loose = json.loads((output_dir / "20250103_000000_rejudge_exact-match_summary.json").read_text())
     assert loose["results"]["msvd_qa"]["accuracy"] == 0.0 and loose["rejudge"]["model_dir"] == ""
     printed = capsys.readouterr().out
-    assert "| org__llama-vid-7b/20250101_120000 | msvd_qa | 3 | 66.67 | 3.333 | 0 |" in printed
+    assert "| org__llama-vid-7b/20250101_120000 | msvd_qa | 3 | 66.67 (0.00-100.00) | 3.333 | 0 |" in printed
+    assert "Interval: cluster bootstrap (percentile)" in printed
     # re-running ignores its own outputs and rewrites the same numbers
     assert main(["rejudge", str(output_dir), "--judge", "exact"]) == 0
     again = json.loads((model / "20250101_120000_rejudge_exact-match_summary.json").read_text())
@@ -98,7 +107,7 @@ def test_rejudge_one_file_to_out_with_a_local_judge(output_dir, tmp_path, capsys
                    "--out", str(tmp_path / "re2")])
         assert rc == 0 and len(server.calls) == 3  # second run: all from the cache
     summary = json.loads((tmp_path / "re" / "20250102_130000_rejudge_local-llama3_summary.json").read_text())
-    assert summary["results"]["msvd_qa"] == {"n": 3, "accuracy": pytest.approx(200 / 3),
+    assert without_ci(summary["results"])["msvd_qa"] == {"n": 3, "accuracy": pytest.approx(200 / 3),
                                              "mean_score": pytest.approx(11 / 3), "failures": 0, "judge": "local:llama3"}
     assert summary["rejudge"]["settings"]["base_url"] == server.url
     rows = (tmp_path / "re2" / "20250102_130000_rejudge_local-llama3_items.jsonl").read_text().splitlines()
@@ -122,7 +131,7 @@ def test_rejudge_counts_failures_in_the_results(output_dir, tmp_path, monkeypatc
     last = capsys.readouterr().err.strip().splitlines()
     assert any(line.startswith("error: 4 of 4 judgements failed") and "down" in line for line in last)
     summary = json.loads(next((tmp_path / "re").rglob("20250101_120000_*_summary.json")).read_text())
-    assert summary["results"] == {"msrvtt_qa": {"n": 2, "accuracy": None, "mean_score": None, "failures": 2,
+    assert without_ci(summary["results"]) == {"msrvtt_qa": {"n": 2, "accuracy": None, "mean_score": None, "failures": 2,
                                                 "judge": "local:meta-llama/Meta-Llama-3-8B-Instruct"}}
 
 
@@ -255,5 +264,5 @@ def test_rejudge_a_genuine_lmms_eval_output(genuine_output, tmp_path):
         assert exact["results"][task]["n"] == 3
     llm = json.loads((tmp_path / "llm" / "org__scripted-video-model" /
                       "20250101_120000_rejudge_local-meta-llama-Meta-Llama-3-8B-Instruct_summary.json").read_text())
-    assert llm["results"]["demo_qa"] == {"n": 3, "accuracy": pytest.approx(200 / 3), "mean_score": pytest.approx(11 / 3),
+    assert without_ci(llm["results"])["demo_qa"] == {"n": 3, "accuracy": pytest.approx(200 / 3), "mean_score": pytest.approx(11 / 3),
                                          "failures": 0, "judge": "local:meta-llama/Meta-Llama-3-8B-Instruct"}
