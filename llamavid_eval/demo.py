@@ -55,6 +55,14 @@ def evaluate(
         raise DemoError(f"lmms-eval failed for {name} (exit status {result.returncode}); the end of its log is above")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (0 videos or epochs would fail later, less clearly)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 when every step ran, 1 with ``error: <reason>`` as the last line when one failed."""
     args = build_parser().parse_args(argv)
@@ -65,11 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llamavid demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=Path("llamavid-demo"))
-    parser.add_argument("--train", type=int, default=400, help="training videos")
-    parser.add_argument("--test", type=int, default=100, help="test videos")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--train", type=positive_int, default=400, help="training videos")
+    parser.add_argument("--test", type=positive_int, default=100, help="test videos")
+    parser.add_argument("--epochs", type=positive_int, default=10)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test questions")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test questions")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 

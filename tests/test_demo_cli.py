@@ -32,3 +32,11 @@ def test_an_evaluation_that_lmms_eval_logs_as_failed_is_a_failure(tmp_path, monk
     with pytest.raises(demo.DemoError, match="lmms-eval failed for zero-shot \\(exit status 0\\)"):
         demo.evaluate("zero-shot", Path("ckpt"), Path("bert"), 1.0, tmp_path, {}, None)
     assert "Error during evaluation: no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--train", "--test", "--epochs"])
+def test_zero_videos_or_epochs_is_a_usage_error(option, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        demo.main([option, "0"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"argument {option}: must be at least 1, got 0")
