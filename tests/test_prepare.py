@@ -323,3 +323,17 @@ def test_duplicates_and_null_answers_are_bad_rows_not_counted_twice(tmp_path, ca
     listing.write_text(listing.read_text() + listing.read_text().splitlines()[0] + "\n")
     assert main(["ucf_crime", "--videos", str(ucf / "Videos"), "--test-list", str(listing), "--root", str(root)]) == 1
     assert "is listed twice" in last_line(capsys.readouterr().err)
+
+
+def test_animal_kingdom_code_with_a_skipped_segment_is_dropped_whole(tmp_path):
+    """Keeping AAA1 with one of its two sentences would judge against half a reference."""
+    annotations, videos = animal_kingdom_raw(tmp_path / "raw")
+    lines = AK_TEST.splitlines()  # AAA1 has two segments, lines 1 and 3; line 1 loses its times
+    (annotations / "test.txt").write_text("\n".join(["AAA1 oops##The bird is flying.", *lines[1:]]) + "\n")
+    args = ["animal_kingdom", "--annotations", str(annotations), "--videos", str(videos), "--root", str(tmp_path)]
+    assert main([*args, "--skip-bad-rows"]) == 0
+    assert [r["id"] for r in read_jsonl(tmp_path / "animal_kingdom" / "test.jsonl")] == ["AAA2"]
+    report = json.loads((tmp_path / "animal_kingdom" / "prepare_report_test.json").read_text())
+    assert any(
+        row["reason"].startswith("reference incomplete: its segment on line 1") for row in report["skipped_rows"]
+    )

@@ -44,8 +44,12 @@ def to_sentence(raw: str) -> str:
 
 
 def read_segments(path: Path, report: SplitReport, skip_bad_rows: bool) -> dict[str, list[str]]:
-    """Video code -> its sentences, both in file order."""
+    """Video code -> its sentences, both in file order.
+
+    With ``--skip-bad-rows`` a code one of whose segment lines was bad is dropped whole: the joined
+    reference would silently miss that animal's action."""
     by_code: dict[str, list[str]] = {}
+    broken: dict[str, int] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -64,8 +68,12 @@ def read_segments(path: Path, report: SplitReport, skip_bad_rows: bool) -> dict[
                 LINE_FIX,
                 line,
             )
+            broken.setdefault(line.split()[0], number)
             continue
         by_code.setdefault(match["code"], []).append(to_sentence(match["sentence"]))
+    for code, number in broken.items():
+        if by_code.pop(code, None) is not None:
+            report.skip(str(path), f"video code {code}", f"reference incomplete: its segment on line {number} was bad")
     return by_code
 
 
