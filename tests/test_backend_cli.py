@@ -72,8 +72,24 @@ def test_lmms_eval_cli_runs_llamavid_on_a_video_task(tiny_release, tiny_task, tm
         f"pretrained={tiny_release.checkpoint},qformer_tokenizer={tiny_release.bert_tokenizer},"
         "dtype=fp32,fps=1,compile=True"  # on the CPU: the static-cache decoder without CUDA graphs
     )
-    command = [lmms_eval_cli(), "--model", "llamavid", "--model_args", args, "--tasks", "tiny_video_qa", "--batch_size", "2",
-               "--include_path", str(tiny_task), "--limit", "2", "--output_path", str(out), "--log_samples"]
+    command = [
+        lmms_eval_cli(),
+        "--model",
+        "llamavid",
+        "--model_args",
+        args,
+        "--tasks",
+        "tiny_video_qa",
+        "--batch_size",
+        "2",
+        "--include_path",
+        str(tiny_task),
+        "--limit",
+        "2",
+        "--output_path",
+        str(out),
+        "--log_samples",
+    ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=600)
     log = run.stdout[-4000:] + run.stderr[-4000:]
     assert run.returncode == 0 and "Error during evaluation" not in run.stdout + run.stderr, log

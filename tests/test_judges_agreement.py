@@ -29,18 +29,34 @@ B_S = [5, 4, 3, 4, 2, 3, 3, 1, 1, 0]
 
 
 def row(i, verdict, score, judge, failed=False):
-    return {"task": "msvd_qa", "doc_id": i, "id": f"v{i}", "question": f"q{i}", "answer": f"a{i}",
-            "prediction": f"p{i}", "verdict": None if failed else bool(verdict), "score": None if failed else score,
-            "failed": failed, "error": "HTTP 500" if failed else None, "judge": judge}
+    return {
+        "task": "msvd_qa",
+        "doc_id": i,
+        "id": f"v{i}",
+        "question": f"q{i}",
+        "answer": f"a{i}",
+        "prediction": f"p{i}",
+        "verdict": None if failed else bool(verdict),
+        "score": None if failed else score,
+        "failed": failed,
+        "error": "HTTP 500" if failed else None,
+        "judge": judge,
+    }
 
 
 def judged_sets():
     a = [row(i, v, s, "openai:gpt-3.5-turbo") for i, (v, s) in enumerate(zip(A_V, A_S, strict=True))]
     b = [row(i, v, s, "local:llama3") for i, (v, s) in enumerate(zip(B_V, B_S, strict=True))]
-    a += [row(10, None, None, "openai:gpt-3.5-turbo", failed=True), row(11, 0, 1, "openai:gpt-3.5-turbo"),
-          row(12, 1, 5, "openai:gpt-3.5-turbo")]
-    b += [row(10, 1, 4, "local:llama3"), row(11, None, None, "local:llama3", failed=True),
-          row(13, 1, 5, "local:llama3")]
+    a += [
+        row(10, None, None, "openai:gpt-3.5-turbo", failed=True),
+        row(11, 0, 1, "openai:gpt-3.5-turbo"),
+        row(12, 1, 5, "openai:gpt-3.5-turbo"),
+    ]
+    b += [
+        row(10, 1, 4, "local:llama3"),
+        row(11, None, None, "local:llama3", failed=True),
+        row(13, 1, 5, "local:llama3"),
+    ]
     return a, b
 
 
@@ -120,18 +136,38 @@ def test_agree_on_two_rejudge_output_folders(tmp_path, capsys):
 
     samples = tmp_path / "run" / "m"
     samples.mkdir(parents=True)
-    lines = [{"doc_id": i, "acc": {"id": i, "question": "q", "answer": ans, "prediction": pred}}
-             for i, (ans, pred) in enumerate([("dog", "a dog"), ("cat", "a dog"), ("red", "crimson"), ("run", "walk")])]
+    lines = [
+        {"doc_id": i, "acc": {"id": i, "question": "q", "answer": ans, "prediction": pred}}
+        for i, (ans, pred) in enumerate([("dog", "a dog"), ("cat", "a dog"), ("red", "crimson"), ("run", "walk")])
+    ]
     (samples / "20250101_000000_samples_t.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    assert main(["rejudge", str(tmp_path / "run"), "--judge", "exact", "--out", str(tmp_path / "A"),
-                 "--cache", "off"]) == 0
+    assert (
+        main(["rejudge", str(tmp_path / "run"), "--judge", "exact", "--out", str(tmp_path / "A"), "--cache", "off"])
+        == 0
+    )
+
     def llm(call):  # accepts the synonym "crimson" as well as the literal match
         ok = (call.field("Predicted Answer"), call.field("Correct Answer")) in {("a dog", "dog"), ("crimson", "red")}
         return reply("{'pred': 'yes', 'score': 4}" if ok else "{'pred': 'no', 'score': 0}")
 
     with FakeChatServer(llm) as srv:
-        assert main(["rejudge", str(tmp_path / "run"), "--judge", "local", "--base-url", srv.url,
-                     "--out", str(tmp_path / "B"), "--cache", "off"]) == 0
+        assert (
+            main(
+                [
+                    "rejudge",
+                    str(tmp_path / "run"),
+                    "--judge",
+                    "local",
+                    "--base-url",
+                    srv.url,
+                    "--out",
+                    str(tmp_path / "B"),
+                    "--cache",
+                    "off",
+                ]
+            )
+            == 0
+        )
     capsys.readouterr()
     assert main(["agree", str(tmp_path / "A"), str(tmp_path / "B"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
@@ -149,8 +185,14 @@ def test_agree_reads_lmms_eval_samples_with_judgements(tmp_path, capsys):
     def samples(folder, judge, verdicts):
         lines = []
         for i, v in enumerate(verdicts):
-            judgement = {"backend": "local", "model": judge, "verdict": v, "score": None if v is None else 4 * v,
-                         "failed": v is None, "error": "HTTP 500: down" if v is None else None}
+            judgement = {
+                "backend": "local",
+                "model": judge,
+                "verdict": v,
+                "score": None if v is None else 4 * v,
+                "failed": v is None,
+                "error": "HTTP 500: down" if v is None else None,
+            }
             record = {"id": i, "question": f"q{i}", "answer": "a", "prediction": "p", "judgement": judgement}
             lines.append({"doc_id": i, "accuracy": record, "mean_score": record})
         path = tmp_path / folder / "m" / "20250101_000000_samples_msvd_qa.jsonl"
@@ -162,7 +204,12 @@ def test_agree_reads_lmms_eval_samples_with_judgements(tmp_path, capsys):
     b = samples("b", "qwen", [True, False, False, False, True])
     assert main(["agree", str(tmp_path / "a"), str(b), "--json", "--max-failure-rate", "0.2"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert (report["judge_a"], report["judge_b"], report["matched"], report["n"]) == ("local:llama3", "local:qwen", 5, 4)
+    assert (report["judge_a"], report["judge_b"], report["matched"], report["n"]) == (
+        "local:llama3",
+        "local:qwen",
+        5,
+        4,
+    )
     assert report["agreement"] == 75.0 and report["failed_a"] == 1
     assert main(["agree", str(a), str(b)]) == 1
     assert "most common reason: HTTP 500: down" in capsys.readouterr().err.strip().splitlines()[-1]

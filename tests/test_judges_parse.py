@@ -73,16 +73,25 @@ def render(pred: str, score, style: str) -> str:
 
 
 @settings(max_examples=300, deadline=None)
-@given(pred=yes_no, score=valid_score, as_type=st.sampled_from([int, str, float]),
-       style=st.sampled_from(["python", "json", "fenced"]), before=prose, after=prose)
+@given(
+    pred=yes_no,
+    score=valid_score,
+    as_type=st.sampled_from([int, str, float]),
+    style=st.sampled_from(["python", "json", "fenced"]),
+    before=prose,
+    after=prose,
+)
 def test_property_valid_replies_parse_to_their_values(pred, score, as_type, style, before, after):
     text = before + render(pred, as_type(score), style) + after
     assert parse_reply(text) == ParsedReply(pred.strip().rstrip(".").lower() == "yes", score)
 
 
 @settings(max_examples=200, deadline=None)
-@given(pred=yes_no, score=st.one_of(st.integers(max_value=-1), st.integers(min_value=6)),
-       style=st.sampled_from(["python", "json", "fenced"]))
+@given(
+    pred=yes_no,
+    score=st.one_of(st.integers(max_value=-1), st.integers(min_value=6)),
+    style=st.sampled_from(["python", "json", "fenced"]),
+)
 def test_property_out_of_range_scores_are_rejected(pred, score, style):
     with pytest.raises(ParseError, match="out of range"):
         parse_reply(render(pred, score, style))
@@ -96,8 +105,10 @@ def test_property_fractional_scores_are_rejected_not_rounded(pred, score):
 
 
 @settings(max_examples=200, deadline=None)
-@given(pred=st.text(max_size=10).filter(lambda p: p.strip().rstrip(".!").strip().lower() not in ("yes", "no")),
-       score=valid_score)
+@given(
+    pred=st.text(max_size=10).filter(lambda p: p.strip().rstrip(".!").strip().lower() not in ("yes", "no")),
+    score=valid_score,
+)
 def test_property_pred_other_than_yes_no_is_rejected(pred, score):
     with pytest.raises(ParseError, match="pred must be"):
         parse_reply(render(pred, score, "json"))

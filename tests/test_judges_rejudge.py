@@ -14,9 +14,11 @@ from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.testing import FakeChatServer
 
 ROOT = Path(__file__).resolve().parents[1]
-QA = [("What is the man doing?", "running", "The man is running."),
-      ("What animal is shown?", "cat", "A dog."),
-      ("What color is the car?", "red", "It is red.")]
+QA = [
+    ("What is the man doing?", "running", "The man is running."),
+    ("What animal is shown?", "cat", "A dog."),
+    ("What color is the car?", "red", "It is red."),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +32,15 @@ def clean_env(monkeypatch, tmp_path):
 def sample_line(doc_id: int, q: str, a: str, p: str, metrics=("gpt_eval_accuracy", "gpt_eval_score")) -> str:
     """One line exactly as lmms-eval 0.7.3's EvaluationTracker.save_results_samples writes it."""
     rec = {"id": f"v{doc_id}", "question": q, "answer": a, "prediction": p}
-    line = {"doc_id": doc_id, "target": a, "filtered_resps": p, "token_counts": [None], "doc_hash": "0" * 64,
-            **{m: rec for m in metrics}, "input": q}
+    line = {
+        "doc_id": doc_id,
+        "target": a,
+        "filtered_resps": p,
+        "token_counts": [None],
+        "doc_hash": "0" * 64,
+        **{m: rec for m in metrics},
+        "input": q,
+    }
     return json.dumps(line, ensure_ascii=False)
 
 
@@ -53,15 +62,16 @@ def output_dir(tmp_path) -> Path:
     mcq = json.dumps({"doc_id": 0, "target": "B", "filtered_resps": "B", "exact_match": 1.0, "input": "Pick"})
     write_samples(model, "20250101_120000", "ucf_crime_mcq", [mcq])
     write_samples(out, "20250103_000000", "msvd_qa", [sample_line(0, *QA[1])])  # model without a name
-    (model / "20250101_120000_results.json").write_text(json.dumps(
-        {"results": {"msvd_qa": {"gpt_eval_accuracy,none": 70.0}}}))
+    (model / "20250101_120000_results.json").write_text(
+        json.dumps({"results": {"msvd_qa": {"gpt_eval_accuracy,none": 70.0}}})
+    )
     return out
-
 
 
 def without_ci(results: dict) -> dict:
     """Per-task summaries without their interval (checked on its own where it matters)."""
     return {task: {k: v for k, v in m.items() if k != "accuracy_ci"} for task, m in results.items()}
+
 
 def test_rejudge_folder_with_several_tasks_and_runs(output_dir, capsys):
     assert main(["rejudge", str(output_dir), "--judge", "exact"]) == 0
@@ -71,19 +81,28 @@ def test_rejudge_folder_with_several_tasks_and_runs(output_dir, capsys):
     assert ci["estimate"] == pytest.approx(200 / 3) and ci["n"] == 3 and ci["confidence"] == 0.95
     assert ci["low"] <= ci["estimate"] <= ci["high"] and "bootstrap" in ci["method"]
     assert without_ci(summary["results"]) == {
-        "msvd_qa": {"n": 3, "accuracy": pytest.approx(200 / 3), "mean_score": pytest.approx(10 / 3), "failures": 0,
-                    "judge": "exact-match"},
+        "msvd_qa": {
+            "n": 3,
+            "accuracy": pytest.approx(200 / 3),
+            "mean_score": pytest.approx(10 / 3),
+            "failures": 0,
+            "judge": "exact-match",
+        },
         "msrvtt_qa": {"n": 2, "accuracy": 50.0, "mean_score": 2.5, "failures": 0, "judge": "exact-match"},
     }
     assert summary["original_results"] == {"msvd_qa": {"gpt_eval_accuracy,none": 70.0}}
-    assert summary["rejudge"]["sources"] == ["20250101_120000_samples_msrvtt_qa.jsonl",
-                                             "20250101_120000_samples_msvd_qa.jsonl",
-                                             "20250101_120000_samples_ucf_crime_mcq.jsonl"]
+    assert summary["rejudge"]["sources"] == [
+        "20250101_120000_samples_msrvtt_qa.jsonl",
+        "20250101_120000_samples_msvd_qa.jsonl",
+        "20250101_120000_samples_ucf_crime_mcq.jsonl",
+    ]
     rows = [json.loads(x) for x in (model / "20250101_120000_rejudge_exact-match_items.jsonl").read_text().splitlines()]
     assert len(rows) == 5  # two metric keys holding one record are judged once
     assert rows[0]["metrics"] == ["gpt_eval_accuracy", "gpt_eval_score"]
-    assert {(r["task"], r["id"], r["verdict"], r["score"]) for r in rows} >= {("msvd_qa", "v1", False, 0),
-                                                                             ("msvd_qa", "v0", True, 5)}
+    assert {(r["task"], r["id"], r["verdict"], r["score"]) for r in rows} >= {
+        ("msvd_qa", "v1", False, 0),
+        ("msvd_qa", "v0", True, 5),
+    }
     assert (model / "20250102_130000_rejudge_exact-match_summary.json").exists()
     loose = json.loads((output_dir / "20250103_000000_rejudge_exact-match_summary.json").read_text())
     assert loose["results"]["msvd_qa"]["accuracy"] == 0.0 and loose["rejudge"]["model_dir"] == ""
@@ -99,16 +118,45 @@ def test_rejudge_folder_with_several_tasks_and_runs(output_dir, capsys):
 def test_rejudge_one_file_to_out_with_a_local_judge(output_dir, tmp_path, capsys):
     src = output_dir / "org__llama-vid-7b" / "20250102_130000_samples_msvd_qa.jsonl"
     with FakeChatServer() as server:
-        rc = main(["rejudge", str(src), "--judge", "local", "--judge-model", "llama3", "--base-url", server.url,
-                   "--out", str(tmp_path / "re")])
+        rc = main(
+            [
+                "rejudge",
+                str(src),
+                "--judge",
+                "local",
+                "--judge-model",
+                "llama3",
+                "--base-url",
+                server.url,
+                "--out",
+                str(tmp_path / "re"),
+            ]
+        )
         assert rc == 0 and len(server.calls) == 3
         assert {c.body["model"] for c in server.calls} == {"llama3"}
-        rc = main(["rejudge", str(src), "--judge", "local", "--judge-model", "llama3", "--base-url", server.url,
-                   "--out", str(tmp_path / "re2")])
+        rc = main(
+            [
+                "rejudge",
+                str(src),
+                "--judge",
+                "local",
+                "--judge-model",
+                "llama3",
+                "--base-url",
+                server.url,
+                "--out",
+                str(tmp_path / "re2"),
+            ]
+        )
         assert rc == 0 and len(server.calls) == 3  # second run: all from the cache
     summary = json.loads((tmp_path / "re" / "20250102_130000_rejudge_local-llama3_summary.json").read_text())
-    assert without_ci(summary["results"])["msvd_qa"] == {"n": 3, "accuracy": pytest.approx(200 / 3),
-                                             "mean_score": pytest.approx(11 / 3), "failures": 0, "judge": "local:llama3"}
+    assert without_ci(summary["results"])["msvd_qa"] == {
+        "n": 3,
+        "accuracy": pytest.approx(200 / 3),
+        "mean_score": pytest.approx(11 / 3),
+        "failures": 0,
+        "judge": "local:llama3",
+    }
     assert summary["rejudge"]["settings"]["base_url"] == server.url
     rows = (tmp_path / "re2" / "20250102_130000_rejudge_local-llama3_items.jsonl").read_text().splitlines()
     assert [json.loads(r)["cached"] for r in rows] == [True, True, True]
@@ -120,19 +168,55 @@ def test_rejudge_counts_failures_in_the_results(output_dir, tmp_path, monkeypatc
     monkeypatch.setenv("LLAMAVID_JUDGE_MAX_RETRIES", "1")
     monkeypatch.setenv("LLAMAVID_JUDGE_PREFLIGHT", "0")
     with FakeChatServer(lambda call: error(500, "down")) as server:
-        rc = main(["rejudge", str(output_dir), "--judge", "local", "--base-url", server.url, "--tasks", "msrvtt_qa",
-                   "--out", str(tmp_path / "re")])
+        rc = main(
+            [
+                "rejudge",
+                str(output_dir),
+                "--judge",
+                "local",
+                "--base-url",
+                server.url,
+                "--tasks",
+                "msrvtt_qa",
+                "--out",
+                str(tmp_path / "re"),
+            ]
+        )
         calls = len(server.calls)
         # the same failures accepted: exit 0 (the failed items are asked again: failures are never cached)
-        assert main(["rejudge", str(output_dir), "--judge", "local", "--base-url", server.url, "--tasks",
-                     "msrvtt_qa", "--out", str(tmp_path / "re2"), "--max-failure-rate", "1"]) == 0
+        assert (
+            main(
+                [
+                    "rejudge",
+                    str(output_dir),
+                    "--judge",
+                    "local",
+                    "--base-url",
+                    server.url,
+                    "--tasks",
+                    "msrvtt_qa",
+                    "--out",
+                    str(tmp_path / "re2"),
+                    "--max-failure-rate",
+                    "1",
+                ]
+            )
+            == 0
+        )
     # exit 1 with the count and the server's reason in the last line
     assert rc == 1 and calls == 2 * 2  # 2 distinct items (runs share predictions) x 2 tries
     last = capsys.readouterr().err.strip().splitlines()
     assert any(line.startswith("error: 4 of 4 judgements failed") and "down" in line for line in last)
     summary = json.loads(next((tmp_path / "re").rglob("20250101_120000_*_summary.json")).read_text())
-    assert without_ci(summary["results"]) == {"msrvtt_qa": {"n": 2, "accuracy": None, "mean_score": None, "failures": 2,
-                                                "judge": "local:meta-llama/Meta-Llama-3-8B-Instruct"}}
+    assert without_ci(summary["results"]) == {
+        "msrvtt_qa": {
+            "n": 2,
+            "accuracy": None,
+            "mean_score": None,
+            "failures": 2,
+            "judge": "local:meta-llama/Meta-Llama-3-8B-Instruct",
+        }
+    }
 
 
 def test_rejudge_errors_are_clear(tmp_path, capsys):
@@ -148,7 +232,9 @@ def test_rejudge_errors_are_clear(tmp_path, capsys):
 
 
 def test_cli_help_runs():
-    out = subprocess.run([sys.executable, "-m", "llamavid_eval.judges", "--help"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "llamavid_eval.judges", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0 and "rejudge" in out.stdout and "agree" in out.stdout and "LLAMAVID_JUDGE" in out.stdout
 
 
@@ -234,10 +320,21 @@ def genuine_output(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("genuine")
     script = root / "generate.py"
     script.write_text(GENERATE)
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"),
-           "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(script), str(root), json.dumps(QA)], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(root / "hf"),
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(script), str(root), json.dumps(QA)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "out"
 
@@ -246,23 +343,55 @@ def genuine_output(tmp_path_factory) -> Path:
 def test_rejudge_a_genuine_lmms_eval_output(genuine_output, tmp_path):
     model = genuine_output / "org__scripted-video-model"
     names = sorted(p.name for p in model.iterdir())
-    assert names == ["20250101_120000_results.json", "20250101_120000_samples_demo_qa.jsonl",
-                     "20250101_120000_samples_demo_qa_b.jsonl", "20250102_130000_results.json",
-                     "20250102_130000_samples_demo_qa.jsonl", "20250102_130000_samples_demo_qa_b.jsonl"]
+    assert names == [
+        "20250101_120000_results.json",
+        "20250101_120000_samples_demo_qa.jsonl",
+        "20250101_120000_samples_demo_qa_b.jsonl",
+        "20250102_130000_results.json",
+        "20250102_130000_samples_demo_qa.jsonl",
+        "20250102_130000_samples_demo_qa_b.jsonl",
+    ]
     with FakeChatServer() as server:
-        assert main(["rejudge", str(genuine_output), "--judge", "local", "--base-url", server.url,
-                     "--out", str(tmp_path / "llm")]) == 0
+        assert (
+            main(
+                [
+                    "rejudge",
+                    str(genuine_output),
+                    "--judge",
+                    "local",
+                    "--base-url",
+                    server.url,
+                    "--out",
+                    str(tmp_path / "llm"),
+                ]
+            )
+            == 0
+        )
         assert len(server.calls) == 3  # 2 runs x 2 tasks x 2 metric keys, but only 3 distinct items
     assert main(["rejudge", str(genuine_output), "--judge", "exact", "--out", str(tmp_path / "exact")]) == 0
-    exact = json.loads((tmp_path / "exact" / "org__scripted-video-model" /
-                        "20250102_130000_rejudge_exact-match_summary.json").read_text())
+    exact = json.loads(
+        (
+            tmp_path / "exact" / "org__scripted-video-model" / "20250102_130000_rejudge_exact-match_summary.json"
+        ).read_text()
+    )
     # the exact judge re-computes what the run's own (exact-judged) aggregation logged
     for task in ("demo_qa", "demo_qa_b"):
         original = exact["original_results"][task]
         assert exact["results"][task]["accuracy"] == pytest.approx(original["demo_accuracy,none"])
         assert exact["results"][task]["mean_score"] == pytest.approx(original["demo_score,none"])
         assert exact["results"][task]["n"] == 3
-    llm = json.loads((tmp_path / "llm" / "org__scripted-video-model" /
-                      "20250101_120000_rejudge_local-meta-llama-Meta-Llama-3-8B-Instruct_summary.json").read_text())
-    assert without_ci(llm["results"])["demo_qa"] == {"n": 3, "accuracy": pytest.approx(200 / 3), "mean_score": pytest.approx(11 / 3),
-                                         "failures": 0, "judge": "local:meta-llama/Meta-Llama-3-8B-Instruct"}
+    llm = json.loads(
+        (
+            tmp_path
+            / "llm"
+            / "org__scripted-video-model"
+            / "20250101_120000_rejudge_local-meta-llama-Meta-Llama-3-8B-Instruct_summary.json"
+        ).read_text()
+    )
+    assert without_ci(llm["results"])["demo_qa"] == {
+        "n": 3,
+        "accuracy": pytest.approx(200 / 3),
+        "mean_score": pytest.approx(11 / 3),
+        "failures": 0,
+        "judge": "local:meta-llama/Meta-Llama-3-8B-Instruct",
+    }

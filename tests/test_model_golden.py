@@ -57,8 +57,12 @@ def test_every_stage_matches_the_original(golden, golden_dir, case):
         logits = model(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask).logits
         assert (logits - ref[f"{case}.logits"]).abs().max().item() <= 1e-4
         generated = model.generate(
-            inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
-            max_new_tokens=16, min_new_tokens=16, do_sample=False, pad_token_id=0,
+            inputs_embeds=inputs.inputs_embeds,
+            attention_mask=inputs.attention_mask,
+            max_new_tokens=16,
+            min_new_tokens=16,
+            do_sample=False,
+            pad_token_id=0,
         )
     assert generated[0].tolist() == ref[f"{case}.generated_ids"].tolist()
     assert decode_answer(loaded.tokenizer, generated[0].tolist()) == meta["cases"][case]["generated_text"]
@@ -77,4 +81,7 @@ def test_batched_runner_reproduces_both_cases_in_one_batch(golden, golden_dir):
         for case in ("video", "image")
     ]
     answers = LlamaVidRunner(loaded, batch_size=2, decode_workers=1).answer(questions)
-    assert answers == [meta["cases"]["video"]["generated_text"].strip(), meta["cases"]["image"]["generated_text"].strip()]
+    assert answers == [
+        meta["cases"]["video"]["generated_text"].strip(),
+        meta["cases"]["image"]["generated_text"].strip(),
+    ]

@@ -72,8 +72,14 @@ def test_deterministic_and_batch_equals_one_by_one(loaded):
 
 
 def test_save_then_load_gives_the_same_logits(loaded, tiny_release, tmp_path):
-    out = save_released(loaded.model, tmp_path / "copy", vision_tower_path=str(tiny_release.vision_tower),
-                        safetensors=True, max_shard_bytes=200_000, tokenizer_from=tiny_release.checkpoint)
+    out = save_released(
+        loaded.model,
+        tmp_path / "copy",
+        vision_tower_path=str(tiny_release.vision_tower),
+        safetensors=True,
+        max_shard_bytes=200_000,
+        tokenizer_from=tiny_release.checkpoint,
+    )
     assert (out / "model.safetensors.index.json").is_file()
     again = load_llamavid(out, qformer_tokenizer=tiny_release.bert_tokenizer)
     frames = list(coloured_frames(2))
@@ -168,7 +174,7 @@ def test_continuation_logprob_scores_only_the_answer_tokens(loaded):
     turn = question_with_placeholder(question.question)
     context = tokenize_with_image(vicuna_v1_prompt([(turn, None)]), loaded.tokenizer)
     full = tokenize_with_image(vicuna_v1_prompt([(turn, None)]) + " red", loaded.tokenizer)
-    answer = full[len(context):]
+    answer = full[len(context) :]
     assert len(answer) >= 1
     visual = _tokens(loaded, frames, [question.question])
     with torch.no_grad():

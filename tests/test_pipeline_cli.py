@@ -35,20 +35,59 @@ def test_prepare_evaluate_judge_rejudge_and_tabulate(tiny_release, tmp_path):
     qa, videos = video_qa_raw(tmp_path / "msvd_raw")
     run([str(BIN / "llamavid"), "prepare", "msvd_qa", "--qa", str(qa), "--videos", str(videos)], env)
     ucf = ucf_raw(tmp_path / "ucf_raw")
-    run([sys.executable, "-m", "llamavid_eval.tasks.prepare", "ucf_crime", "--videos", str(ucf / "Videos"),
-         "--test-list", str(ucf / "Anomaly_Detection_splits" / "Anomaly_Test.txt")], env)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "llamavid_eval.tasks.prepare",
+            "ucf_crime",
+            "--videos",
+            str(ucf / "Videos"),
+            "--test-list",
+            str(ucf / "Anomaly_Detection_splits" / "Anomaly_Test.txt"),
+        ],
+        env,
+    )
     annotations, ak_videos = animal_kingdom_raw(tmp_path / "ak_raw")
-    run([sys.executable, "-m", "llamavid_eval.tasks.prepare", "animal_kingdom", "--annotations", str(annotations),
-         "--videos", str(ak_videos)], env)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "llamavid_eval.tasks.prepare",
+            "animal_kingdom",
+            "--annotations",
+            str(annotations),
+            "--videos",
+            str(ak_videos),
+        ],
+        env,
+    )
 
     out = tmp_path / "out"
     with FakeChatServer() as judge:
         env.update(LLAMAVID_JUDGE="local", LLAMAVID_JUDGE_BASE_URL=judge.url, LLAMAVID_JUDGE_MODEL="test-judge")
-        model_args = (f"pretrained={tiny_release.checkpoint},qformer_tokenizer={tiny_release.bert_tokenizer},"
-                      "dtype=fp32,fps=1")
-        run([str(BIN / "lmms-eval"), "--model", "llamavid", "--model_args", model_args, "--tasks", ",".join(TASKS),
-             "--batch_size", "4", "--gen_kwargs", "max_new_tokens=6", "--output_path", str(out), "--log_samples"],
-            env)
+        model_args = (
+            f"pretrained={tiny_release.checkpoint},qformer_tokenizer={tiny_release.bert_tokenizer},dtype=fp32,fps=1"
+        )
+        run(
+            [
+                str(BIN / "lmms-eval"),
+                "--model",
+                "llamavid",
+                "--model_args",
+                model_args,
+                "--tasks",
+                ",".join(TASKS),
+                "--batch_size",
+                "4",
+                "--gen_kwargs",
+                "max_new_tokens=6",
+                "--output_path",
+                str(out),
+                "--log_samples",
+            ],
+            env,
+        )
         judged_items = len(judge.calls)
     (results_file,) = out.rglob("*_results.json")
     results = json.loads(results_file.read_text())["results"]

@@ -14,8 +14,14 @@ from llamavid_eval.core.ucf import confusion_counts
 def rec(verdict: bool | None, score: int | None = None, prediction: str = "p", failed: bool | None = None) -> dict:
     """A judgement; a usable one needs a verdict and a score (as judges.summary counts it), default score 3."""
     score = score if score is not None or verdict is None else 3
-    return {"question": "q", "answer": "a", "prediction": prediction, "verdict": verdict, "score": score,
-            "failed": verdict is None if failed is None else failed}
+    return {
+        "question": "q",
+        "answer": "a",
+        "prediction": prediction,
+        "verdict": verdict,
+        "score": score,
+        "failed": verdict is None if failed is None else failed,
+    }
 
 
 def test_compare_is_the_judge_layers_one_implementation() -> None:
@@ -35,7 +41,14 @@ def test_compare_is_the_judge_layers_one_implementation() -> None:
 
 
 def test_align_leaves_out_different_predictions() -> None:
-    pair = agreement.align("msvd_qa", "x", "A", {"0": rec(True), "1": rec(True), "2": rec(True)}, "B", {"0": rec(False), "1": rec(True, prediction="other")})
+    pair = agreement.align(
+        "msvd_qa",
+        "x",
+        "A",
+        {"0": rec(True), "1": rec(True), "2": rec(True)},
+        "B",
+        {"0": rec(False), "1": rec(True, prediction="other")},
+    )
     assert pair.ids == ["0"] and pair.prediction_mismatches == 1
     assert pair.a[0]["task"] == "msvd_qa" and pair.a[0]["doc_id"] == "0"
     frame = agreement.side_by_side(pair)
@@ -49,12 +62,23 @@ def _nontrivial_png(path: Path) -> None:
 
 
 def test_plots_png_and_svg(tmp_path: Path) -> None:
-    pairs = [("Abuse", "Abuse"), ("Arrest", "UNMAPPED"), ("Normal", "Normal"), ("Normal", "Arson"), ("Shooting", "Fighting"), ("Odd", "Normal")]
+    pairs = [
+        ("Abuse", "Abuse"),
+        ("Arrest", "UNMAPPED"),
+        ("Normal", "Normal"),
+        ("Normal", "Arson"),
+        ("Shooting", "Fighting"),
+        ("Odd", "Normal"),
+    ]
     labels_gold, labels_pred, counts = confusion_counts(pairs)
     assert labels_gold[-1] == "Odd" and labels_pred[-1] == "UNMAPPED" and sum(map(sum, counts)) == len(pairs)
     assert counts[labels_gold.index("Arrest")][labels_pred.index("UNMAPPED")] == 1
-    made = plots.confusion_matrix(pairs, "t", tmp_path / "cm") + plots.per_class_accuracy({"1 fps": pairs, "6 fps": pairs[:3]}, tmp_path / "bars")
-    pair = agreement.align("msvd_qa", "x", "A", {"0": rec(True), "1": rec(None)}, "B", {"0": rec(False), "1": rec(True)})
+    made = plots.confusion_matrix(pairs, "t", tmp_path / "cm") + plots.per_class_accuracy(
+        {"1 fps": pairs, "6 fps": pairs[:3]}, tmp_path / "bars"
+    )
+    pair = agreement.align(
+        "msvd_qa", "x", "A", {"0": rec(True), "1": rec(None)}, "B", {"0": rec(False), "1": rec(True)}
+    )
     made += plots.agreement_matrix(pair, tmp_path / "agree")
     assert [p.suffix for p in made] == [".png", ".svg"] * 3
     for path in made:

@@ -17,10 +17,27 @@ from llamavid_eval.results.__main__ import main
 from matplotlib.image import imread
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium); CI installs it")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-UCF = [("Abuse", "Abuse"), ("Normal", "Normal"), ("Normal", "Normal"), ("Arrest", "UNMAPPED"), ("RoadAccidents", "RoadAccidents"), ("Shooting", "Fighting")]
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium); CI installs it"
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+UCF = [
+    ("Abuse", "Abuse"),
+    ("Normal", "Normal"),
+    ("Normal", "Normal"),
+    ("Arrest", "UNMAPPED"),
+    ("RoadAccidents", "RoadAccidents"),
+    ("Shooting", "Fighting"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +46,18 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = root / "outputs" / "YanweiLi__llama-vid-7b-full-224-video-fps-1"
     folder.mkdir(parents=True)
     for stamp, fps, acc in (("20250101_100000", 1, 57.0), ("20250102_100000", 6, None)):
-        results = {"ucf_crime": {"alias": "ucf_crime", "accuracy,none": acc if acc is not None else "N/A", "accuracy_stderr,none": 2.0},
-                   "msvd_qa": {"accuracy,none": 61.0 + fps, "mean_score,none": 3.2}}
-        config = {"model": "llamavid", "model_args": f"pretrained=YanweiLi/llama-vid-7b-full-224-video-fps-1,fps={fps},max_frames=300"}
+        results = {
+            "ucf_crime": {
+                "alias": "ucf_crime",
+                "accuracy,none": acc if acc is not None else "N/A",
+                "accuracy_stderr,none": 2.0,
+            },
+            "msvd_qa": {"accuracy,none": 61.0 + fps, "mean_score,none": 3.2},
+        }
+        config = {
+            "model": "llamavid",
+            "model_args": f"pretrained=YanweiLi/llama-vid-7b-full-224-video-fps-1,fps={fps},max_frames=300",
+        }
         (folder / f"{stamp}_results.json").write_text(json.dumps({"results": results, "config": config, "date": stamp}))
         lines = [{"doc_id": i, "accuracy": {"gold": g, "pred": p}} for i, (g, p) in enumerate(UCF)]
         (folder / f"{stamp}_samples_ucf_crime.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -41,7 +67,12 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_page_is_self_contained(page: Path) -> None:

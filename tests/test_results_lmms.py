@@ -23,10 +23,22 @@ from lmms_eval.evaluator import simple_evaluate  # noqa: E402
 from lmms_eval.loggers.evaluation_tracker import EvaluationTracker  # noqa: E402
 from lmms_eval.tasks import TaskManager  # noqa: E402
 
-UCF_DOCS = [("Abuse", "Abuse"), ("Arson", "Arson"), ("Normal", "Normal"), ("Normal", "Arson"), ("Shooting", "I cannot tell"), ("RoadAccidents", "RoadAccidents")]
-QA_DOCS = [("what is the man doing?", "cooking", "cooking"), ("what animal is shown?", "dog", "a dog"), ("who runs?", "girl", "boy"), ("what color?", "red", "red")]
+UCF_DOCS = [
+    ("Abuse", "Abuse"),
+    ("Arson", "Arson"),
+    ("Normal", "Normal"),
+    ("Normal", "Arson"),
+    ("Shooting", "I cannot tell"),
+    ("RoadAccidents", "RoadAccidents"),
+]
+QA_DOCS = [
+    ("what is the man doing?", "cooking", "cooking"),
+    ("what animal is shown?", "dog", "a dog"),
+    ("who runs?", "girl", "boy"),
+    ("what color?", "red", "red"),
+]
 
-UTILS = '''
+UTILS = """
 import os
 
 CLASSES = ["Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting", "RoadAccidents",
@@ -74,15 +86,19 @@ def qa_score(items):
 
 def qa_failures(items):
     return sum(r["failed"] for r in items)
-'''
+"""
 
 
 def _task_yaml(name: str, data: Path, process: str, metrics: list[tuple[str, str, bool]]) -> str:
     # score_key: lmms-eval 0.7.3 computes a CLT stderr from record["score"] (default key) and crashes on a
     # failed judgement's score None (evaluator_utils.calculate_clt_aggregate_metric); point it elsewhere.
-    metric_yaml = "".join(f"  - metric: {m}\n    aggregation: !function utils.{agg}\n    higher_is_better: {str(hib).lower()}\n" for m, agg, hib in metrics)
-    return textwrap.dedent(
-        f"""\
+    metric_yaml = "".join(
+        f"  - metric: {m}\n    aggregation: !function utils.{agg}\n    higher_is_better: {str(hib).lower()}\n"
+        for m, agg, hib in metrics
+    )
+    return (
+        textwrap.dedent(
+            f"""\
         task: {name}
         dataset_path: json
         dataset_kwargs:
@@ -99,7 +115,9 @@ def _task_yaml(name: str, data: Path, process: str, metrics: list[tuple[str, str
         score_key: clt_score_not_logged
         metric_list:
         """
-    ) + metric_yaml
+        )
+        + metric_yaml
+    )
 
 
 class Scripted(lmms):
@@ -119,7 +137,9 @@ class Scripted(lmms):
         raise NotImplementedError
 
 
-def _run(out: Path, tasks_dir: Path, tasks: list[str], answers: dict[str, list[str]], model_args: str, stamp: str) -> None:
+def _run(
+    out: Path, tasks_dir: Path, tasks: list[str], answers: dict[str, list[str]], model_args: str, stamp: str
+) -> None:
     """What ``lmms-eval --output_path out --log_samples`` does after evaluation (lmms_eval/__main__.py)."""
     tracker = EvaluationTracker(output_path=str(out))
     results = simple_evaluate(
@@ -145,10 +165,18 @@ def lmms_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tasks_dir.mkdir()
     (tasks_dir / "utils.py").write_text(UTILS)
     ucf_data, qa_data = tasks_dir / "ucf.jsonl", tasks_dir / "qa.jsonl"
-    ucf_data.write_text("".join(json.dumps({"question": "Which class?", "answer": gold}) + "\n" for gold, _ in UCF_DOCS))
+    ucf_data.write_text(
+        "".join(json.dumps({"question": "Which class?", "answer": gold}) + "\n" for gold, _ in UCF_DOCS)
+    )
     qa_data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a, _ in QA_DOCS))
-    (tasks_dir / "ucf_crime.yaml").write_text(_task_yaml("ucf_crime", ucf_data, "ucf_process", [("accuracy", "ucf_accuracy", True)]))
-    qa_metrics = [("accuracy", "qa_accuracy", True), ("mean_score", "qa_score", True), ("judge_failures", "qa_failures", False)]
+    (tasks_dir / "ucf_crime.yaml").write_text(
+        _task_yaml("ucf_crime", ucf_data, "ucf_process", [("accuracy", "ucf_accuracy", True)])
+    )
+    qa_metrics = [
+        ("accuracy", "qa_accuracy", True),
+        ("mean_score", "qa_score", True),
+        ("judge_failures", "qa_failures", False),
+    ]
     (tasks_dir / "msvd_qa.yaml").write_text(_task_yaml("msvd_qa", qa_data, "qa_process", qa_metrics))
     answers = {"ucf_crime": [p for _, p in UCF_DOCS], "msvd_qa": [p for _, _, p in QA_DOCS]}
     better = {"ucf_crime": [g for g, _ in UCF_DOCS], "msvd_qa": answers["msvd_qa"]}
@@ -208,7 +236,10 @@ def test_cli_end_to_end(lmms_output: Path, tmp_path: Path, capsys: pytest.Captur
     # the lenient judge failed 1 of the 12 judged items shown: refused by default, accepted with a failure rate
     assert main(["table", str(lmms_output), "--out", str(out), "--sort", "msvd_qa/accuracy", "--no-plots"]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: 1 of 12 judgements failed")
-    assert main(["table", str(lmms_output), "--out", str(out), "--sort", "msvd_qa/accuracy", "--max-failure-rate", "0.1"]) == 0
+    assert (
+        main(["table", str(lmms_output), "--out", str(out), "--sort", "msvd_qa/accuracy", "--max-failure-rate", "0.1"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| 50.0 ± " in printed and "Interval method: bootstrap" in printed  # headline view: value ± half-width
     assert "msvd_qa/judge_failures" not in printed and "msvd_qa/mean_score" not in printed
@@ -226,4 +257,8 @@ def test_cli_end_to_end(lmms_output: Path, tmp_path: Path, capsys: pytest.Captur
     items = (out / "judge_items_0_msvd_qa.csv").read_text()
     assert "girl" in items and "failed" in items
     html = (out / "leaderboard.html").read_text()
-    assert "data:image/png;base64," in html and "<script>" in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert (
+        "data:image/png;base64," in html
+        and "<script>" in html
+        and "http://" not in html.replace("http://www.w3.org", "")
+    )

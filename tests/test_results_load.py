@@ -16,12 +16,24 @@ from llamavid_eval.results.reference import load_reference
 CKPT = "pretrained=YanweiLi/llama-vid-7b-full-224-video-fps-1"
 
 
-def write_run(root: Path, stamp: str, results: dict[str, Any], model_args: str = f"{CKPT},fps=1,max_frames=64", extra: dict | None = None,
-              samples: dict[str, list[dict]] | None = None, folder: str = "YanweiLi__llama-vid-7b-full-224-video-fps-1") -> Path:
+def write_run(
+    root: Path,
+    stamp: str,
+    results: dict[str, Any],
+    model_args: str = f"{CKPT},fps=1,max_frames=64",
+    extra: dict | None = None,
+    samples: dict[str, list[dict]] | None = None,
+    folder: str = "YanweiLi__llama-vid-7b-full-224-video-fps-1",
+) -> Path:
     """A results.json shaped like lmms-eval 0.7.3's, plus optional samples files."""
     out = root / folder
     out.mkdir(parents=True, exist_ok=True)
-    data = {"results": results, "config": {"model": "llamavid", "model_args": model_args, "limit": None}, "date": stamp, **(extra or {})}
+    data = {
+        "results": results,
+        "config": {"model": "llamavid", "model_args": model_args, "limit": None},
+        "date": stamp,
+        **(extra or {}),
+    }
     path = out / f"{stamp}_results.json"
     path.write_text(json.dumps(data))
     for task, lines in (samples or {}).items():
@@ -30,30 +42,66 @@ def write_run(root: Path, stamp: str, results: dict[str, Any], model_args: str =
 
 
 def msvd(acc: Any, score: Any = 3.1) -> dict[str, Any]:
-    return {"alias": "msvd_qa", "accuracy,none": acc, "accuracy_stderr,none": 0.5, "mean_score,none": score, "mean_score_stderr,none": "N/A", "samples": 10}
+    return {
+        "alias": "msvd_qa",
+        "accuracy,none": acc,
+        "accuracy_stderr,none": 0.5,
+        "mean_score,none": score,
+        "mean_score_stderr,none": "N/A",
+        "samples": 10,
+    }
 
 
 def test_metric_keys_stderr_and_missing_values() -> None:
     values, errors = parse_task_metrics(
-        {"alias": "x", "accuracy,none": 61.5, "accuracy_stderr,none": 1.2, "accuracy_stderr_clt,none": 1.1, "acc_arrest,none": float("nan"),
-         "score,none": "N/A", "exact_match,flexible": 40, "submission,none": "/tmp/sub.json", "acc": 0.5, "acc_stderr": 0.01}
+        {
+            "alias": "x",
+            "accuracy,none": 61.5,
+            "accuracy_stderr,none": 1.2,
+            "accuracy_stderr_clt,none": 1.1,
+            "acc_arrest,none": float("nan"),
+            "score,none": "N/A",
+            "exact_match,flexible": 40,
+            "submission,none": "/tmp/sub.json",
+            "acc": 0.5,
+            "acc_stderr": 0.01,
+        }
     )
     assert values == {"accuracy": 61.5, "acc_arrest": None, "score": None, "exact_match[flexible]": 40.0, "acc": 0.5}
     assert errors == {"accuracy": 1.2, "acc": 0.01}
 
 
 def test_model_args_and_checkpoint_names() -> None:
-    assert parse_model_args("pretrained=/a/b,fps=6,max_frames=300") == {"pretrained": "/a/b", "fps": "6", "max_frames": "300"}
+    assert parse_model_args("pretrained=/a/b,fps=6,max_frames=300") == {
+        "pretrained": "/a/b",
+        "fps": "6",
+        "max_frames": "300",
+    }
     assert parse_model_args({"pretrained": "x", "fps": 1}) == {"pretrained": "x", "fps": "1"}
     assert short_checkpoint("YanweiLi/llama-vid-13b-full-224-video-fps-1") == "llama-vid-13b-full-224-video-fps-1"
     assert short_checkpoint("/ckpt/ucf-ft/checkpoint-500") == "ucf-ft/checkpoint-500"
 
 
 def test_failed_partial_and_broken_runs(tmp_path: Path) -> None:
-    write_run(tmp_path, "20250101_100000", {"msvd_qa": msvd(55.0)}, extra={"n-samples": {"msvd_qa": {"original": 100, "effective": 10}}, "config": {"model": "llamavid", "model_args": CKPT, "limit": 10}})
-    write_run(tmp_path, "20250102_100000", {"msvd_qa": {"alias": "msvd_qa", "accuracy,none": "N/A", "accuracy_stderr,none": "N/A"}}, model_args=f"{CKPT},fps=6")
+    write_run(
+        tmp_path,
+        "20250101_100000",
+        {"msvd_qa": msvd(55.0)},
+        extra={
+            "n-samples": {"msvd_qa": {"original": 100, "effective": 10}},
+            "config": {"model": "llamavid", "model_args": CKPT, "limit": 10},
+        },
+    )
+    write_run(
+        tmp_path,
+        "20250102_100000",
+        {"msvd_qa": {"alias": "msvd_qa", "accuracy,none": "N/A", "accuracy_stderr,none": "N/A"}},
+        model_args=f"{CKPT},fps=6",
+    )
     write_run(tmp_path, "20250103_100000", {}, model_args=f"{CKPT},fps=2")
-    (tmp_path / "YanweiLi__llama-vid-7b-full-224-video-fps-1" / "20250104_100000_results.json").write_text('{"results": {"msvd_qa": {"accur')
+    (tmp_path / "YanweiLi__llama-vid-7b-full-224-video-fps-1" / "20250104_100000_results.json").write_text(
+        '{"results": {"msvd_qa": {"accur'
+    )
     runs, problems = load_runs([tmp_path, tmp_path / "does-not-exist"])
     assert len(runs) == 3
     assert any("unreadable" in p for p in problems) and any("does-not-exist" in p for p in problems)
@@ -71,12 +119,16 @@ def test_formats_across_versions(tmp_path: Path) -> None:
     """Old harness file names, no configs / n-samples, POSIX date, dict model_args, group results."""
     old = tmp_path / "old"
     old.mkdir()
-    (old / "results_2024-05-01T10-00-00.123.json").write_text(json.dumps({
-        "results": {"videochatgpt": {"alias": "videochatgpt", "gpt_eval_score_context,none": 3.4}},
-        "groups": {"videochatgpt_all": {"gpt_eval_score_context,none": 3.2}},
-        "config": {"model": "llava", "model_args": {"pretrained": "liuhaotian/llava", "fps": 1}},
-        "date": 1714557600.0,
-    }))
+    (old / "results_2024-05-01T10-00-00.123.json").write_text(
+        json.dumps(
+            {
+                "results": {"videochatgpt": {"alias": "videochatgpt", "gpt_eval_score_context,none": 3.4}},
+                "groups": {"videochatgpt_all": {"gpt_eval_score_context,none": 3.2}},
+                "config": {"model": "llava", "model_args": {"pretrained": "liuhaotian/llava", "fps": 1}},
+                "date": 1714557600.0,
+            }
+        )
+    )
     runs, problems = load_runs([old])
     assert problems == []
     (run,) = runs
@@ -116,7 +168,12 @@ def test_reference_rows_are_marked_and_filtered() -> None:
     assert {r.kind for r in reference} == {"reported"}
     study = [r for r in reference if r.source == "study"]
     assert any(r.metrics.get("msvd_qa", {}).get("accuracy") == 59.17 for r in study)
-    assert {r.metrics["ucf_crime_judged"]["accuracy"] for r in study if "ucf_crime_judged" in r.metrics} == {57.5, 57.9, 62.0, 65.3}
+    assert {r.metrics["ucf_crime_judged"]["accuracy"] for r in study if "ucf_crime_judged" in r.metrics} == {
+        57.5,
+        57.9,
+        62.0,
+        65.3,
+    }
     assert any(r.metrics.get("animal_kingdom", {}).get("mean_score") == 2.66 for r in study)
     paper = [r for r in reference if r.source == "paper"]
     assert any(r.metrics.get("mme", {}).get("mme_perception_score") == 1542.3 for r in paper)
@@ -125,9 +182,25 @@ def test_reference_rows_are_marked_and_filtered() -> None:
 
 
 def test_judges_from_samples_nested_and_flat(tmp_path: Path) -> None:
-    nested = [{"doc_id": i, "accuracy": {"id": i, "question": "q", "answer": "a", "prediction": "p",
-                                         "judgement": {"backend": "hf", "model": "meta-llama/Meta-Llama-3-8B-Instruct", "verdict": None if i == 0 else True,
-                                                       "score": None if i == 0 else 4, "failed": i == 0}}} for i in range(3)]
+    nested = [
+        {
+            "doc_id": i,
+            "accuracy": {
+                "id": i,
+                "question": "q",
+                "answer": "a",
+                "prediction": "p",
+                "judgement": {
+                    "backend": "hf",
+                    "model": "meta-llama/Meta-Llama-3-8B-Instruct",
+                    "verdict": None if i == 0 else True,
+                    "score": None if i == 0 else 4,
+                    "failed": i == 0,
+                },
+            },
+        }
+        for i in range(3)
+    ]
     write_run(tmp_path, "20250101_100000", {"msvd_qa": msvd(50.0)}, samples={"msvd_qa": nested})
     (run,), _ = load_runs([tmp_path])
     assert run.judge == "hf:meta-llama/Meta-Llama-3-8B-Instruct"
@@ -135,14 +208,50 @@ def test_judges_from_samples_nested_and_flat(tmp_path: Path) -> None:
 
 
 def test_rejudge_summary_becomes_a_row_and_a_judge_pair(tmp_path: Path) -> None:
-    records = [{"doc_id": i, "accuracy": {"id": i, "question": f"q{i}", "answer": "a", "prediction": "a" if i % 2 else "b", "judge": "openai:gpt-3.5-turbo",
-                                          "verdict": bool(i % 2), "score": 5 if i % 2 else 1, "failed": False}} for i in range(4)]
+    records = [
+        {
+            "doc_id": i,
+            "accuracy": {
+                "id": i,
+                "question": f"q{i}",
+                "answer": "a",
+                "prediction": "a" if i % 2 else "b",
+                "judge": "openai:gpt-3.5-turbo",
+                "verdict": bool(i % 2),
+                "score": 5 if i % 2 else 1,
+                "failed": False,
+            },
+        }
+        for i in range(4)
+    ]
     path = write_run(tmp_path, "20250101_100000", {"msvd_qa": msvd(50.0)}, samples={"msvd_qa": records})
-    items = [{"task": "msvd_qa", "doc_id": i, "id": i, "question": f"q{i}", "answer": "a", "prediction": "a" if i % 2 else "b",
-              "verdict": i != 0, "score": 4, "failed": False, "judge": "exact-match"} for i in range(4)]
-    (path.parent / "20250101_100000_rejudge_exact-match_items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
-    summary = {"results": {"msvd_qa": {"n": 4, "accuracy": 75.0, "mean_score": 4.0, "failures": 0, "judge": "exact-match"}},
-               "rejudge": {"judge": "exact-match", "created": "2025-01-02T09:00:00+00:00", "date_id": "20250101_100000", "model_dir": "x"}}
+    items = [
+        {
+            "task": "msvd_qa",
+            "doc_id": i,
+            "id": i,
+            "question": f"q{i}",
+            "answer": "a",
+            "prediction": "a" if i % 2 else "b",
+            "verdict": i != 0,
+            "score": 4,
+            "failed": False,
+            "judge": "exact-match",
+        }
+        for i in range(4)
+    ]
+    (path.parent / "20250101_100000_rejudge_exact-match_items.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in items)
+    )
+    summary = {
+        "results": {"msvd_qa": {"n": 4, "accuracy": 75.0, "mean_score": 4.0, "failures": 0, "judge": "exact-match"}},
+        "rejudge": {
+            "judge": "exact-match",
+            "created": "2025-01-02T09:00:00+00:00",
+            "date_id": "20250101_100000",
+            "model_dir": "x",
+        },
+    }
     (path.parent / "20250101_100000_rejudge_exact-match_summary.json").write_text(json.dumps(summary))
     out = tmp_path / "board"
     assert main(["table", str(tmp_path), "--out", str(out), "--reference", "none", "--no-plots"]) == 0
@@ -163,7 +272,10 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv_text = (tmp_path / "o" / "leaderboard.csv").read_text()
     header = csv_text.splitlines()[0].split(",")
     assert header[header.index("msvd_qa/accuracy") + 1 : header.index("msvd_qa/accuracy") + 4] == [
-        "msvd_qa/accuracy_ci_low", "msvd_qa/accuracy_ci_high", "msvd_qa/accuracy_n"]
+        "msvd_qa/accuracy_ci_low",
+        "msvd_qa/accuracy_ci_high",
+        "msvd_qa/accuracy_n",
+    ]
     assert "69.7" in csv_text
 
 
@@ -179,10 +291,26 @@ def test_dates_are_utc_whatever_zone_lmms_eval_wrote(tmp_path: Path) -> None:
 
 
 def qa_samples(verdicts: list[bool | None], videos: bool = True) -> list[dict]:
-    return [{"doc_id": i, "accuracy": {"id": i, "question": f"q{i}", "answer": "a", "prediction": "p",
-                                       **({"video": f"v{i // 2}.mp4"} if videos else {}),
-                                       "judgement": {"backend": "exact", "model": "", "verdict": v, "score": None if v is None else 5 * v,
-                                                     "failed": v is None}}} for i, v in enumerate(verdicts)]
+    return [
+        {
+            "doc_id": i,
+            "accuracy": {
+                "id": i,
+                "question": f"q{i}",
+                "answer": "a",
+                "prediction": "p",
+                **({"video": f"v{i // 2}.mp4"} if videos else {}),
+                "judgement": {
+                    "backend": "exact",
+                    "model": "",
+                    "verdict": v,
+                    "score": None if v is None else 5 * v,
+                    "failed": v is None,
+                },
+            },
+        }
+        for i, v in enumerate(verdicts)
+    ]
 
 
 def test_headline_view_shows_intervals_and_detail_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,12 +324,43 @@ def test_headline_view_shows_intervals_and_detail_the_rest(tmp_path: Path, capsy
     assert interval.low < 600 / 9 < interval.high
     assert "ucf_crime" not in run.intervals or "accuracy" not in run.intervals["ucf_crime"]  # no samples, no stderr
     out = tmp_path / "o"
-    assert main(["table", str(tmp_path), "--out", str(out), "--reference", "none", "--no-plots", "--max-failure-rate", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "table",
+                str(tmp_path),
+                "--out",
+                str(out),
+                "--reference",
+                "none",
+                "--no-plots",
+                "--max-failure-rate",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"| {600 / 9:.1f} ± {interval.half_width:.1f} |" in printed
     assert "acc_abuse" not in printed and "judge_failures" not in printed and "unmapped" not in printed
     assert "Interval method: cluster bootstrap" in printed
-    assert main(["table", str(tmp_path), "--out", str(out), "--reference", "none", "--no-plots", "--detail", "--max-failure-rate", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "table",
+                str(tmp_path),
+                "--out",
+                str(out),
+                "--reference",
+                "none",
+                "--no-plots",
+                "--detail",
+                "--max-failure-rate",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     detail = capsys.readouterr().out
     assert "ucf_crime/acc_abuse" in detail and "msvd_qa/judge_failures" in detail and "ucf_crime/unmapped" in detail
     assert "ucf_crime/acc_abuse" in (out / "leaderboard.html").read_text()
@@ -213,16 +372,27 @@ def test_headline_view_shows_intervals_and_detail_the_rest(tmp_path: Path, capsy
 
 def test_unclustered_samples_say_so(tmp_path: Path) -> None:
     qa = {"alias": "msvd_qa", "accuracy,none": 50.0}
-    write_run(tmp_path, "20250101_100000", {"msvd_qa": qa}, samples={"msvd_qa": qa_samples([True, False] * 3, videos=False)})
+    write_run(
+        tmp_path, "20250101_100000", {"msvd_qa": qa}, samples={"msvd_qa": qa_samples([True, False] * 3, videos=False)}
+    )
     (run,), _ = load_runs([tmp_path])
     assert "items treated as independent" in run.intervals["msvd_qa"]["accuracy"].method
 
 
 def test_task_written_interval_and_clustered_stderr_without_samples(tmp_path: Path) -> None:
     """Our tasks write <metric>_ci_low/_ci_high/_n into results.json; lmms-eval its clustered stderr: used, not shown as metrics."""
-    block = {"alias": "msvd_qa", "accuracy,none": 60.0, "accuracy_stderr,none": "N/A", "accuracy_stderr_clustered,none": 2.5,
-             "accuracy_ci_low,none": 55.0, "accuracy_ci_high,none": 66.0, "accuracy_n,none": 120,
-             "mean_score,none": 3.0, "mean_score_stderr_clt,none": 0.1, "mean_score_stderr_clustered,none": 0.2}
+    block = {
+        "alias": "msvd_qa",
+        "accuracy,none": 60.0,
+        "accuracy_stderr,none": "N/A",
+        "accuracy_stderr_clustered,none": 2.5,
+        "accuracy_ci_low,none": 55.0,
+        "accuracy_ci_high,none": 66.0,
+        "accuracy_n,none": 120,
+        "mean_score,none": 3.0,
+        "mean_score_stderr_clt,none": 0.1,
+        "mean_score_stderr_clustered,none": 0.2,
+    }
     write_run(tmp_path, "20250101_100000", {"msvd_qa": block})
     (run,), _ = load_runs([tmp_path])
     assert set(run.metrics["msvd_qa"]) == {"accuracy", "mean_score"}
@@ -231,7 +401,9 @@ def test_task_written_interval_and_clustered_stderr_without_samples(tmp_path: Pa
     assert score.half_width == pytest.approx(1.959964 * 0.2) and "clustered stderr" in score.method
 
 
-def test_a_named_input_that_cannot_be_read_fails_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_named_input_that_cannot_be_read_fails_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The readable runs are still tabulated, but the exit status and the last line say what was left out."""
     write_run(tmp_path / "good", "20250101_100000", {"msvd_qa": msvd(50.0)})
     missing = tmp_path / "nope"
@@ -243,7 +415,17 @@ def test_a_named_input_that_cannot_be_read_fails_the_command(tmp_path: Path, cap
 
 def test_a_newer_partial_run_does_not_replace_a_complete_one(tmp_path: Path) -> None:
     """A --limit smoke test after the full run must not become the configuration's number."""
-    write_run(tmp_path, "20250101_100000", {"msvd_qa": msvd(50.0)}, extra={"n-samples": {"msvd_qa": {"original": 10, "effective": 10}}})
-    write_run(tmp_path, "20250102_100000", {"msvd_qa": msvd(90.0)}, extra={"n-samples": {"msvd_qa": {"original": 10, "effective": 3}}})
+    write_run(
+        tmp_path,
+        "20250101_100000",
+        {"msvd_qa": msvd(50.0)},
+        extra={"n-samples": {"msvd_qa": {"original": 10, "effective": 10}}},
+    )
+    write_run(
+        tmp_path,
+        "20250102_100000",
+        {"msvd_qa": msvd(90.0)},
+        extra={"n-samples": {"msvd_qa": {"original": 10, "effective": 3}}},
+    )
     frame = table.build(load_runs([tmp_path])[0], reference_mode="none").frame
     assert list(frame["msvd_qa/accuracy"]) == [50.0]

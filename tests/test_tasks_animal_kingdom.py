@@ -46,5 +46,6 @@ def test_judged_accuracy_and_mean_score(tmp_path, monkeypatch):
     assert metric(results, "animal_kingdom", "judge_failures") == 0
     assert model.prompts == [QUESTION, QUESTION] and len(received) == 2
     assert any(
-        "Correct Answer: The bird is flying. The fish is swimming." in r.body["messages"][-1]["content"] for r in received
+        "Correct Answer: The bird is flying. The fish is swimming." in r.body["messages"][-1]["content"]
+        for r in received
     )
