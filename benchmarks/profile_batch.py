@@ -9,14 +9,12 @@ Same workload as ``stages.py``. Prints, per part, the top kernels by total CUDA 
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 import torch
-from llamavid_eval.model.batching import plan_batches, prepare_batch
+from llamavid_eval.model.batching import prepare_batch
 from llamavid_eval.model.inference import LlamaVidRunner, generation_kwargs
 from llamavid_eval.model.processing import qformer_text, qformer_tokenizer_inputs
-from throughput import make_questions, random_loaded, write_tokenizers, write_videos
+from throughput import add_batch_arguments, one_batch_workload
 
 
 def kernels(name: str, fn, repeats: int = 3, rows: int = 12) -> None:
@@ -52,18 +50,10 @@ def graph_step_ms(loop, replays: int = 20) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--questions", type=int, default=26)
-    parser.add_argument("--frames", type=int, default=10)
-    parser.add_argument("--answer-tokens", type=int, default=10)
+    add_batch_arguments(parser)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="llamavid-profile-"))
-    tokenizers = write_tokenizers(work / "tokenizers")
-    videos = write_videos(work, -(-args.batch_size // args.questions), args.frames)
-    loaded = random_loaded(tokenizers, work, device="cuda")
+    loaded, _, questions, indices = one_batch_workload(args, "llamavid-profile-")
     model = loaded.model
-    questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
-    indices = plan_batches(questions, args.batch_size)[0]
     batch_questions = [questions[i] for i in indices]
     runner = LlamaVidRunner(loaded, batch_size=args.batch_size, compile=True)
     batch = prepare_batch(questions, indices, loaded.image_processor)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from llamavid_eval.model.batching import plan_batches, prepare_batch
+from llamavid_eval.model.batching import prepare_batch
 from llamavid_eval.model.inference import LlamaVidRunner, generation_kwargs
 from llamavid_eval.model.processing import (
     qformer_text,
@@ -25,7 +23,7 @@ from llamavid_eval.model.processing import (
     tokenize_with_image,
     vicuna_v1_prompt,
 )
-from throughput import make_questions, random_loaded, write_tokenizers, write_videos
+from throughput import add_batch_arguments, one_batch_workload
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -88,19 +86,11 @@ def time_stages(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--questions", type=int, default=26)
-    parser.add_argument("--frames", type=int, default=10)
-    parser.add_argument("--answer-tokens", type=int, default=10)
+    add_batch_arguments(parser)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.cuda.set_device(0)
-    work = Path(tempfile.mkdtemp(prefix="llamavid-stages-"))
-    tokenizers = write_tokenizers(work / "tokenizers")
-    videos = write_videos(work, -(-args.batch_size // args.questions), args.frames)
-    loaded = random_loaded(tokenizers, work, device="cuda")
-    questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
-    indices = plan_batches(questions, args.batch_size)[0]
+    loaded, videos, questions, indices = one_batch_workload(args, "llamavid-stages-")
     rows: list[tuple[str, str, float]] = []
 
     for decode in ("eager", "graph"):

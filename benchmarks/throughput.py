@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from llamavid_eval.model.batching import plan_batches
 from llamavid_eval.model.inference import LlamaVidRunner, Question
 from llamavid_eval.model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
 from llamavid_eval.model.processing import image_processor_for, qformer_tokenizer_inputs
@@ -110,6 +111,26 @@ def make_questions(videos: list[Path], per_video: int, answer_tokens: int, share
         for path in videos
         for q in range(per_video)
     ]
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shape of the one batch that stages.py and profile_batch.py time."""
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--questions", type=int, default=26)
+    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--answer-tokens", type=int, default=10)
+
+
+def one_batch_workload(
+    args: argparse.Namespace, prefix: str
+) -> tuple[LoadedLlamaVid, list[Path], list[Question], list[int]]:
+    """A random 7B model on the GPU, just enough videos for one full batch, its questions and their indices."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    tokenizers = write_tokenizers(work / "tokenizers")
+    videos = write_videos(work, -(-args.batch_size // args.questions), args.frames)
+    loaded = random_loaded(tokenizers, work, device="cuda")
+    questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
+    return loaded, videos, questions, plan_batches(questions, args.batch_size)[0]
 
 
 def timed(fn, sync: bool = True) -> tuple[object, float]:
