@@ -118,36 +118,11 @@ def test_rejudge_folder_with_several_tasks_and_runs(output_dir, capsys):
 def test_rejudge_one_file_to_out_with_a_local_judge(output_dir, tmp_path, capsys):
     src = output_dir / "org__llama-vid-7b" / "20250102_130000_samples_msvd_qa.jsonl"
     with FakeChatServer() as server:
-        rc = main(
-            [
-                "rejudge",
-                str(src),
-                "--judge",
-                "local",
-                "--judge-model",
-                "llama3",
-                "--base-url",
-                server.url,
-                "--out",
-                str(tmp_path / "re"),
-            ]
-        )
+        local = ["rejudge", str(src), "--judge", "local", "--judge-model", "llama3", "--base-url", server.url]
+        rc = main([*local, "--out", str(tmp_path / "re")])
         assert rc == 0 and len(server.calls) == 3
         assert {c.body["model"] for c in server.calls} == {"llama3"}
-        rc = main(
-            [
-                "rejudge",
-                str(src),
-                "--judge",
-                "local",
-                "--judge-model",
-                "llama3",
-                "--base-url",
-                server.url,
-                "--out",
-                str(tmp_path / "re2"),
-            ]
-        )
+        rc = main([*local, "--out", str(tmp_path / "re2")])
         assert rc == 0 and len(server.calls) == 3  # second run: all from the cache
     summary = json.loads((tmp_path / "re" / "20250102_130000_rejudge_local-llama3_summary.json").read_text())
     assert without_ci(summary["results"])["msvd_qa"] == {

@@ -324,48 +324,18 @@ def test_headline_view_shows_intervals_and_detail_the_rest(tmp_path: Path, capsy
     assert interval.low < 600 / 9 < interval.high
     assert "ucf_crime" not in run.intervals or "accuracy" not in run.intervals["ucf_crime"]  # no samples, no stderr
     out = tmp_path / "o"
-    assert (
-        main(
-            [
-                "table",
-                str(tmp_path),
-                "--out",
-                str(out),
-                "--reference",
-                "none",
-                "--no-plots",
-                "--max-failure-rate",
-                "0.2",
-            ]
-        )
-        == 0
-    )
+    table_args = ["table", str(tmp_path), "--out", str(out), "--reference", "none", "--no-plots"]
+    assert main([*table_args, "--max-failure-rate", "0.2"]) == 0
     printed = capsys.readouterr().out
     assert f"| {600 / 9:.1f} ± {interval.half_width:.1f} |" in printed
     assert "acc_abuse" not in printed and "judge_failures" not in printed and "unmapped" not in printed
     assert "Interval method: cluster bootstrap" in printed
-    assert (
-        main(
-            [
-                "table",
-                str(tmp_path),
-                "--out",
-                str(out),
-                "--reference",
-                "none",
-                "--no-plots",
-                "--detail",
-                "--max-failure-rate",
-                "0.2",
-            ]
-        )
-        == 0
-    )
+    assert main([*table_args, "--detail", "--max-failure-rate", "0.2"]) == 0
     detail = capsys.readouterr().out
     assert "ucf_crime/acc_abuse" in detail and "msvd_qa/judge_failures" in detail and "ucf_crime/unmapped" in detail
     assert "ucf_crime/acc_abuse" in (out / "leaderboard.html").read_text()
     # one judge failure in 10 items: refused by default, with the count and the reason in the last line
-    assert main(["table", str(tmp_path), "--out", str(out), "--reference", "none", "--no-plots"]) == 1
+    assert main(table_args) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: 1 of 10 judgements failed")
 
