@@ -231,7 +231,7 @@ def _accuracy_text(metrics: dict[str, Any]) -> str:
     ci = metrics.get("accuracy_ci")
     if metrics["accuracy"] is None or not ci:
         return _fmt(metrics["accuracy"], 2)
-    return Interval(**{k: ci[k] for k in ("estimate", "low", "high", "n", "clusters", "method")}).short(2)
+    return Interval.from_dict(ci).short(2)
 
 
 def _fmt(value: float | None, digits: int) -> str:

@@ -165,7 +165,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     def interval(iv: dict[str, Any] | None) -> str:
         if not iv:
             return "n/a"
-        return Interval(**{k: iv[k] for k in ("estimate", "low", "high", "n", "clusters", "method")}).describe()
+        return Interval.from_dict(iv).describe()
 
     lines = [
         f"# {report['task']} / {report['metric']}: B vs A",

@@ -31,7 +31,7 @@ def _ci(iv: dict[str, Any] | None, digits: int = 1) -> str:
     low, high = iv["low"], iv["high"]
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{iv['estimate']:.{digits}f} (no interval, n={iv['n']})"
-    interval = Interval(**{k: iv[k] for k in ("estimate", "low", "high", "n", "clusters", "method")})
+    interval = Interval.from_dict(iv)
     head = f"{iv['estimate']:.{digits}f}" if interval.lopsided else interval.short(digits)
     return f"{head} ({low:.{digits}f} to {high:.{digits}f}, n={iv['n']})"
 

@@ -11,7 +11,7 @@ Layer 0: numpy and scipy only.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,11 @@ class Interval:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready fields, half_width included."""
         return {**asdict(self), "half_width": self.half_width}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Interval:
+        """The interval :meth:`to_dict` wrote (reports keep intervals as JSON)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def _missing_mask(column: np.ndarray) -> np.ndarray:
