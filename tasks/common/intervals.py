@@ -20,6 +20,7 @@ score key is one name per task while the value differs per metric.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -66,9 +67,16 @@ def interval(
     records: Sequence[Record], values: Sequence[float | None], bounds: tuple[float, float] = PERCENT
 ) -> Interval:
     """The 95% cluster-bootstrap interval of the mean of ``values`` (None excluded), by video."""
-    floats = [math.nan if v is None else float(v) for v in values]
-    videos = [str(r.get(CLUSTER_KEY, r.get("id"))) for r in records]
-    return cluster_bootstrap_mean(floats, videos, resamples=RESAMPLES, seed=SEED, unit="videos", bounds=bounds)
+    floats = tuple(math.nan if v is None else float(v) for v in values)
+    videos = tuple(str(r.get(CLUSTER_KEY, r.get("id"))) for r in records)
+    return _bootstrap(floats, videos, bounds)
+
+
+@functools.lru_cache(maxsize=8)
+def _bootstrap(values: tuple[float, ...], videos: tuple[str, ...], bounds: tuple[float, float]) -> Interval:
+    """lmms-eval aggregates ``_ci_low``, ``_ci_high`` and ``_n`` separately, each over its own copy of the
+    same items: the bootstrap runs once for the three."""
+    return cluster_bootstrap_mean(values, videos, resamples=RESAMPLES, seed=SEED, unit="videos", bounds=bounds)
 
 
 def ci_aggregations(

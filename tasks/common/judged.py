@@ -23,10 +23,15 @@ _MEMO: dict[str, list[Judgement]] = {}
 _MEMO_SIZE = 8
 
 
+def _judge_config(task_config: Any) -> Mapping[str, Any] | None:
+    """The judge settings a task's YAML gives in its ``metadata`` (None: defaults and environment only)."""
+    metadata = getattr(task_config, "metadata", None)
+    return metadata if isinstance(metadata, Mapping) else None
+
+
 def _judgements(records: Sequence[dict[str, Any]], task_config: Any, annotate: bool) -> list[Judgement]:
     """The judgements of ``records`` (judged once per content and judge), written into them if ``annotate``."""
-    metadata = getattr(task_config, "metadata", None)
-    config = metadata if isinstance(metadata, Mapping) else None
+    config = _judge_config(task_config)
     payload = [(r["question"], r["answer"], r["prediction"]) for r in records]
     key = hashlib.sha256(json.dumps([resolve_settings(config).public(), payload], default=str).encode()).hexdigest()
     if key not in _MEMO:
@@ -109,7 +114,6 @@ def check_judge(task_config: Any) -> None:
     Raises ``JudgeUnavailable`` naming backend, URL, model, the server's reason and the fix."""
     from llamavid_eval.judges.preflight import check_once
 
-    metadata = getattr(task_config, "metadata", None)
-    config = metadata if isinstance(metadata, Mapping) else None
+    config = _judge_config(task_config)
     get_judge(config).close()  # settings errors (unknown backend, no API key) before any request
     check_once(resolve_settings(config))
