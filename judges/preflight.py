@@ -173,7 +173,7 @@ def _message(settings: JudgeSettings, reason: str, served: tuple[str, ...] | Non
     if served is not None:
         lines.append(f"The server serves: {_listing(served)}.")
     others = ", ".join(b for b in BACKENDS if b != settings.backend)
-    first = _FIRST_FIX.get(kind, "start the judge server or point LLAMAVID_JUDGE_BASE_URL at it")  # type: ignore[arg-type]
+    first = _FIRST_FIX.get(kind, _FIRST_FIX[Kind.CONNECTION])  # type: ignore[arg-type]
     lines.append(
         f"Fix: {first}; or another judge with LLAMAVID_JUDGE=... ({others}) and calibrate the replacement with "
         "`llamavid judge swap`; or, in an lmms-eval run, skip this check with LLAMAVID_JUDGE_PREFLIGHT=0 and "
