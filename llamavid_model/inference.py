@@ -14,14 +14,6 @@ from typing import Any
 
 import torch
 from llamavid_eval.model.batching import Batch, Question, plan_batches, prepare_batch, prepared_batches
-from llamavid_eval.model.decoding import (
-    GraphDecoder,
-    LlmInputs,
-    PendingDecode,
-    PrefixKV,
-    generate_eager,
-    prefix_kv,
-)
 from llamavid_eval.model.loading import LoadedLlamaVid, decode_answer
 from llamavid_eval.model.processing import (
     qformer_text,
@@ -32,6 +24,14 @@ from llamavid_eval.model.processing import (
 )
 
 from llamavid_eval.core.tokens import IMAGE_TOKEN_INDEX
+from llamavid_eval.generation.decoding import (
+    GraphDecoder,
+    LlmInputs,
+    PendingDecode,
+    PrefixKV,
+    generate_eager,
+    prefix_kv,
+)
 
 
 class LlamaVidRunner:

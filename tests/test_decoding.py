@@ -7,10 +7,11 @@ import warnings
 import pytest
 import torch
 from llamavid_eval.model.batching import prepare_batch
-from llamavid_eval.model.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
 from llamavid_eval.model.inference import LlamaVidRunner, Question
 from llamavid_eval.model.loading import decode_answer, load_llamavid
 from media import coloured_frames
+
+from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The house rules of the layout: one import namespace, every package folder installed, and
-dependencies that point down (core < model, judges < tasks, training, results < CLI, demo, plugin)."""
+dependencies that point down (core < generation < model, judges < tasks, training, results < CLI, demo,
+plugin)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,17 @@ PACKAGE_DIRS: dict[str, str] = PYPROJECT["tool"]["setuptools"]["package-dir"]
 LAYERS = {
     "llamavid_eval": 0,  # the namespace's __init__: a docstring and the version
     "llamavid_eval.core": 0,
-    "llamavid_eval.model": 1,
-    "llamavid_eval.judges": 1,
-    "llamavid_eval.tasks": 2,
-    "llamavid_eval.training": 2,
-    "llamavid_eval.results": 2,
-    "llamavid_eval.cli": 3,
-    "llamavid_eval.demo": 3,
-    "llamavid_eval.lmms_plugin": 3,
+    "llamavid_eval.generation": 1,
+    "llamavid_eval.model": 2,
+    "llamavid_eval.judges": 2,
+    "llamavid_eval.tasks": 3,
+    "llamavid_eval.training": 3,
+    "llamavid_eval.results": 3,
+    "llamavid_eval.cli": 4,
+    "llamavid_eval.demo": 4,
+    "llamavid_eval.lmms_plugin": 4,
 }
-TOP = 3
+TOP = 4
 
 
 def part_of(module: str) -> str:

@@ -1,4 +1,4 @@
-"""Batched greedy decoding for short video-QA answers: shared prompt prefix, static cache, CUDA graphs.
+"""Batched greedy decoding of short replies: shared prompt prefix, static cache, CUDA graphs.
 
 ``generate`` spends most of a short answer's decode steps in Python: per step it rebuilds inputs,
 runs logits processors and stopping criteria, and synchronises with the GPU to ask whether every
@@ -12,18 +12,23 @@ replayed with no Python per token and no host synchronisation until the end (or 
 the cache length is rounded up to a bucket, so every batch of the same shape replays the same
 graph; the last few shapes' graphs are kept. Answers longer than ``graph_tokens`` continue on the
 eager ``generate`` path, so a task's large ``max_new_tokens`` does not size the static cache.
-Sampling and beam search go to ``generate`` as well.
+Sampling and beam search go to ``generate`` as well. Rows may also stop at other tokens than eos
+(the judge stops once its verdict dictionary closes). The video model's answers and the in-process
+judge's verdicts both decode here.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, StaticCache
+
+from llamavid_eval.generation.attention import GROUPED_ATTENTION
 
 PrefixKV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
@@ -100,31 +105,32 @@ class GraphDecoder:
         self.use_graphs = use_graphs
         self._states: OrderedDict[tuple[int, int], _StaticLoop] = OrderedDict()
 
-    def generate(self, inputs: LlmInputs, eos_token_id: int, **kwargs: Any) -> list[list[int]]:
-        """New token ids per row (ending at eos, if reached); see :meth:`launch`."""
-        return self.launch(inputs, eos_token_id, **kwargs).rows()
+    def generate(
+        self, inputs: LlmInputs, eos_token_id: int, stop_token_ids: Sequence[int] = (), **kwargs: Any
+    ) -> list[list[int]]:
+        """New token ids per row (ending at eos or a stop token, if reached); see :meth:`launch`."""
+        return self.launch(inputs, eos_token_id, stop_token_ids, **kwargs).rows()
 
-    def launch(self, inputs: LlmInputs, eos_token_id: int, **kwargs: Any) -> PendingDecode:
+    def launch(
+        self, inputs: LlmInputs, eos_token_id: int, stop_token_ids: Sequence[int] = (), **kwargs: Any
+    ) -> PendingDecode:
         """Queue the decoding on the GPU and return without waiting for it (the caller can prepare its
-        next batch meanwhile). Non-greedy options, and attention kernels that take no 4D mask
+        next batch meanwhile). A row ends at ``eos_token_id`` (banned before ``min_new_tokens``) or
+        at any of ``stop_token_ids``. Non-greedy options, and attention kernels that take no 4D mask
         (flash-attention), run ``generate`` at once."""
+        stops = _Stops(eos_token_id, stop_token_ids)
         if not is_greedy(kwargs) or self.model.config._attn_implementation not in ("sdpa", "eager"):
-            return PendingDecode(
-                self.model,
-                inputs,
-                eos_token_id,
-                {},
-                done=generate_eager(self.model, inputs, eos_token_id=eos_token_id, **kwargs),
-            )
+            done = generate_eager(self.model, inputs, eos_token_id=stops.for_generate, **kwargs)
+            return PendingDecode(self.model, inputs, stops, {}, done=[stops.cut(row) for row in done])
         max_new = int(kwargs.pop("max_new_tokens"))
         min_new = int(kwargs.pop("min_new_tokens", 0) or 0)
         pad = int(kwargs.get("pad_token_id") or 0)
         first_new = min(max_new, self.graph_tokens)
         padded = self._pad_rows(inputs)
         loop = self._loop(padded, first_new)
-        output = loop.run(padded, first_new, min_new, eos_token_id, pad, self.check_every)
+        output = loop.run(padded, first_new, min_new, stops, pad, self.check_every)
         rest = {**kwargs, "max_new_tokens": max_new - first_new, "min_new_tokens": max(0, min_new - first_new)}
-        return PendingDecode(self.model, inputs, eos_token_id, rest, output=output[: inputs.rows], first_new=first_new)
+        return PendingDecode(self.model, inputs, stops, rest, output=output[: inputs.rows], first_new=first_new)
 
     def _pad_rows(self, inputs: LlmInputs) -> LlmInputs:
         """Repeat the last row up to the batch size: one graph shape for every batch (extra rows discarded)."""
@@ -149,6 +155,31 @@ class GraphDecoder:
         return loop
 
 
+@dataclass(frozen=True)
+class _Stops:
+    """Where a row ends: eos (which ``min_new_tokens`` bans) or any extra stop token."""
+
+    eos: int
+    extra: Sequence[int] = ()
+
+    @property
+    def ids(self) -> list[int]:
+        return [self.eos, *self.extra]
+
+    @property
+    def for_generate(self) -> int | list[int]:
+        """``generate``'s ``eos_token_id`` (a plain id when there is no extra stop, as callers pass it)."""
+        return self.ids if self.extra else self.eos
+
+    def cut(self, row: list[int]) -> list[int]:
+        """``row`` up to and including its first stop (what batch-1 ``generate`` returns)."""
+        ends = set(self.ids)
+        for index, token in enumerate(row):
+            if token in ends:
+                return row[: index + 1]
+        return row
+
+
 class PendingDecode:
     """Decoded ids still on the GPU; :meth:`rows` waits for them and finishes long answers eagerly."""
 
@@ -156,29 +187,33 @@ class PendingDecode:
         self,
         model: PreTrainedModel,
         inputs: LlmInputs,
-        eos: int,
+        stops: _Stops,
         rest: dict[str, Any],
         output: torch.Tensor | None = None,
         first_new: int = 0,
         done: list[list[int]] | None = None,
     ) -> None:
-        self.model, self.inputs, self.eos, self.rest = model, inputs, eos, rest
+        self.model, self.inputs, self.stops, self.rest = model, inputs, stops, rest
         self.output, self.first_new, self.done = output, first_new, done
 
     @torch.inference_mode()
     def rows(self) -> list[list[int]]:
         if self.done is not None:
             return self.done
-        eos = self.eos
-        rows = [_until_eos(row, eos) for row in self.output.tolist()]
-        unfinished = [i for i, row in enumerate(rows) if len(row) == self.first_new and row[-1] != eos]
+        stops = self.stops
+        rows = [stops.cut(row) for row in self.output.tolist()]
+        ends = set(stops.ids)
+        unfinished = [i for i, row in enumerate(rows) if len(row) == self.first_new and row[-1] not in ends]
         if self.rest["max_new_tokens"] > 0 and unfinished:
             generated = self.output.index_select(0, torch.tensor(unfinished, device=self.output.device))
             tails = generate_eager(
-                self.model, _extend(self.model, self.inputs, unfinished, generated), eos_token_id=eos, **self.rest
+                self.model,
+                _extend(self.model, self.inputs, unfinished, generated),
+                eos_token_id=stops.for_generate,
+                **self.rest,
             )
             for index, tail in zip(unfinished, tails, strict=True):
-                rows[index] = rows[index] + _until_eos(tail, eos)
+                rows[index] = rows[index] + stops.cut(tail)
         self.done = rows
         return rows
 
@@ -205,6 +240,7 @@ class _StaticLoop:
         self.step_index = torch.zeros((), dtype=torch.long, device=device)
         self.min_new = torch.zeros((), dtype=torch.long, device=device)
         self.eos = torch.zeros(1, dtype=torch.long, device=device)
+        self.is_stop = torch.zeros(model.get_output_embeddings().weight.shape[0], dtype=torch.bool, device=device)
         self.pad = torch.zeros((), dtype=torch.long, device=device)
         self.graph = self._capture() if use_graphs else None
         self._prefix_in_cache: PrefixKV | None = None
@@ -232,11 +268,10 @@ class _StaticLoop:
         embeds = self.model.get_input_embeddings()(self.tokens[:, None])
         config = self.model.config
         previous = config._attn_implementation_internal
-        # One query per row against the whole cache: plain batched matrix-vector products read K/V
-        # once, while SDPA's memory-efficient kernel (the only SDPA kernel that takes a mask) spent
-        # 4.5 of a step's 12.3 ms on an H200 (benchmarks/profile_batch.py). Set on this config only,
-        # not through the property, which would also switch the vision tower's and Q-Former's.
-        config._attn_implementation_internal = "eager"
+        # One query per row against the whole cache: batched matrix-vector products that read K/V
+        # once (attention.py says why not SDPA or eager). Set on this config only, not through the
+        # property, which would also switch the vision tower's and Q-Former's.
+        config._attn_implementation_internal = GROUPED_ATTENTION
         try:
             logits = self.model(
                 inputs_embeds=embeds,
@@ -251,13 +286,14 @@ class _StaticLoop:
         chosen = self.choose(logits)
         chosen = torch.where(self.finished, self.pad, chosen)
         self.out.index_copy_(1, self.step_index.view(1), chosen[:, None])
-        self.finished |= chosen == self.eos
+        self.finished |= self.is_stop[chosen]
         self.tokens.copy_(chosen)
         self.positions.add_(1)
         self.step_index.add_(1)
 
     def _for_attention(self, mask: torch.Tensor) -> torch.Tensor:
-        """SDPA takes the boolean mask; eager attention adds the mask to its scores, so it gets 0 / -inf."""
+        """SDPA takes the boolean mask; eager and grouped attention add the mask to their scores, so
+        they get 0 / -inf."""
         if self.model.config._attn_implementation == "sdpa":
             return mask
         return torch.zeros(mask.shape, dtype=self.dtype, device=mask.device).masked_fill_(
@@ -274,12 +310,14 @@ class _StaticLoop:
 
     @torch.inference_mode()
     def run(
-        self, inputs: LlmInputs, new_tokens: int, min_new: int, eos: int, pad: int, check_every: int
+        self, inputs: LlmInputs, new_tokens: int, min_new: int, stops: _Stops, pad: int, check_every: int
     ) -> torch.Tensor:
         """``[rows, <= new_tokens]`` greedy ids (a copy: the buffers serve the next batch): prefill,
         then up to ``new_tokens - 1`` decode steps; the host waits only to check for finished rows."""
         self.min_new.fill_(min_new)
-        self.eos.fill_(eos)
+        self.eos.fill_(stops.eos)
+        self.is_stop.zero_()
+        self.is_stop[torch.tensor(stops.ids, device=self.is_stop.device)] = True
         self.pad.fill_(pad)
         self.step_index.zero_()
         self.finished.zero_()
@@ -324,15 +362,10 @@ class _StaticLoop:
         ).logits[:, -1]
         first = torch.where(self.finished, self.pad, self.choose(logits))
         self.out[:, 0] = first
-        self.finished.copy_(first == self.eos)
+        self.finished.copy_(self.is_stop[first])
         self.tokens.copy_(first)
         self.positions.copy_(positions[:, -1] + 1)
         self.step_index.fill_(1)
-
-
-def _until_eos(row: list[int], eos: int) -> list[int]:
-    """``row`` up to and including its first eos (what batch-1 ``generate`` returns)."""
-    return row[: row.index(eos) + 1] if eos in row else row
 
 
 def _extend(model: PreTrainedModel, inputs: LlmInputs, rows: list[int], generated: torch.Tensor) -> LlmInputs:

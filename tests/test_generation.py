@@ -1,0 +1,98 @@
+"""Decoding shared by the video model and the judge, on a grouped-query (Llama-3-like) model: the
+grouped attention computes eager attention's function, and the static loop gives ``generate``'s ids,
+stopping at extra stop tokens where asked."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.models.llama.modeling_llama import eager_attention_forward
+
+from llamavid_eval.generation.attention import grouped_attention
+from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
+
+
+class _Heads(torch.nn.Module):
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.num_key_value_groups, self.training = groups, False
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "queries"), [(4, 4, 1), (8, 2, 1), (8, 2, 5), (6, 1, 3)])
+def test_grouped_attention_is_eager_attention(heads, kv_heads, queries):
+    generator = torch.Generator().manual_seed(heads * 10 + queries)
+    rows, length, dim = 3, 11, 16
+    query = torch.randn(rows, heads, queries, dim, generator=generator, dtype=torch.float64)
+    key = torch.randn(rows, kv_heads, length, dim, generator=generator, dtype=torch.float64)
+    value = torch.randn(rows, kv_heads, length, dim, generator=generator, dtype=torch.float64)
+    hidden = torch.rand(rows, 1, queries, length, generator=generator) < 0.3
+    hidden[..., 0] = False  # every query sees at least one key
+    mask = torch.zeros(hidden.shape, dtype=torch.float64).masked_fill_(hidden, torch.finfo(torch.float64).min)
+    module = _Heads(heads // kv_heads)
+    expected, _ = eager_attention_forward(module, query, key, value, mask, scaling=dim**-0.5)
+    got, weights = grouped_attention(module, query, key, value, mask, scaling=dim**-0.5)
+    assert weights is None and got.shape == (rows, queries, heads, dim)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # and it differs when a key is unmasked: the mask reaches every stacked head
+    unmasked, _ = grouped_attention(module, query, key, value, torch.zeros_like(mask), scaling=dim**-0.5)
+    assert not torch.allclose(unmasked, got)
+
+
+@pytest.fixture(scope="module")
+def gqa_model():
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def _gqa_inputs(model, shared: int = 5) -> LlmInputs:
+    """Three prompts of different lengths (left padded) that share their first ``shared`` ids."""
+    generator = torch.Generator().manual_seed(3)
+    prefix = torch.randint(2, 97, (shared,), generator=generator)
+    own = [torch.randint(2, 97, (n,), generator=generator) for n in (4, 7, 2)]
+    width = shared + max(len(o) for o in own)
+    ids = torch.zeros(3, width, dtype=torch.long)
+    mask = torch.zeros(3, width, dtype=torch.long)
+    for row, tokens in enumerate(own):
+        ids[row, :shared], mask[row, :shared] = prefix, 1
+        ids[row, width - len(tokens) :], mask[row, width - len(tokens) :] = tokens, 1
+    with torch.inference_mode():
+        return LlmInputs(model.get_input_embeddings()(ids), mask, prefix_kv(model, prefix[None]))
+
+
+def test_grouped_query_model_decodes_as_generate(gqa_model):
+    inputs = _gqa_inputs(gqa_model)
+    settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+    with torch.inference_mode():
+        eager = generate_eager(gqa_model, inputs, eos_token_id=1, **settings)
+        graph = GraphDecoder(gqa_model, batch_size=4, graph_tokens=4, bucket=8).generate(
+            inputs, eos_token_id=1, **settings
+        )
+    assert [len(row) for row in eager] == [6, 6, 6]
+    assert graph == eager
+
+
+def test_rows_end_at_extra_stop_tokens(gqa_model):
+    """A stop token ends its row (included), other rows go on; past the graph part as well."""
+    inputs = _gqa_inputs(gqa_model)
+    settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+    with torch.inference_mode():
+        free = generate_eager(gqa_model, inputs, eos_token_id=1, **settings)
+        stop = free[0][2]  # row 0 reaches it by its third token
+        for graph_tokens in (6, 2):
+            decoder = GraphDecoder(gqa_model, batch_size=3, graph_tokens=graph_tokens, bucket=8)
+            rows = decoder.generate(inputs, eos_token_id=1, stop_token_ids=[stop], **settings)
+            expected = [row[: row.index(stop) + 1] if stop in row else row for row in free]
+            assert rows == expected, graph_tokens
+    assert rows[0][-1] == stop and len(rows[0]) <= 3
