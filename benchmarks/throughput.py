@@ -35,6 +35,8 @@ from llamavid_eval.model.random_init import build_random
 from llamavid_eval.model.tiny import BASE_CORPUS, write_bert_tokenizer, write_sentencepiece_tokenizer
 from llamavid_eval.model.video import load_visuals
 
+from llamavid_eval.generation.fusion import fuse_rms_norms
+
 QUESTIONS = (
     "what is the man doing?",
     "who is playing the guitar?",
@@ -183,7 +185,8 @@ def main() -> None:
     parser.add_argument(
         "--decode",
         default="eager,graph",
-        help="comma-separated decode paths of the optimized runner: eager, graph (CUDA graphs)",
+        help="comma-separated decode paths of the optimized runner: eager, graph (CUDA graphs), "
+        "graph+fused (and the LLM's RMSNorms compiled; run it after graph: it changes the model)",
     )
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -216,7 +219,7 @@ def main() -> None:
                     "attn": attn,
                     "decode": decode,
                     "world_size": world,
-                    **measure(loaded, videos, args, device, compile=decode == "graph"),
+                    **measure(loaded, videos, args, device, compile=decode.startswith("graph"), fused=decode),
                 }
             )
         del loaded
@@ -232,9 +235,16 @@ def main() -> None:
 
 
 def measure(
-    loaded: LoadedLlamaVid, videos: list[Path], args: argparse.Namespace, device: torch.device, compile: bool
+    loaded: LoadedLlamaVid,
+    videos: list[Path],
+    args: argparse.Namespace,
+    device: torch.device,
+    compile: bool,
+    fused: str,
 ) -> dict:
     """Paths (b), then (a) and (c) unless ``--only optimized``."""
+    if fused.endswith("+fused"):
+        fuse_rms_norms(loaded.model)
     torch.cuda.reset_peak_memory_stats(device)
     fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=4, compile=compile)
     warm_videos = videos[: max(1, args.batch_size // args.questions)]
@@ -289,7 +299,10 @@ def fp32_identity(
     single = LlamaVidRunner(loaded, batch_size=1, decode_workers=0).answer_ids(subset)
     row: dict[str, object] = {"attn": "sdpa", "decode": "fp32 check", "questions": len(subset)}
     for decode in args.decode.split(","):
-        batched = LlamaVidRunner(loaded, batch_size=args.batch_size, compile=decode == "graph").answer_ids(subset)
+        if decode.endswith("+fused"):
+            fuse_rms_norms(loaded.model)
+        runner = LlamaVidRunner(loaded, batch_size=args.batch_size, compile=decode.startswith("graph"))
+        batched = runner.answer_ids(subset)
         same = sum(a == b for a, b in zip(single, batched, strict=True))
         row[f"fp32_identical_ids_{decode}"] = f"{same}/{len(subset)}"
     del loaded
@@ -317,6 +330,7 @@ def print_table(rows: list[dict]) -> None:
         "greedy_identical_ids",
         "fp32_identical_ids_eager",
         "fp32_identical_ids_graph",
+        "fp32_identical_ids_graph+fused",
         "error",
     ]
     present = [k for k in keys if any(k in row for row in rows)]

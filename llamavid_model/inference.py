@@ -8,6 +8,7 @@ its questions share those features. Results come back in the callers' order.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -86,15 +87,23 @@ class LlamaVidRunner:
             if progress is not None:
                 progress(len(indices))
 
-        # Software pipeline: batch n+1's tower, Q-Former and prompt splice are queued on the GPU
-        # before the host waits for batch n's answers, so the GPU never idles while the host
-        # tokenises and splices (~50 ms of host work per 128-question batch).
+        # Software pipeline: batch n+1's tower, Q-Former and prompt splice are queued before the
+        # host waits for batch n's answers, so the GPU never idles while the host tokenises and
+        # splices. On CUDA they go to a second stream: the compute-bound tower then runs beside
+        # batch n's decode steps, which mostly wait on memory reads of the weights.
+        side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         previous: tuple[list[int], PendingDecode] | None = None
         for batch in batches:
             batch_questions = [questions[i] for i in batch.indices]
-            inputs = self.llm_inputs(batch_questions, self.visual_tokens(batch_questions, batch))
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                inputs = self.llm_inputs(batch_questions, self.visual_tokens(batch_questions, batch))
             if previous is not None:
                 collect(*previous)
+            if side is not None:
+                main = torch.cuda.current_stream(self.device)
+                main.wait_stream(side)
+                for tensor in (inputs.embeds, inputs.attention_mask):
+                    tensor.record_stream(main)  # made on the side stream, read on the main one
             previous = (batch.indices, self.launch(inputs, batch_questions[0].generation))
         if previous is not None:
             collect(*previous)

@@ -9,7 +9,9 @@ Throughput: every judge prompt starts with the same system text and instruction 
 tokens); that shared token prefix is run through the model once and its keys/values are copied
 into every row's static cache, so only each item's own tokens are prefilled. Conversations are
 sorted by length before batching (little padding), and a row stops at the first ``}`` - the
-verdict dictionary is complete there - instead of running to ``max_new_tokens``.
+verdict dictionary is complete there - instead of running to ``max_new_tokens``. Decoding is the
+video model's (``llamavid_eval.generation``): on a GPU each decode step is one replayed CUDA graph,
+with no Python per token.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 from llamavid_eval.judges.cache import JudgementCache
 from llamavid_eval.judges.engine import ConversationJudge, Messages, Reply
 from llamavid_eval.judges.prompt import MAX_NEW_TOKENS, render_plain
+
+from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,7 +67,8 @@ class HFJudge(ConversationJudge):
         self._tok: Any = None
         self._lm: Any = None
         self._prefix: tuple[tuple[int, ...], tuple[tuple[Any, Any], ...]] | None = None
-        self._closing: Any = None
+        self._closing: list[int] | None = None
+        self._decoder: GraphDecoder | None = None
 
     @classmethod
     def with_model(cls, name: str, tokenizer: Any, lm: Any, **kwargs: Any) -> HFJudge:
@@ -76,7 +81,7 @@ class HFJudge(ConversationJudge):
         return judge
 
     def close(self) -> None:
-        self._tok = self._lm = self._prefix = self._closing = None
+        self._tok = self._lm = self._prefix = self._closing = self._decoder = None
         _load_pretrained.cache_clear()
 
     def _load(self) -> tuple[Any, Any]:
@@ -141,7 +146,6 @@ class HFJudge(ConversationJudge):
     def _generate(self, tok: Any, lm: Any, prompts: list[list[int]], shared: int) -> list[str]:
         """Greedy replies for one batch; the first ``shared`` ids of every prompt are the same."""
         import torch
-        from transformers import GenerationConfig, StaticCache
 
         pad = tok.pad_token_id
         width = max(len(p) for p in prompts)
@@ -149,30 +153,28 @@ class HFJudge(ConversationJudge):
         mask = torch.tensor(
             [[1] * shared + [0] * (width - len(p)) + [1] * (len(p) - shared) for p in prompts], device=lm.device
         )
-        cache = StaticCache(config=lm.config, max_cache_len=width + self.max_new_tokens)
-        if shared:  # the shared prefix's keys/values, computed once per judge
-            for layer, (keys, values) in enumerate(self._prefix_kv(lm, tuple(prompts[0][:shared]))):
-                cache.update(keys.expand(len(prompts), -1, -1, -1), values.expand(len(prompts), -1, -1, -1), layer)
-        config = GenerationConfig(
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=self.max_new_tokens,
-            disable_compile=True,
-            pad_token_id=pad,
-            eos_token_id=lm.generation_config.eos_token_id
-            if lm.generation_config.eos_token_id is not None
-            else tok.eos_token_id,
-        )
+        eos = lm.generation_config.eos_token_id if lm.generation_config.eos_token_id is not None else tok.eos_token_id
+        eos_ids = [eos] if isinstance(eos, int) else list(eos)
         with torch.inference_mode():
-            out = lm.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                cache=cache,
-                generation_config=config,
-                stopping_criteria=[_VerdictComplete(self._closing_ids(tok, lm))],
-                disable_compile=True,
+            prefix = self._prefix_kv(lm, tuple(prompts[0][:shared])) if shared else None
+            inputs = LlmInputs(lm.get_input_embeddings()(ids), mask, prefix)
+            rows = self._graph_decoder(lm).generate(
+                inputs,
+                eos_token_id=eos_ids[0],
+                stop_token_ids=[*eos_ids[1:], *self._closing_ids(tok)],
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
             )
-        return tok.batch_decode(out[:, width:], skip_special_tokens=True)
+        return tok.batch_decode(rows, skip_special_tokens=True)
+
+    def _graph_decoder(self, lm: Any) -> GraphDecoder:
+        """One decoder per judge: its static caches and CUDA graphs serve every batch of the same shape.
+        A verdict is ~12-25 tokens: 32 run in the graph, longer replies go on eagerly; finished
+        batches are looked for every 4 tokens."""
+        if self._decoder is None or self._decoder.model is not lm:
+            self._decoder = GraphDecoder(lm, self.batch_size, graph_tokens=32, check_every=4)
+        return self._decoder
 
     def _prefix_kv(self, lm: Any, prefix: tuple[int, ...]) -> tuple[tuple[Any, Any], ...]:
         """Per-layer keys/values of ``prefix`` (batch 1), kept while the prefix stays the same."""
@@ -184,14 +186,11 @@ class HFJudge(ConversationJudge):
             self._prefix = (prefix, tuple((layer.keys, layer.values) for layer in cache.layers))
         return self._prefix[1]
 
-    def _closing_ids(self, tok: Any, lm: Any) -> Any:
+    def _closing_ids(self, tok: Any) -> list[int]:
         """Ids of the tokens whose text holds ``}`` (a reply is complete once it emits one)."""
-        import torch
-
         if self._closing is None:
-            size = len(tok)
-            texts = tok.batch_decode([[i] for i in range(size)])
-            self._closing = torch.tensor([i for i, t in enumerate(texts) if "}" in t] or [-1], device=lm.device)
+            texts = tok.batch_decode([[i] for i in range(len(tok))])
+            self._closing = [i for i, t in enumerate(texts) if "}" in t]
         return self._closing
 
 
@@ -204,15 +203,3 @@ def _shared_length(prompts: Sequence[list[int]]) -> int:
     while length < limit and all(p[length] == first[length] for p in prompts):
         length += 1
     return length
-
-
-class _VerdictComplete:
-    """``generate`` stopping criterion: a row is done once it emits a token containing ``}``."""
-
-    def __init__(self, closing_ids: Any) -> None:
-        self.closing_ids = closing_ids
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        return torch.isin(input_ids[:, -1], self.closing_ids)

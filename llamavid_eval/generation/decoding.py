@@ -133,8 +133,9 @@ class GraphDecoder:
         return PendingDecode(self.model, inputs, stops, rest, output=output[: inputs.rows], first_new=first_new)
 
     def _pad_rows(self, inputs: LlmInputs) -> LlmInputs:
-        """Repeat the last row up to the batch size: one graph shape for every batch (extra rows discarded)."""
-        missing = self.batch_size - inputs.rows
+        """Repeat the last row up to the batch size, or for a small batch (a judge's re-asks, a last
+        batch) up to a power of two: few graph shapes for all batches (extra rows discarded)."""
+        missing = min(self.batch_size, 2 ** math.ceil(math.log2(inputs.rows))) - inputs.rows
         if missing <= 0:
             return inputs
         embeds = torch.cat([inputs.embeds, inputs.embeds[-1:].expand(missing, -1, -1)])
