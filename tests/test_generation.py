@@ -11,6 +11,7 @@ from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from llamavid_eval.generation.attention import grouped_attention
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
+from llamavid_eval.generation.fusion import fuse_rms_norms
 
 
 class _Heads(torch.nn.Module):
@@ -96,3 +97,24 @@ def test_rows_end_at_extra_stop_tokens(gqa_model):
             expected = [row[: row.index(stop) + 1] if stop in row else row for row in free]
             assert rows == expected, graph_tokens
     assert rows[0][-1] == stop and len(rows[0]) <= 3
+
+
+def test_fused_norms_compute_the_same_logits():
+    """Compiled norms (one kernel each) give the model's logits to fp32 rounding, at every prompt length."""
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "variance_epsilon"):
+                module.weight.normal_()  # not all ones: the weight must be applied
+    prompts = [torch.randint(0, 97, shape) for shape in ((3, 9), (2, 5), (1, 1))]
+    with torch.inference_mode():
+        expected = [model(ids).logits for ids in prompts]
+        assert fuse_rms_norms(model) == 2 * 2 + 1
+        got = [model(ids).logits for ids in prompts]
+    assert all(norm._compiled_call_impl is not None for norm in model.modules() if hasattr(norm, "variance_epsilon"))
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)

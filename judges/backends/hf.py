@@ -26,6 +26,7 @@ from llamavid_eval.judges.engine import ConversationJudge, Messages, Reply
 from llamavid_eval.judges.prompt import MAX_NEW_TOKENS, render_plain
 
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs
+from llamavid_eval.generation.fusion import fuse_rms_norms
 
 
 @functools.lru_cache(maxsize=1)
@@ -171,9 +172,11 @@ class HFJudge(ConversationJudge):
     def _graph_decoder(self, lm: Any) -> GraphDecoder:
         """One decoder per judge: its static caches and CUDA graphs serve every batch of the same shape.
         A verdict is ~12-25 tokens: 32 run in the graph, longer replies go on eagerly; finished
-        batches are looked for every 4 tokens."""
+        batches are looked for every 4 tokens. On a GPU the model's RMSNorms are compiled (in place)."""
         if self._decoder is None or self._decoder.model is not lm:
             self._decoder = GraphDecoder(lm, self.batch_size, graph_tokens=32, check_every=4)
+            if lm.device.type == "cuda":
+                fuse_rms_norms(lm)
         return self._decoder
 
     def _prefix_kv(self, lm: Any, prefix: tuple[int, ...]) -> tuple[tuple[Any, Any], ...]:
