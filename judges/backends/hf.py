@@ -172,9 +172,11 @@ class HFJudge(ConversationJudge):
     def _graph_decoder(self, lm: Any) -> GraphDecoder:
         """One decoder per judge: its static caches and CUDA graphs serve every batch of the same shape.
         A verdict is ~12-25 tokens: 32 run in the graph, longer replies go on eagerly; finished
-        batches are looked for every 4 tokens. On a GPU the model's RMSNorms are compiled (in place)."""
+        batches are looked for every 4 tokens. Batches come sorted by length, so a cache never
+        serves again once a longer one is made: one is kept (each is ~20 GB at batch 512 for an 8B
+        judge). On a GPU the model's RMSNorms are compiled (in place)."""
         if self._decoder is None or self._decoder.model is not lm:
-            self._decoder = GraphDecoder(lm, self.batch_size, graph_tokens=32, check_every=4)
+            self._decoder = GraphDecoder(lm, self.batch_size, graph_tokens=32, kept_shapes=1, check_every=4)
             if lm.device.type == "cuda":
                 fuse_rms_norms(lm)
         return self._decoder
