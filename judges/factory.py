@@ -77,7 +77,7 @@ class JudgeSettings:
     max_retries: int = 5
     parse_retries: int = 2
     response_format: str = "auto"
-    batch_size: int = 256  # hf judge: 8B judge on an H200, 189 judgements/s at 256 vs 28 at 16 (benchmarks/RESULTS.md)
+    batch_size: int = 256  # hf judge: 8B judge on an H200, 280 judgements/s at 256 (28.7 GiB), 312 at 512 (42.5 GiB)
     cache: str = str(DEFAULT_CACHE_DIR)
     preflight: bool = True  # check the judge when a task is built (judges.preflight); off to judge later
 

@@ -6,6 +6,8 @@ retries. The preflight asks the server directly, without retries and with a shor
 list (``GET /models``, where the server has one), then one tiny judgement, stepping down the response
 formats until a reply parses. The format found is remembered for this process (keyed by backend, URL
 and model), so the judge rebuilt at aggregation time starts with it and never pays for the fallback.
+The in-process ``hf`` judge has no server: its check loads the model's config and tokenizer (seconds;
+the weights load when it first judges), so a wrong path stops the run before the video model starts.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import openai
 from llamavid_eval.judges.backends.openai_compat import OpenAICompatibleJudge, is_json_object, safe_url
 from llamavid_eval.judges.base import JudgeRequest
 from llamavid_eval.judges.errors import Kind, classify
-from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge
+from llamavid_eval.judges.factory import BACKENDS, DEFAULT_MODELS, JudgeSettings, build_judge
 from llamavid_eval.judges.parse import ParseError, parse_reply
 from llamavid_eval.judges.prompt import build_messages
 
@@ -53,6 +55,11 @@ class PreflightReport:
     seconds: float
 
     def summary(self) -> str:
+        if self.backend == "hf":
+            return (
+                f"judge hf:{self.model}: config and tokenizer load (the weights load when it first judges); "
+                f"checked in {self.seconds:.1f} s"
+            )
         note = f" ({self.format_note})" if self.format_note else ""
         return (
             f"judge {self.backend}:{self.model} at {self.base_url or 'the OpenAI API'} answers; "
@@ -72,8 +79,10 @@ def remembered_format(settings: JudgeSettings) -> tuple[str, str | None] | None:
 def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> PreflightReport | None:
     """Check the judge ``settings`` describe; raise :class:`JudgeUnavailable` if it cannot work.
 
-    Returns None for judges without a server (``exact``; ``hf`` loads its model when it first judges).
+    Returns None for the ``exact`` judge, which needs nothing.
     """
+    if settings.backend == "hf":
+        return _check_in_process(settings)
     if settings.backend not in ("openai", "local"):
         return None
     start = time.monotonic()
@@ -94,6 +103,28 @@ def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> 
     report = PreflightReport(
         settings.backend, safe_url(settings.base_url), judge.model, served, fmt, note, time.monotonic() - start
     )
+    log.info("%s", report.summary())
+    return report
+
+
+def _check_in_process(settings: JudgeSettings) -> PreflightReport:
+    """The ``hf`` judge's config and tokenizer load and describe a causal language model."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    start = time.monotonic()
+    model = settings.model or DEFAULT_MODELS["hf"]
+    try:
+        config = AutoConfig.from_pretrained(model)
+        AutoTokenizer.from_pretrained(model)
+    except Exception as err:  # OSError (no such folder or repository), ValueError (unknown model type), ...
+        reason = f"cannot load its config and tokenizer: {type(err).__name__}: {str(err)[:400]}"
+        raise JudgeUnavailable(_message(settings, reason, None, first=_IN_PROCESS_FIX)) from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        reason = f"its config is a {config.model_type!r} model, which transformers cannot load as a causal LM"
+        raise JudgeUnavailable(_message(settings, reason, None, first=_IN_PROCESS_FIX))
+    _REMEMBERED[_key(settings)] = ("text", None)
+    report = PreflightReport("hf", None, model, None, "text", None, time.monotonic() - start)
     log.info("%s", report.summary())
     return report
 
@@ -164,16 +195,28 @@ _FIRST_FIX = {  # what to try first, by what went wrong; the ways around the jud
     Kind.MODEL: "pick a model the server serves with LLAMAVID_JUDGE_MODEL (--judge-model)",
     Kind.FORMAT: "pick a model whose replies follow the judge prompt (LLAMAVID_JUDGE_MODEL / --judge-model)",
 }
+_IN_PROCESS_FIX = (
+    "point LLAMAVID_JUDGE_MODEL (--judge-model) at a folder (or hub name) holding a transformers causal LM: "
+    "config.json, tokenizer files and weights"
+)
 
 
-def _message(settings: JudgeSettings, reason: str, served: tuple[str, ...] | None, kind: Kind | None = None) -> str:
-    """One message: which judge, the server's reason, what it serves, and how to go on."""
+def _message(
+    settings: JudgeSettings,
+    reason: str,
+    served: tuple[str, ...] | None,
+    kind: Kind | None = None,
+    first: str | None = None,
+) -> str:
+    """One message: which judge, the server's reason, what it serves, and how to go on (``first``, else
+    the first fix for ``kind``)."""
     url = safe_url(settings.base_url) or "https://api.openai.com/v1"
-    lines = [f"The judge cannot work: backend {settings.backend!r}, URL {url}, model {settings.model!r}: {reason}"]
+    where = f", URL {url}" if settings.backend in ("openai", "local") else ""
+    lines = [f"The judge cannot work: backend {settings.backend!r}{where}, model {settings.model!r}: {reason}"]
     if served is not None:
         lines.append(f"The server serves: {_listing(served)}.")
     others = ", ".join(b for b in BACKENDS if b != settings.backend)
-    first = _FIRST_FIX.get(kind, _FIRST_FIX[Kind.CONNECTION])  # type: ignore[arg-type]
+    first = first or _FIRST_FIX.get(kind, _FIRST_FIX[Kind.CONNECTION])  # type: ignore[arg-type]
     lines.append(
         f"Fix: {first}; or another judge with LLAMAVID_JUDGE=... ({others}) and calibrate the replacement with "
         "`llamavid judge swap`; or, in an lmms-eval run, skip this check with LLAMAVID_JUDGE_PREFLIGHT=0 and "

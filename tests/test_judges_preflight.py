@@ -267,3 +267,33 @@ def test_a_rejected_key_says_which_variable_to_set_and_no_url_shows_a_key():
     message = str(caught.value)
     assert "OPENAI_API_KEY" in message and "LLAMAVID_JUDGE_API_KEY" in message and "HTTP 401" in message
     assert url_key not in message and "api_key=***" in message
+
+
+def test_in_process_judge_with_a_wrong_path_stops_before_any_gpu_work(tmp_path):
+    """``hf`` has no server: its preflight loads config and tokenizer, names the path and the fix, fast."""
+    missing = tmp_path / "no-such-judge"
+    start = time.monotonic()
+    with pytest.raises(JudgeUnavailable) as failed:
+        check_once(resolve_settings({"judge": "hf", "judge_model": str(missing)}, env={}))
+    assert time.monotonic() - start < 5
+    message = str(failed.value)
+    assert str(missing) in message and "cannot load its config and tokenizer" in message
+    assert "LLAMAVID_JUDGE_MODEL" in message and "URL" not in message
+
+
+def test_in_process_judge_preflight_rejects_a_model_that_is_not_a_causal_lm(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from test_judges_hf import build
+
+    folder = build(tmp_path / "judge", forced=True)
+    transformers.ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path / "encoder"
+    )
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "encoder" / name).write_bytes((tmp_path / "judge" / name).read_bytes())
+    with pytest.raises(JudgeUnavailable, match="'vit' model, which transformers cannot load as a causal LM"):
+        preflight(resolve_settings({"judge": "hf", "judge_model": str(tmp_path / "encoder")}, env={}))
+    settings = resolve_settings({"judge": "hf", "judge_model": folder}, env={})
+    report = preflight(settings)
+    assert report is not None and "config and tokenizer load" in report.summary()
+    assert check_once(settings) is None  # checked once per process

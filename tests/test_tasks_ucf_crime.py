@@ -7,6 +7,7 @@ import argparse
 import csv
 import json
 import math
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -139,8 +140,12 @@ def test_confusion_goes_beside_output_path_or_nowhere(tmp_path, monkeypatch):
     records = [{"gold": "Abuse", "pred": "Abuse"}, {"gold": "Normal", "pred": UNMAPPED}]
     args = argparse.Namespace(output_path=str(tmp_path / "out"), model="llamavid", model_args="pretrained=x,fps=6")
     assert accuracy(records, args=args) == 50.0
-    payload = json.loads(next((tmp_path / "out").glob("ucf_crime_confusion_*.json")).read_text())
+    written = next((tmp_path / "out").glob("ucf_crime_confusion_*.json"))
+    payload = json.loads(written.read_text())
     assert payload["model_args"] == "pretrained=x,fps=6"
+    created = datetime.fromisoformat(payload["created"])
+    assert created.utcoffset() == timedelta(0)  # dates we write are UTC, the file name's stamp too
+    assert written.stem.endswith("Z") and created.strftime("%Y%m%dT%H%M%S") in written.stem
     assert confusion.write(records, "ucf_crime", None) is None
 
 

@@ -354,6 +354,7 @@ def test_train_and_merge_commands_fail_with_the_reason_last(tmp_path, capsys):
     assert main(["merge", "--base", str(missing), "--lora", str(tmp_path), "--out", str(tmp_path / "m")]) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: llamavid merge: LLaMA-VID checkpoint not found") and str(missing) in last
+    assert "pretrained= is --base" in last  # the option to fix, not only lmms-eval's model argument
     with pytest.raises(SystemExit) as usage:
         main(["train", "--override", "train_data=x.json", "--override", "fps=fast"])
     assert usage.value.code == 2 and "fps='fast'" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -66,8 +66,14 @@ def _train(config: TrainConfig) -> None:
 def _merge(args: argparse.Namespace) -> None:
     from llamavid_eval.training.checkpointing import merge_lora
 
-    print(merge_lora(args.base, args.lora, args.out, vision_tower=args.vision_tower,
-                     qformer_tokenizer=args.qformer_tokenizer, dtype=args.dtype))  # fmt: skip
+    try:
+        print(merge_lora(args.base, args.lora, args.out, vision_tower=args.vision_tower,
+                         qformer_tokenizer=args.qformer_tokenizer, dtype=args.dtype))  # fmt: skip
+    except FileNotFoundError as err:  # the loader names lmms-eval's model arguments; say this command's options
+        raise FileNotFoundError(
+            f"{err} Here the model arguments are options: pretrained= is --base, vision_tower= --vision-tower, "
+            "qformer_tokenizer= --qformer-tokenizer."
+        ) from None
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +59,14 @@ def write(records: Sequence[Mapping[str, Any]], task: str, cli_args: Any) -> Pat
         return None
     folder.mkdir(parents=True, exist_ok=True)
     matrix = confusion_matrix(records)
-    stem = folder / f"{task}_confusion_{datetime.now():%Y%m%d_%H%M%S_%f}"
+    created = datetime.now(timezone.utc)
+    stem = folder / f"{task}_confusion_{created:%Y%m%dT%H%M%S_%f}Z"  # UTC, as every date we write
     stem.with_suffix(".csv").write_text(to_csv(matrix), encoding="utf-8")
     meta = {
         "task": task,
         "model": getattr(cli_args, "model", None),
         "model_args": getattr(cli_args, "model_args", None),
+        "created": created.isoformat(timespec="seconds"),
     }
     payload = {**meta, "n": len(records), "rows": list(CLASSES), "columns": list(COLUMNS), "matrix": matrix}
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
