@@ -118,3 +118,21 @@ def test_fused_norms_compute_the_same_logits():
     assert all(norm._compiled_call_impl is not None for norm in model.modules() if hasattr(norm, "variance_epsilon"))
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_norms_stay_unfused_when_compiling_fails(monkeypatch, caplog):
+    """No Triton or C compiler: a warning, and the model runs exactly as before."""
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4)
+    ).eval()
+
+    def broken_compile(self, *args, **kwargs):
+        self._compiled_call_impl = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no working C compiler"))
+
+    monkeypatch.setattr(torch.nn.Module, "compile", broken_compile)
+    with caplog.at_level("WARNING"):
+        assert fuse_rms_norms(model) == 0
+    assert "RMSNorms left unfused" in caplog.text and "no working C compiler" in caplog.text
+    assert all(module._compiled_call_impl is None for module in model.modules())
+    with torch.inference_mode():
+        model(torch.randint(0, 97, (2, 4)))
