@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from llamavid_eval.judges.cache import JudgementCache
 from llamavid_eval.judges.engine import ConversationJudge, Messages, Reply
 from llamavid_eval.judges.prompt import MAX_NEW_TOKENS, render_plain
@@ -33,7 +34,6 @@ from llamavid_eval.generation.fusion import fuse_rms_norms
 def _load_pretrained(path: str, device: str | None) -> tuple[Any, Any]:
     """Tokenizer and model, shared by every judge on the same folder: tasks build one judge each, and
     an 8B judge should be loaded once per process, not once per task."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
@@ -122,7 +122,7 @@ class HFJudge(ConversationJudge):
             except Exception as err:  # e.g. out of memory: this chunk fails, the rest still runs
                 hint = (
                     f" (lower LLAMAVID_JUDGE_BATCH_SIZE, now {self.batch_size})"
-                    if type(err).__name__ == "OutOfMemoryError"  # torch.OutOfMemoryError; torch is imported lazily here
+                    if isinstance(err, torch.OutOfMemoryError)
                     else ""
                 )
                 for index in chunk:
@@ -146,8 +146,6 @@ class HFJudge(ConversationJudge):
 
     def _generate(self, tok: Any, lm: Any, prompts: list[list[int]], shared: int) -> list[str]:
         """Greedy replies for one batch; the first ``shared`` ids of every prompt are the same."""
-        import torch
-
         pad = tok.pad_token_id
         width = max(len(p) for p in prompts)
         ids = torch.tensor([p[:shared] + [pad] * (width - len(p)) + p[shared:] for p in prompts], device=lm.device)
@@ -183,8 +181,6 @@ class HFJudge(ConversationJudge):
 
     def _prefix_kv(self, lm: Any, prefix: tuple[int, ...]) -> tuple[tuple[Any, Any], ...]:
         """Per-layer keys/values of ``prefix`` (batch 1), kept while the prefix stays the same."""
-        import torch
-
         if self._prefix is None or self._prefix[0] != prefix:
             with torch.inference_mode():
                 cache = lm(input_ids=torch.tensor([prefix], device=lm.device), use_cache=True).cache
