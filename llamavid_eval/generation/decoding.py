@@ -8,9 +8,9 @@ shared prefix's KV is copied into a right-sized ``StaticCache``), then decode st
 everything - embedding, the model, the eos ban before ``min_new_tokens``, the argmax, padding of
 finished rows, the cache's write position and the attention mask - is one captured CUDA graph,
 replayed with no Python per token and no host synchronisation until the end (or every
-``check_every`` steps, to stop when all rows finished). Rows are padded up to the batch size and
-the cache length is rounded up to a bucket, so every batch of the same shape replays the same
-graph; the last few shapes' graphs are kept. Answers longer than ``graph_tokens`` continue on the
+``check_every`` steps, to stop when all rows finished). Rows are padded up to the batch size (a
+small batch up to a power of two) and the cache length is rounded up to a bucket, so every batch of
+the same shape replays the same graph; the last few shapes' graphs are kept. Answers longer than ``graph_tokens`` continue on the
 eager ``generate`` path, so a task's large ``max_new_tokens`` does not size the static cache.
 Sampling and beam search go to ``generate`` as well. Rows may also stop at other tokens than eos
 (the judge stops once its verdict dictionary closes). The video model's answers and the in-process
@@ -20,6 +20,7 @@ judge's verdicts both decode here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -168,6 +169,10 @@ class _Stops:
     def ids(self) -> list[int]:
         return [self.eos, *self.extra]
 
+    @functools.cached_property
+    def ends(self) -> frozenset[int]:
+        return frozenset(self.ids)
+
     @property
     def for_generate(self) -> int | list[int]:
         """``generate``'s ``eos_token_id`` (a plain id when there is no extra stop, as callers pass it)."""
@@ -175,9 +180,8 @@ class _Stops:
 
     def cut(self, row: list[int]) -> list[int]:
         """``row`` up to and including its first stop (what batch-1 ``generate`` returns)."""
-        ends = set(self.ids)
         for index, token in enumerate(row):
-            if token in ends:
+            if token in self.ends:
                 return row[: index + 1]
         return row
 
@@ -204,8 +208,7 @@ class PendingDecode:
             return self.done
         stops = self.stops
         rows = [stops.cut(row) for row in self.output.tolist()]
-        ends = set(stops.ids)
-        unfinished = [i for i, row in enumerate(rows) if len(row) == self.first_new and row[-1] not in ends]
+        unfinished = [i for i, row in enumerate(rows) if len(row) == self.first_new and row[-1] not in stops.ends]
         if self.rest["max_new_tokens"] > 0 and unfinished:
             generated = self.output.index_select(0, torch.tensor(unfinished, device=self.output.device))
             tails = generate_eager(
