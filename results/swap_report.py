@@ -36,45 +36,49 @@ def _ci(iv: dict[str, Any] | None, digits: int = 1) -> str:
     return f"{head} ({low:.{digits}f} to {high:.{digits}f}, n={iv['n']})"
 
 
+def _table(header: str, align: str, rows: list[str]) -> list[str]:
+    """A Markdown table: ``header`` and ``rows`` as ``a | b`` cells, ``align`` as ``---|---:``."""
+    return [f"| {header} |", f"|{align}|", *(f"| {row} |" for row in rows)]
+
+
 def _judge_table(report: dict[str, Any]) -> list[str]:
-    lines = [
-        "| task | run | judge | items | failures | accuracy (%) | mean score |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
-    for p in report["per_judge"]:
-        lines.append(
-            f"| {p['task']} | {p['run']} | {p['judge']} | {p['n']} | {p['failures']} | "
-            f"{_ci(p['accuracy'])} | {_ci(p['mean_score'], 2)} |"
-        )
-    return lines
+    return _table(
+        "task | run | judge | items | failures | accuracy (%) | mean score",
+        "---|---|---|---:|---:|---:|---:",
+        [
+            f"{p['task']} | {p['run']} | {p['judge']} | {p['n']} | {p['failures']} | "
+            f"{_ci(p['accuracy'])} | {_ci(p['mean_score'], 2)}"
+            for p in report["per_judge"]
+        ],
+    )
 
 
 def _pair_table(report: dict[str, Any]) -> list[str]:
-    lines = [
-        "| task | judge A | judge B | items | agreement (%) | Cohen's kappa | McNemar p |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
-    for p in report["pairs"]:
-        lines.append(
-            f"| {p['task']} | {p['a']} | {p['b']} | {p['n']} | {_ci(p['agreement_ci'])} | "
-            f"{_ci(p['kappa_ci'], 2)} | {_num(p['mcnemar_p'], 4)} |"
-        )
-    return lines
+    return _table(
+        "task | judge A | judge B | items | agreement (%) | Cohen's kappa | McNemar p",
+        "---|---|---|---:|---:|---:|---:",
+        [
+            f"{p['task']} | {p['a']} | {p['b']} | {p['n']} | {_ci(p['agreement_ci'])} | "
+            f"{_ci(p['kappa_ci'], 2)} | {_num(p['mcnemar_p'], 4)}"
+            for p in report["pairs"]
+        ],
+    )
 
 
 def _shift_table(report: dict[str, Any]) -> list[str]:
-    lines = [
+    return [
         f"Reference judge: `{report['reference']}`; shift = judge - reference on the same items (paired).",
         "",
-        "| task | judge | items | accuracy shift (points) | score shift | McNemar p |",
-        "|---|---|---:|---:|---:|---:|",
+        *_table(
+            "task | judge | items | accuracy shift (points) | score shift | McNemar p",
+            "---|---|---:|---:|---:|---:",
+            [
+                f"{s['task']} | {s['judge']} | {s['n']} | {_ci(s['accuracy_shift'])} | "
+                f"{_ci(s['score_shift'], 2)} | {_num(s['mcnemar_p'], 4)}"
+                for s in report["shifts"]
+            ],
+        ),
     ]
-    for s in report["shifts"]:
-        lines.append(
-            f"| {s['task']} | {s['judge']} | {s['n']} | {_ci(s['accuracy_shift'])} | "
-            f"{_ci(s['score_shift'], 2)} | {_num(s['mcnemar_p'], 4)} |"
-        )
-    return lines
 
 
 def _ranking_lines(report: dict[str, Any]) -> list[str]:
