@@ -49,3 +49,14 @@ def tiny_release(tmp_path_factory):
     from llamavid_eval.model.tiny import write_tiny_release
 
     return write_tiny_release(tmp_path_factory.mktemp("tiny-release"), seed=0)
+
+
+@pytest.fixture
+def judge_env(monkeypatch, tmp_path):
+    """No judge setting or API key from the developer's environment; verdicts cached in the test's own
+    folder. Returns ``monkeypatch`` for a test file's own settings on top."""
+    for var in list(os.environ):
+        if var.startswith("LLAMAVID_JUDGE") or var == "OPENAI_API_KEY":
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("LLAMAVID_JUDGE_CACHE", str(tmp_path / "judge-cache"))
+    return monkeypatch

@@ -8,15 +8,7 @@ from llamavid_eval.judges.backends.exact import ExactMatchJudge
 from llamavid_eval.judges.backends.hf import HFJudge
 from llamavid_eval.judges.backends.openai_compat import LocalJudge, OpenAIJudge
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    import os
-
-    for var in list(os.environ):
-        if var.startswith("LLAMAVID_JUDGE") or var == "OPENAI_API_KEY":
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("LLAMAVID_JUDGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("judge_env")
 
 
 def test_defaults_are_the_papers_judge():

@@ -35,18 +35,8 @@ REQS = [JudgeRequest(f"What is shown in clip {i}?", "a cat", f"a cat number {i}"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for var in (
-        "LLAMAVID_JUDGE",
-        "LLAMAVID_JUDGE_MODEL",
-        "LLAMAVID_JUDGE_BASE_URL",
-        "LLAMAVID_JUDGE_PREFLIGHT",
-        "LLAMAVID_JUDGE_CONCURRENCY",
-        "LLAMAVID_JUDGE_RESPONSE_FORMAT",
-        "OPENAI_API_KEY",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("LLAMAVID_JUDGE_CACHE", "off")
+def clean_env(judge_env):
+    judge_env.setenv("LLAMAVID_JUDGE_CACHE", "off")
 
 
 def llama_cpp(call: Call) -> Response:

@@ -21,12 +21,7 @@ QA = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for var in list(os.environ):
-        if var.startswith("LLAMAVID_JUDGE"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("LLAMAVID_JUDGE_CACHE", str(tmp_path / "judge-cache"))
+pytestmark = pytest.mark.usefixtures("judge_env")
 
 
 def sample_line(doc_id: int, q: str, a: str, p: str, metrics=("gpt_eval_accuracy", "gpt_eval_score")) -> str:
@@ -143,41 +138,11 @@ def test_rejudge_counts_failures_in_the_results(output_dir, tmp_path, monkeypatc
     monkeypatch.setenv("LLAMAVID_JUDGE_MAX_RETRIES", "1")
     monkeypatch.setenv("LLAMAVID_JUDGE_PREFLIGHT", "0")
     with FakeChatServer(lambda call: error(500, "down")) as server:
-        rc = main(
-            [
-                "rejudge",
-                str(output_dir),
-                "--judge",
-                "local",
-                "--base-url",
-                server.url,
-                "--tasks",
-                "msrvtt_qa",
-                "--out",
-                str(tmp_path / "re"),
-            ]
-        )
+        rejudge = ["rejudge", str(output_dir), "--judge", "local", "--base-url", server.url, "--tasks", "msrvtt_qa"]
+        rc = main([*rejudge, "--out", str(tmp_path / "re")])
         calls = len(server.calls)
         # the same failures accepted: exit 0 (the failed items are asked again: failures are never cached)
-        assert (
-            main(
-                [
-                    "rejudge",
-                    str(output_dir),
-                    "--judge",
-                    "local",
-                    "--base-url",
-                    server.url,
-                    "--tasks",
-                    "msrvtt_qa",
-                    "--out",
-                    str(tmp_path / "re2"),
-                    "--max-failure-rate",
-                    "1",
-                ]
-            )
-            == 0
-        )
+        assert main([*rejudge, "--out", str(tmp_path / "re2"), "--max-failure-rate", "1"]) == 0
     # exit 1 with the count and the server's reason in the last line
     assert rc == 1 and calls == 2 * 2  # 2 distinct items (runs share predictions) x 2 tries
     last = capsys.readouterr().err.strip().splitlines()

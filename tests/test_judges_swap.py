@@ -4,7 +4,6 @@ servers (one of them failing on some items), one report with the numbers, exit c
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -31,12 +30,8 @@ RUNS = {
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for var in list(os.environ):
-        if var.startswith("LLAMAVID_JUDGE"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("LLAMAVID_JUDGE_CACHE", str(tmp_path / "judge-cache"))
-    monkeypatch.setenv("LLAMAVID_JUDGE_MAX_RETRIES", "0")
+def clean_env(judge_env):
+    judge_env.setenv("LLAMAVID_JUDGE_MAX_RETRIES", "0")
 
 
 def runs_folder(root: Path) -> Path:
