@@ -2,9 +2,8 @@
 
 Judge throughput does not depend on weight values, but a random model never writes a verdict, so
 it would always run to ``max_new_tokens`` and nothing could be parsed. Here every layer is at real
-size and computes as usual, but the attention and MLP output projections are zero, so the last
-hidden state is the current token's embedding; the embeddings of the reply's tokens are one-hot
-and the LM head maps each to the next one. The reply is 12 tokens ("Here is my judgement of the
+size and computes as usual, but the model is rigged (``llamavid_eval.judges.scripted``) so that its
+greedy reply is a fixed chain of tokens. The reply is 12 tokens ("Here is my judgement of the
 predicted answer: {'pred': 'yes', 'score': 4}"), about what a chat judge writes. The tokenizer is a
 byte-level BPE trained here on the judge prompt's own words (whole words, as Llama-3's 128k-piece
 tokenizer keeps them), with Llama-3's chat framing tokens.
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import torch
 from llamavid_eval.judges.prompt import REASK_TEMPLATE, SYSTEM_PROMPT, USER_TEMPLATE
+from llamavid_eval.judges.scripted import script_reply
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -93,14 +93,6 @@ def build_judge(tok: PreTrainedTokenizerFast, device: str = "cuda") -> LlamaForC
         torch.set_default_dtype(previous)
     prompt = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True)
     chain = [tok(prompt, add_special_tokens=False)["input_ids"][-1], *tok.convert_tokens_to_ids(REPLY)]
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        for slot, token in enumerate(chain):
-            model.model.embed_tokens.weight[token] = 0
-            model.model.embed_tokens.weight[token, slot] = 1
-        for slot, following in enumerate(chain[1:]):
-            model.lm_head.weight[following, slot] = 10  # logit ~640 after the final norm, random rest ~1
+    script_reply(model, chain)  # the following token's logit ~640 after the final norm, the random rest ~1
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     return model.eval()

@@ -1,9 +1,7 @@
 """Real OpenAI-compatible servers for the judge tests: ``transformers serve`` with a tiny model written here.
 
-The model is a 1-layer Llama whose greedy output is a fixed, valid verdict whatever the prompt: its
-attention and MLP output projections are zero, so the hidden state of a position is its own token's
-embedding (one-hot), and ``lm_head`` maps each token to the next token of the reply. Hand-built
-rather than trained because a test must not download or train anything and needs exact replies.
+The model is a 1-layer Llama whose greedy output is a fixed, valid verdict whatever the prompt
+(``llamavid_eval.judges.scripted``): a test must not download or train anything and needs exact replies.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ CHAT_TEMPLATE = (
 
 def write_verdict_model(out_dir: Path) -> Path:
     """A tiny Llama + word-level tokenizer in ``out_dir`` that always answers ``{'pred': 'yes', 'score': 5}``."""
-    import torch
+    from llamavid_eval.judges.scripted import script_reply
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -60,18 +58,7 @@ def write_verdict_model(out_dir: Path) -> Path:
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    chain = ["<|assistant|>", *REPLY_WORDS, "</s>"]
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        model.model.embed_tokens.weight.copy_(torch.eye(size))
-        head = torch.zeros(size, size)
-        head[vocab["</s>"], :] = 1.0  # anything not in the chain ends the reply
-        for current, following in zip(chain, chain[1:], strict=False):
-            head[:, vocab[current]] = 0.0
-            head[vocab[following], vocab[current]] = 10.0
-        model.lm_head.weight.copy_(head)
+    script_reply(model, [vocab[token] for token in ("<|assistant|>", *REPLY_WORDS, "</s>")])
     model.generation_config.eos_token_id = vocab["</s>"]
     model.generation_config.do_sample = False
     model.save_pretrained(out_dir)

@@ -10,6 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 from llamavid_eval.judges import JudgeRequest, summarize  # noqa: E402
 from llamavid_eval.judges.backends.hf import HFJudge  # noqa: E402
+from llamavid_eval.judges.scripted import script_reply  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 
 VERDICT = ["{'pred':", "'yes',", "'score':", "4}"]
@@ -48,18 +49,8 @@ def build(path, *, forced: bool, chat_template: str | None = None, after_verdict
     )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config)
-    if forced:
-        # Zero the block outputs so the last hidden state is the current token's embedding; with one-hot
-        # embeddings the LM head then encodes a fixed "next token" table: ASSISTANT: -> {'pred': -> ... -> </s>.
-        with torch.no_grad():
-            for layer in model.model.layers:
-                layer.self_attn.o_proj.weight.zero_()
-                layer.mlp.down_proj.weight.zero_()
-            model.model.embed_tokens.weight.copy_(torch.eye(n))
-            model.lm_head.weight.zero_()
-            chain = ["ASSISTANT:", *VERDICT, *after_verdict]
-            for cur, nxt in zip(chain, chain[1:], strict=False):
-                model.lm_head.weight[vocab[nxt], vocab[cur]] = 10.0
+    if forced:  # ASSISTANT: -> {'pred': -> ... -> </s>, whatever the prompt
+        script_reply(model, [vocab[token] for token in ("ASSISTANT:", *VERDICT, *after_verdict)])
     # the checkpoint asks for sampling, as Llama-3-Instruct's does; the judge must ignore it
     model.generation_config = transformers.GenerationConfig(
         do_sample=True, temperature=0.6, top_p=0.9, eos_token_id=vocab["</s>"], pad_token_id=vocab["<pad>"]
