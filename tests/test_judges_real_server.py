@@ -27,6 +27,7 @@ from test_tasks_support import video_qa_raw
 
 pytestmark = pytest.mark.slow
 REQS = [JudgeRequest(f"What is the animal doing in clip {i}?", "running", f"It runs, take {i}.") for i in range(16)]
+CONCURRENCY, SERVED_BEFORE_KILL = 2, 4
 DONE = re.compile(r'"POST /v1/chat/completions HTTP/1.1" 200')
 
 
@@ -83,11 +84,11 @@ def test_killed_mid_batch_loses_nothing_and_the_rerun_completes_from_cache(model
     server = start_transformers_serve(model_dir, tmp_path / "first.log")
     result: list = []
     try:
-        judge = judge_for(server.url, server.model, concurrency=2, max_retries=2, cache=cache)
+        judge = judge_for(server.url, server.model, concurrency=CONCURRENCY, max_retries=2, cache=cache)
         worker = threading.Thread(target=lambda: result.extend(judge.judge_many(REQS)))
         worker.start()
         deadline = time.monotonic() + 60
-        while len(DONE.findall(server.log_text())) < 4 and time.monotonic() < deadline:
+        while len(DONE.findall(server.log_text())) < SERVED_BEFORE_KILL and time.monotonic() < deadline:
             time.sleep(0.02)
     finally:
         server.stop()
@@ -95,7 +96,8 @@ def test_killed_mid_batch_loses_nothing_and_the_rerun_completes_from_cache(model
     assert len(result) == len(REQS)  # every item is there: judged or recorded as failed
     done = [j for j in result if not j.failed]
     failed = [j for j in result if j.failed]
-    assert 4 <= len(done) < len(REQS) and failed and len(cache) == len(done)
+    # the server logs a 200 as it starts a reply; up to CONCURRENCY of those replies may die unread with it
+    assert SERVED_BEFORE_KILL - CONCURRENCY <= len(done) < len(REQS) and failed and len(cache) == len(done)
     assert all("connect" in j.error or "disconnect" in j.error.lower() for j in failed), failed[0].error
 
     server = start_transformers_serve(model_dir, tmp_path / "second.log")
