@@ -22,6 +22,7 @@ from llamavid_eval.model.processing import (
     tokenize_with_image,
     vicuna_v1_prompt,
 )
+from torch.profiler import record_function
 
 from llamavid_eval.core.tokens import IMAGE_TOKEN_INDEX
 from llamavid_eval.generation.decoding import (
@@ -92,29 +93,37 @@ class LlamaVidRunner:
         # Software pipeline: batch n+1's tower, Q-Former and prompt splice are queued on the GPU
         # before the host waits for batch n's answers, so the GPU never idles while the host
         # tokenises and splices (~50 ms of host work per 128-question batch).
+        # The named ranges show up in torch.profiler traces (benchmarks/timeline.py).
         previous: tuple[list[int], PendingDecode] | None = None
         for batch in batches:
             batch_questions = [questions[i] for i in batch.indices]
-            inputs = self.llm_inputs(batch_questions, self.visual_tokens(batch_questions, batch))
+            visual = self.visual_tokens(batch_questions, batch)
+            with record_function("llamavid.llm_inputs"):
+                inputs = self.llm_inputs(batch_questions, visual)
             if previous is not None:
-                collect(*previous)
-            previous = (batch.indices, self.launch(inputs, batch_questions[0].generation))
+                with record_function("llamavid.collect"):
+                    collect(*previous)
+            with record_function("llamavid.launch"):
+                previous = (batch.indices, self.launch(inputs, batch_questions[0].generation))
         if previous is not None:
-            collect(*previous)
+            with record_function("llamavid.collect"):
+                collect(*previous)
         return answers
 
     @torch.inference_mode()
     def visual_tokens(self, questions: Sequence[Question], batch: Batch) -> list[torch.Tensor]:
         model = self.loaded.model
-        pixels = batch.pixel_values.to(self.device, non_blocking=True)
-        features = model.encode_frames(pixels, chunk_size=self.vision_batch_size)
-        # tokenised on the host and copied without blocking: a blocking copy would wait for the tower
-        qformer_ids, qformer_mask = qformer_tokenizer_inputs(
-            self.loaded.qformer_tokenizer, [qformer_text(q.question) for q in questions]
-        )
-        qformer_ids = qformer_ids.to(self.device, non_blocking=True)
-        qformer_mask = qformer_mask.to(self.device, non_blocking=True)
-        return model.visual_tokens(features, batch.segments, qformer_ids, qformer_mask)
+        with record_function("llamavid.tower"):
+            pixels = batch.pixel_values.to(self.device, non_blocking=True)
+            features = model.encode_frames(pixels, chunk_size=self.vision_batch_size)
+        with record_function("llamavid.qformer"):
+            # tokenised on the host and copied without blocking: a blocking copy would wait for the tower
+            qformer_ids, qformer_mask = qformer_tokenizer_inputs(
+                self.loaded.qformer_tokenizer, [qformer_text(q.question) for q in questions]
+            )
+            qformer_ids = qformer_ids.to(self.device, non_blocking=True)
+            qformer_mask = qformer_mask.to(self.device, non_blocking=True)
+            return model.visual_tokens(features, batch.segments, qformer_ids, qformer_mask)
 
     @torch.inference_mode()
     def generate_batch(self, questions: Sequence[Question], batch: Batch) -> list[list[int]]:

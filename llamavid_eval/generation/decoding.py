@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
 from llamavid_eval.generation.attention import GROUPED_ATTENTION
@@ -130,9 +131,9 @@ class GraphDecoder:
         first_new = min(max_new, self.graph_tokens)
         padded = self._pad_rows(inputs)
         loop = self._loop(padded, first_new)
-        output = loop.run(padded, first_new, min_new, stops, pad, self.check_every)
+        output = _ToHost(loop.run(padded, first_new, min_new, stops, pad, self.check_every)[: inputs.rows])
         rest = {**kwargs, "max_new_tokens": max_new - first_new, "min_new_tokens": max(0, min_new - first_new)}
-        return PendingDecode(self.model, inputs, stops, rest, output=output[: inputs.rows], first_new=first_new)
+        return PendingDecode(self.model, inputs, stops, rest, output=output, first_new=first_new)
 
     def _pad_rows(self, inputs: LlmInputs) -> LlmInputs:
         """Repeat the last row up to the batch size, or for a small batch (a judge's re-asks, a last
@@ -186,6 +187,28 @@ class _Stops:
         return row
 
 
+class _ToHost:
+    """Decoded ids on their way to the host: a copy queued right behind the decode steps, and an
+    event to wait for. Waiting on that event, not on the stream, lets the host go on while the GPU
+    runs what was queued after the decode (the next batch's tower and Q-Former): ``tolist()`` on
+    the device tensor would wait for all of it."""
+
+    def __init__(self, ids: torch.Tensor) -> None:
+        self.device_ids = ids
+        if ids.device.type == "cuda":
+            self.host = torch.empty(ids.shape, dtype=ids.dtype, pin_memory=True)
+            self.host.copy_(ids, non_blocking=True)
+            self.ready: torch.cuda.Event | None = torch.cuda.Event()
+            self.ready.record()
+        else:
+            self.host, self.ready = ids.clone(), None
+
+    def tolist(self) -> list[list[int]]:
+        if self.ready is not None:
+            self.ready.synchronize()
+        return self.host.tolist()
+
+
 class PendingDecode:
     """Decoded ids still on the GPU; :meth:`rows` waits for them and finishes long answers eagerly."""
 
@@ -195,7 +218,7 @@ class PendingDecode:
         inputs: LlmInputs,
         stops: _Stops,
         rest: dict[str, Any],
-        output: torch.Tensor | None = None,
+        output: _ToHost | None = None,
         first_new: int = 0,
         done: list[list[int]] | None = None,
     ) -> None:
@@ -210,7 +233,8 @@ class PendingDecode:
         rows = [stops.cut(row) for row in self.output.tolist()]
         unfinished = [i for i, row in enumerate(rows) if len(row) == self.first_new and row[-1] not in stops.ends]
         if self.rest["max_new_tokens"] > 0 and unfinished:
-            generated = self.output.index_select(0, torch.tensor(unfinished, device=self.output.device))
+            device_ids = self.output.device_ids
+            generated = device_ids.index_select(0, torch.tensor(unfinished, device=device_ids.device))
             tails = generate_eager(
                 self.model,
                 _extend(self.model, self.inputs, unfinished, generated),
@@ -249,6 +273,7 @@ class _StaticLoop:
         self.pad = torch.zeros((), dtype=torch.long, device=device)
         self.graph = self._capture() if use_graphs else None
         self._prefix_in_cache: PrefixKV | None = None
+        self._stops: _Stops | None = None
 
     def _capture(self) -> torch.cuda.CUDAGraph:
         """Record one decode step (after warm-up steps on a side stream, as CUDA graph capture needs);
@@ -315,19 +340,24 @@ class _StaticLoop:
         then up to ``new_tokens - 1`` decode steps; the host waits only to check for finished rows."""
         self.min_new.fill_(min_new)
         self.eos.fill_(stops.eos)
-        self.is_stop.zero_()
-        self.is_stop[torch.tensor(stops.ids, device=self.is_stop.device)] = True
+        if stops != self._stops:
+            # a host-side index copied without blocking: a blocking copy would wait for the whole stream
+            self.is_stop.zero_()
+            self.is_stop[torch.tensor(stops.ids).to(self.is_stop.device, non_blocking=True)] = True
+            self._stops = stops
         self.pad.fill_(pad)
         self.step_index.zero_()
         self.finished.zero_()
-        self._prefill(inputs)
+        with record_function("generation.prefill"):
+            self._prefill(inputs)
         done = 1
-        while done < new_tokens:
-            if done % check_every == 0 and bool(self.finished.all()):
-                break
-            self.graph.replay() if self.graph is not None else self.step()
-            done += 1
-        return self.out[:, :done].clone()
+        with record_function("generation.decode_steps"):
+            while done < new_tokens:
+                if done % check_every == 0 and bool(self.finished.all()):
+                    break
+                self.graph.replay() if self.graph is not None else self.step()
+                done += 1
+            return self.out[:, :done].clone()
 
     def _prefill(self, inputs: LlmInputs) -> None:
         """Run the non-prefix part of the prompts; the first new token goes to the step buffers."""
