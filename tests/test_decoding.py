@@ -170,3 +170,19 @@ def test_static_loop_rewrites_the_prefix_after_a_batch_without_one(loaded):
         runs = [decoder.generate(batch, **settings) for batch in (inputs, other, inputs, inputs)]
     assert len(decoder._states) == 1  # one loop (cache) served all four batches
     assert [runs[0], runs[2], runs[3]] == [[row[: row.index(2) + 1] if 2 in row else row for row in expected]] * 3
+
+
+def test_a_loop_reused_with_other_stop_tokens_stops_only_at_the_current_ones(loaded):
+    """The stop table lives on the device and is rebuilt only when the stops change: a batch with
+    an extra stop token must not leave it in force for the next batch, which has none."""
+    inputs = _inputs(loaded, _questions({}))
+    settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+    eos = loaded.tokenizer.eos_token_id
+    decoder = GraphDecoder(loaded.model, batch_size=3, bucket=8)
+    with torch.inference_mode():
+        eager = generate_eager(loaded.model, inputs, eos_token_id=eos, **settings)
+        stop = eager[0][1]  # row 0's second token
+        stopped = decoder.generate(inputs, eos_token_id=eos, stop_token_ids=[stop], **settings)
+        plain = decoder.generate(inputs, eos_token_id=eos, **settings)
+    assert len(decoder._states) == 1 and stopped[0] == eager[0][:2]
+    assert plain == eager and len(eager[0]) > 2
