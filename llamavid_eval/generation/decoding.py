@@ -194,7 +194,6 @@ class _ToHost:
     the device tensor would wait for all of it."""
 
     def __init__(self, ids: torch.Tensor) -> None:
-        self.device_ids = ids
         if ids.device.type == "cuda":
             self.host = torch.empty(ids.shape, dtype=ids.dtype, pin_memory=True)
             self.host.copy_(ids, non_blocking=True)
@@ -233,8 +232,7 @@ class PendingDecode:
         rows = [stops.cut(row) for row in self.output.tolist()]
         unfinished = [i for i, row in enumerate(rows) if len(row) == self.first_new and row[-1] not in stops.ends]
         if self.rest["max_new_tokens"] > 0 and unfinished:
-            device_ids = self.output.device_ids
-            generated = device_ids.index_select(0, torch.tensor(unfinished, device=device_ids.device))
+            generated = self.output.host[unfinished]
             tails = generate_eager(
                 self.model,
                 _extend(self.model, self.inputs, unfinished, generated),
@@ -336,8 +334,9 @@ class _StaticLoop:
     def run(
         self, inputs: LlmInputs, new_tokens: int, min_new: int, stops: _Stops, pad: int, check_every: int
     ) -> torch.Tensor:
-        """``[rows, <= new_tokens]`` greedy ids (a copy: the buffers serve the next batch): prefill,
-        then up to ``new_tokens - 1`` decode steps; the host waits only to check for finished rows."""
+        """``[rows, <= new_tokens]`` greedy ids, a view of the output buffer that the next run
+        overwrites (copy it first): prefill, then up to ``new_tokens - 1`` decode steps; the host
+        waits only to check for finished rows."""
         self.min_new.fill_(min_new)
         self.eos.fill_(stops.eos)
         if stops != self._stops:
@@ -357,7 +356,7 @@ class _StaticLoop:
                     break
                 self.graph.replay() if self.graph is not None else self.step()
                 done += 1
-            return self.out[:, :done].clone()
+            return self.out[:, :done]
 
     def _prefill(self, inputs: LlmInputs) -> None:
         """Run the non-prefix part of the prompts; the first new token goes to the step buffers."""
