@@ -10,9 +10,11 @@ own, and the LM head maps that slot to the chain's next token with a logit far a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-from transformers import LlamaForCausalLM
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 
 def script_reply(model: LlamaForCausalLM, chain: Sequence[int], logit: float = 10.0) -> None:
@@ -34,3 +36,29 @@ def script_reply(model: LlamaForCausalLM, chain: Sequence[int], logit: float = 1
             embed[token, slot] = 1
         for slot, following in enumerate(chain[1:]):
             head[following, slot] = logit
+
+
+def word_level_llama(
+    tokens: Sequence[str], special: dict[str, Any], **config: Any
+) -> tuple[PreTrainedTokenizerFast, LlamaForCausalLM]:
+    """A random 1-layer Llama as wide as its vocabulary (a slot per token for :func:`script_reply`)
+    and a whitespace word-level tokenizer whose ids are the positions in ``tokens``.
+
+    ``special``: the tokenizer's special tokens (``unk_token``, ``bos_token`` and ``eos_token`` at
+    least; their ids go into the config too); ``config``: further ``LlamaConfig`` fields.
+    """
+    vocab = {token: index for index, token in enumerate(tokens)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token=special["unk_token"]))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, **special)
+    llama = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=len(vocab),
+        num_hidden_layers=1,
+        max_position_embeddings=4096,
+        bos_token_id=vocab[special["bos_token"]],
+        eos_token_id=vocab[special["eos_token"]],
+        tie_word_embeddings=False,
+        **config,
+    )
+    return tokenizer, LlamaForCausalLM(llama)

@@ -27,37 +27,20 @@ CHAT_TEMPLATE = (
 
 def write_verdict_model(out_dir: Path) -> Path:
     """A tiny Llama + word-level tokenizer in ``out_dir`` that always answers ``{'pred': 'yes', 'score': 5}``."""
-    from llamavid_eval.judges.scripted import script_reply
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from llamavid_eval.judges.scripted import script_reply, word_level_llama
 
-    vocab = {token: i for i, token in enumerate((*SPECIALS, *REPLY_WORDS))}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        additional_special_tokens=["<|assistant|>"],
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    size = len(vocab)
-    config = LlamaConfig(
-        vocab_size=size,
-        hidden_size=size,
+    tokens = (*SPECIALS, *REPLY_WORDS)
+    tokenizer, model = word_level_llama(
+        tokens,
+        {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "additional_special_tokens": ["<|assistant|>"]},
         intermediate_size=8,
-        num_hidden_layers=1,
         num_attention_heads=1,
         num_key_value_heads=1,
-        head_dim=size,
-        max_position_embeddings=4096,
-        bos_token_id=vocab["<s>"],
-        eos_token_id=vocab["</s>"],
-        pad_token_id=vocab["</s>"],
-        tie_word_embeddings=False,
+        head_dim=len(tokens),
+        pad_token_id=tokens.index("</s>"),
     )
-    model = LlamaForCausalLM(config)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    vocab = tokenizer.get_vocab()
     script_reply(model, [vocab[token] for token in ("<|assistant|>", *REPLY_WORDS, "</s>")])
     model.generation_config.eos_token_id = vocab["</s>"]
     model.generation_config.do_sample = False

@@ -10,8 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 from llamavid_eval.judges import JudgeRequest, summarize  # noqa: E402
 from llamavid_eval.judges.backends.hf import HFJudge  # noqa: E402
-from llamavid_eval.judges.scripted import script_reply  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
+from llamavid_eval.judges.scripted import script_reply, word_level_llama  # noqa: E402
 
 VERDICT = ["{'pred':", "'yes',", "'score':", "4}"]
 SPECIAL = ["<unk>", "<pad>", "<s>", "</s>"]
@@ -24,31 +23,20 @@ REQS = [
 
 
 def build(path, *, forced: bool, chat_template: str | None = None, after_verdict: tuple[str, ...] = ("</s>",)) -> str:
-    vocab = {w: i for i, w in enumerate(SPECIAL + WORDS + VERDICT)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    tokens = SPECIAL + WORDS + VERDICT
+    torch.manual_seed(0)
+    fast, model = word_level_llama(
+        tokens,
+        {"unk_token": "<unk>", "pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"},
+        intermediate_size=16,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=tokens.index("<pad>"),
     )
+    vocab = fast.get_vocab()
     if chat_template:
         fast.chat_template = chat_template
     fast.save_pretrained(path)
-    n = len(vocab)
-    config = transformers.LlamaConfig(
-        vocab_size=n,
-        hidden_size=n,
-        intermediate_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=vocab["<s>"],
-        eos_token_id=vocab["</s>"],
-        pad_token_id=vocab["<pad>"],
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
     if forced:  # ASSISTANT: -> {'pred': -> ... -> </s>, whatever the prompt
         script_reply(model, [vocab[token] for token in ("ASSISTANT:", *VERDICT, *after_verdict)])
     # the checkpoint asks for sampling, as Llama-3-Instruct's does; the judge must ignore it
