@@ -1,11 +1,22 @@
-"""The one judge prompt every backend sends (Video-ChatGPT evaluation protocol).
+"""The judge prompt: the built-in wording every backend sends, or a user's prompt file.
 
-Keeping a single definition means a verdict from ``openai``, ``local`` and ``hf`` differ only by the
-judge model, never by wording. :data:`PROMPT_VERSION` is part of the cache key: change it whenever
-the text below changes, so cached verdicts from an older prompt are never reused.
+One definition per judge means verdicts from ``openai``, ``local`` and ``hf`` differ only by the
+judge model, never by wording. The wording still moves verdicts, and ours is not the paper's, so the
+prompt is configuration: a prompt file (YAML or JSON; keys ``system``, ``user`` and optionally
+``reask``) replaces it, given by ``LLAMAVID_JUDGE_PROMPT`` / ``--judge-prompt`` or, in a swap spec,
+``#prompt=FILE``. A prompt's :attr:`Prompt.version` is part of the cache key and of every record: the
+built-in one is ``vcgpt-qa-v1`` (change it whenever its text changes), a file's is a hash of its
+content, so a verdict is never reused under other wording.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from llamavid_eval.judges.base import JudgeRequest
 
@@ -48,24 +59,132 @@ REASK_TEMPLATE = (
     "{{'pred': 'no', 'score': 1}}."
 )
 
+# part of a prompt file -> the placeholders it must hold, the placeholders it may hold
+_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "system": (frozenset(), frozenset()),
+    "user": (frozenset({"question", "answer", "prediction"}), frozenset({"question", "answer", "prediction"})),
+    "reask": (frozenset(), frozenset({"reason"})),
+}
+_REQUIRED = ("system", "user")
 
-def build_messages(request: JudgeRequest) -> list[dict[str, str]]:
+
+class PromptError(ValueError):
+    """A prompt file that cannot be used; the message names the file, the part and the fix."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The three texts a judge sends and the version recorded with every verdict they produce."""
+
+    system: str
+    user: str
+    reask: str
+    version: str
+    source: str | None = None  # the file it came from; None for the built-in prompt
+
+    @property
+    def builtin(self) -> bool:
+        return self.source is None
+
+    def messages(self, request: JudgeRequest) -> list[dict[str, str]]:
+        """Chat messages (OpenAI format) for one item."""
+        user = self.user.format(
+            question=request.question.strip(), answer=request.answer.strip(), prediction=request.prediction.strip()
+        )
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+    def reask_messages(self, messages: list[dict[str, str]], reply: str, reason: str) -> list[dict[str, str]]:
+        """The conversation extended by the unparseable reply and a request to answer in the format."""
+        return [
+            *messages,
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": self.reask.format(reason=reason)},
+        ]
+
+    def describe(self) -> str:
+        return self.version if self.builtin else f"{self.version} (from {self.source})"
+
+
+BUILTIN = Prompt(SYSTEM_PROMPT, USER_TEMPLATE, REASK_TEMPLATE, PROMPT_VERSION)
+
+
+def content_version(system: str, user: str, reask: str) -> str:
+    """``prompt-<12 hex>``: a hash of the texts themselves, so comments, key order, YAML or JSON do not
+    change it and any change of wording does."""
+    payload = json.dumps([system, user, reask], ensure_ascii=False)
+    return "prompt-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
+
+
+def load_prompt(path: str | Path | None) -> Prompt:
+    """The prompt in file ``path`` (YAML or JSON), or :data:`BUILTIN` for None / ""; :class:`PromptError`
+    names what is wrong (unreadable file, unknown key, missing or unknown placeholder)."""
+    if path is None or str(path).strip() == "":
+        return BUILTIN
+    file = Path(path).expanduser()
+    data = _read(file)
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise PromptError(f"judge prompt {file}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(_FIELDS)}")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise PromptError(f"judge prompt {file}: missing key(s) {', '.join(missing)}; it needs {', '.join(_REQUIRED)}")
+    texts = {k: data.get(k, REASK_TEMPLATE if k == "reask" else None) for k in _FIELDS}
+    for part, text in texts.items():
+        if not isinstance(text, str) or not text.strip():
+            raise PromptError(f"judge prompt {file}: {part!r} must be a non-empty text, got {text!r}")
+        _check_placeholders(file, part, text)
+    system, user, reask = texts["system"], texts["user"], texts["reask"]
+    return Prompt(system, user, reask, content_version(system, user, reask), str(file))
+
+
+def _read(file: Path) -> dict[str, Any]:
+    import yaml  # JSON is YAML too: one reader for both
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise PromptError(f"judge prompt {file}: cannot read it ({err.strerror or err}); check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise PromptError(f"judge prompt {file}: not valid YAML or JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise PromptError(f"judge prompt {file}: must be a mapping with keys {', '.join(_FIELDS)}")
+    return data
+
+
+def _check_placeholders(file: Path, part: str, text: str) -> None:
+    required, allowed = _FIELDS[part]
+    try:
+        found = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as err:  # a lone "{" or "}"
+        raise PromptError(
+            f"judge prompt {file}: {part!r} is not a valid template ({err}); write literal braces as {{{{ and }}}}"
+        ) from None
+    bad = sorted(found - allowed)
+    if bad:
+        allowed_text = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none"
+        raise PromptError(
+            f"judge prompt {file}: {part!r} has unknown placeholder(s) {', '.join('{' + b + '}' for b in bad)}; "
+            f"allowed there: {allowed_text} (write literal braces as {{{{ and }}}})"
+        )
+    lacking = sorted(required - found)
+    if lacking:
+        raise PromptError(
+            f"judge prompt {file}: {part!r} lacks placeholder(s) {', '.join('{' + x + '}' for x in lacking)}"
+        )
+
+
+def build_messages(request: JudgeRequest, prompt: Prompt = BUILTIN) -> list[dict[str, str]]:
     """Chat messages (OpenAI format) for one item."""
-    user = USER_TEMPLATE.format(
-        question=request.question.strip(),
-        answer=request.answer.strip(),
-        prediction=request.prediction.strip(),
-    )
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    return prompt.messages(request)
 
 
-def reask_messages(messages: list[dict[str, str]], reply: str, reason: str) -> list[dict[str, str]]:
+def reask_messages(
+    messages: list[dict[str, str]], reply: str, reason: str, prompt: Prompt = BUILTIN
+) -> list[dict[str, str]]:
     """The conversation extended by the unparseable reply and a request to answer in the format."""
-    return [
-        *messages,
-        {"role": "assistant", "content": reply},
-        {"role": "user", "content": REASK_TEMPLATE.format(reason=reason)},
-    ]
+    return prompt.reask_messages(messages, reply, reason)
 
 
 def render_plain(messages: list[dict[str, str]]) -> str:
