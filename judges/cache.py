@@ -96,7 +96,7 @@ class JudgementCache:
                 key,
                 j.backend,
                 j.model,
-                PROMPT_VERSION,
+                str(j.metadata.get("prompt_version") or PROMPT_VERSION),
                 int(bool(j.verdict)),
                 int(j.score),
                 j.raw,

@@ -18,7 +18,7 @@ from typing import Any
 from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
 from llamavid_eval.judges.cache import JudgementCache, cache_key
 from llamavid_eval.judges.parse import ParseError, parse_reply
-from llamavid_eval.judges.prompt import PROMPT_VERSION, build_messages, reask_messages
+from llamavid_eval.judges.prompt import BUILTIN, Prompt
 
 log = logging.getLogger("judges")
 
@@ -47,8 +47,11 @@ class Reply:
 class ConversationJudge(Judge):
     """Base for LLM judges (``openai``, ``local``, ``hf``)."""
 
-    def __init__(self, model: str, *, cache: JudgementCache | None = None, parse_retries: int = 2) -> None:
+    def __init__(
+        self, model: str, *, cache: JudgementCache | None = None, parse_retries: int = 2, prompt: Prompt = BUILTIN
+    ) -> None:
         super().__init__(model)
+        self.prompt = prompt  # its version is in every cache key and record (judges.prompt)
         if parse_retries < 0:
             raise ValueError(f"parse_retries must be >= 0, got {parse_retries}")
         self.cache = cache
@@ -59,6 +62,11 @@ class ConversationJudge(Judge):
         """One reply per conversation, same order. Must not raise for a single failing item."""
         raise NotImplementedError
 
+    @property
+    def name(self) -> str:
+        """``backend:model``, and ``#prompt=<version>`` under a prompt file: other wording, another judge."""
+        return super().name if self.prompt.builtin else f"{super().name}#prompt={self.prompt.version}"
+
     def redact(self, text: str) -> str:
         """``text`` with every secret this judge holds (API keys) masked."""
         for secret in self._secrets:
@@ -67,7 +75,7 @@ class ConversationJudge(Judge):
 
     def judge_many(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
         requests = list(requests)
-        keys = [cache_key(self.backend, self.model, r) for r in requests]
+        keys = [cache_key(self.backend, self.model, r, self.prompt.version) for r in requests]
         found = self.cache.get_many(keys) if self.cache is not None and keys else {}
         # Identical items (same key) are asked once and share the outcome.
         todo: dict[str, JudgeRequest] = {}
@@ -87,14 +95,14 @@ class ConversationJudge(Judge):
         return out
 
     def _judge_uncached(self, todo: dict[str, JudgeRequest]) -> dict[str, Judgement]:
-        convs: dict[str, Messages] = {k: build_messages(r) for k, r in todo.items()}
+        convs: dict[str, Messages] = {k: self.prompt.messages(r) for k, r in todo.items()}
         meta: dict[str, dict[str, Any]] = {
             k: {
                 "attempts": 0,
                 "parse_failures": 0,
                 "parse_errors": [],
                 "rejected_replies": [],
-                "prompt_version": PROMPT_VERSION,
+                "prompt_version": self.prompt.version,
             }
             for k in todo
         }
@@ -121,7 +129,7 @@ class ConversationJudge(Judge):
                     m["parse_errors"].append(err.reason)
                     m["rejected_replies"].append(text[:_KEEP_REJECTED])
                     last_raw[key] = text
-                    convs[key] = reask_messages(convs[key], text, err.reason)
+                    convs[key] = self.prompt.reask_messages(convs[key], text, err.reason)
                     retry.append(key)
                     continue
                 done[key] = Judgement(parsed.verdict, parsed.score, text, self.backend, self.model, metadata=m)
