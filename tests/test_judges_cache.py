@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from llamavid_eval.judges import JudgeRequest
 from llamavid_eval.judges.base import Judgement
 from llamavid_eval.judges.cache import JudgementCache, cache_key
 from llamavid_eval.judges.engine import ConversationJudge, Reply
+from llamavid_eval.judges.prompt import BUILTIN
 
 REQ = JudgeRequest("What is the man doing?", "running", "He runs.")
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,11 +70,11 @@ def test_second_run_hits_and_model_change_misses(tmp_path):
     assert len(cache) == 2
 
 
-def test_prompt_version_change_misses(tmp_path, monkeypatch):
+def test_prompt_version_change_misses(tmp_path):
     cache = JudgementCache(tmp_path)
     Scripted("m", ["{'pred': 'yes', 'score': 4}"], cache=cache).judge_many([REQ])
-    monkeypatch.setattr("llamavid_eval.judges.cache.PROMPT_VERSION", "vcgpt-qa-v999")
-    fresh = Scripted("m", ["{'pred': 'no', 'score': 2}"], cache=cache)
+    reworded = dataclasses.replace(BUILTIN, version="vcgpt-qa-v999")
+    fresh = Scripted("m", ["{'pred': 'no', 'score': 2}"], cache=cache, prompt=reworded)
     assert fresh.judge_many([REQ])[0].cached is False and fresh.asked == 1
 
 
