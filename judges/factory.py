@@ -20,6 +20,7 @@ from typing import Any
 
 from llamavid_eval.judges.base import Judge
 from llamavid_eval.judges.cache import DEFAULT_CACHE_DIR, JudgementCache
+from llamavid_eval.judges.prompt import load_prompt
 
 BACKENDS = ("openai", "local", "hf", "exact")
 DEFAULT_MODELS = {
@@ -59,6 +60,8 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "batch_size": ("judge_batch_size", "LLAMAVID_JUDGE_BATCH_SIZE", int),
     "cache": ("judge_cache", "LLAMAVID_JUDGE_CACHE", str),
     "preflight": ("judge_preflight", "LLAMAVID_JUDGE_PREFLIGHT", _flag),
+    "prompt": ("judge_prompt", "LLAMAVID_JUDGE_PROMPT", str),
+    "exam": ("judge_exam", "LLAMAVID_JUDGE_EXAM", _flag),
 }
 #: Read by the ``local`` backend only (the OpenAI key is never sent to a local server).
 API_KEY_ENV = "LLAMAVID_JUDGE_API_KEY"
@@ -80,6 +83,8 @@ class JudgeSettings:
     batch_size: int = 256  # hf judge: 8B judge on an H200, 280 judgements/s at 256 (28.7 GiB), 312 at 512 (42.5 GiB)
     cache: str = str(DEFAULT_CACHE_DIR)
     preflight: bool = True  # check the judge when a task is built (judges.preflight); off to judge later
+    prompt: str = ""  # a judge prompt file (judges.prompt); "": the built-in prompt
+    exam: bool = True  # examine the judge before its verdicts count (judges.exam_gate); off: records say so
 
     def public(self) -> dict[str, Any]:
         from llamavid_eval.judges.backends.openai_compat import safe_url
@@ -168,9 +173,11 @@ def build_judge(settings: JudgeSettings, env: Mapping[str, str] | None = None) -
     if settings.backend == "hf":
         from llamavid_eval.judges.backends.hf import HFJudge
 
-        return HFJudge(
+        hf = HFJudge(
             model, batch_size=settings.batch_size, cache=cache_for(settings), parse_retries=settings.parse_retries
         )
+        hf.prompt = load_prompt(settings.prompt)
+        return hf
     from llamavid_eval.judges.backends.openai_compat import LocalJudge, OpenAIJudge
     from llamavid_eval.judges.preflight import remembered_format
 
@@ -193,6 +200,7 @@ def build_judge(settings: JudgeSettings, env: Mapping[str, str] | None = None) -
         judge: OpenAIJudge | LocalJudge = OpenAIJudge(model, api_key=key, **common)
     else:
         judge = LocalJudge(model, api_key=env.get(API_KEY_ENV) or "EMPTY", **common)
+    judge.prompt = load_prompt(settings.prompt)
     found = remembered_format(settings) if settings.response_format == "auto" else None
     if found is not None:  # the preflight of this process already found what the server honours
         judge.use_format(*found)
