@@ -179,7 +179,6 @@ def build_judge(settings: JudgeSettings, env: Mapping[str, str] | None = None) -
         hf.prompt = load_prompt(settings.prompt)
         return hf
     from llamavid_eval.judges.backends.openai_compat import LocalJudge, OpenAIJudge
-    from llamavid_eval.judges.preflight import remembered_format
 
     common: dict[str, Any] = dict(
         base_url=settings.base_url,
@@ -205,6 +204,22 @@ def build_judge(settings: JudgeSettings, env: Mapping[str, str] | None = None) -
     if found is not None:  # the preflight of this process already found what the server honours
         judge.use_format(*found)
     return judge
+
+
+# (backend, base URL without credentials, model) -> (response format, note) found by a preflight
+# (judges.preflight writes it; kept here so that build_judge reads it without importing the preflight)
+REMEMBERED_FORMATS: dict[tuple[str, str | None, str | None], tuple[str, str | None]] = {}
+
+
+def format_key(settings: JudgeSettings) -> tuple[str, str | None, str | None]:
+    from llamavid_eval.judges.backends.openai_compat import safe_url
+
+    return settings.backend, safe_url(settings.base_url), settings.model
+
+
+def remembered_format(settings: JudgeSettings) -> tuple[str, str | None] | None:
+    """The response format (and a note) a preflight of this process found for this judge, if any."""
+    return REMEMBERED_FORMATS.get(format_key(settings))
 
 
 def get_judge(config: Mapping[str, Any] | None = None, *, overrides: Mapping[str, Any] | None = None) -> Judge:

@@ -21,7 +21,15 @@ import openai
 from llamavid_eval.judges.backends.openai_compat import OpenAICompatibleJudge, is_json_object, safe_url
 from llamavid_eval.judges.base import JudgeRequest
 from llamavid_eval.judges.errors import Kind, classify
-from llamavid_eval.judges.factory import BACKENDS, DEFAULT_MODELS, JudgeSettings, build_judge
+from llamavid_eval.judges.factory import (
+    BACKENDS,
+    DEFAULT_MODELS,
+    REMEMBERED_FORMATS,
+    JudgeSettings,
+    build_judge,
+    format_key,
+    remembered_format,
+)
 from llamavid_eval.judges.parse import ParseError, parse_reply
 from llamavid_eval.judges.prompt import build_messages
 
@@ -34,8 +42,6 @@ _PAPER_JUDGE_NOTE = (
     "notices name gpt-4.1-mini as its substitute); keep the paper's numbers as reported rows and calibrate "
     "the replacement with `llamavid judge swap`."
 )
-# (backend, base URL without credentials, model) -> (response format, note) found by a preflight
-_REMEMBERED: dict[tuple[str, str | None, str | None], tuple[str, str | None]] = {}
 
 
 class JudgeUnavailable(RuntimeError):
@@ -67,15 +73,6 @@ class PreflightReport:
         )
 
 
-def _key(settings: JudgeSettings) -> tuple[str, str | None, str | None]:
-    return settings.backend, safe_url(settings.base_url), settings.model
-
-
-def remembered_format(settings: JudgeSettings) -> tuple[str, str | None] | None:
-    """The response format (and a note) a preflight of this process found for this judge, if any."""
-    return _REMEMBERED.get(_key(settings))
-
-
 def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> PreflightReport | None:
     """Check the judge ``settings`` describe; raise :class:`JudgeUnavailable` if it cannot work.
 
@@ -86,7 +83,7 @@ def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> 
     if settings.backend not in ("openai", "local"):
         return None
     start = time.monotonic()
-    _REMEMBERED.pop(_key(settings), None)  # check afresh: the server may have changed since
+    REMEMBERED_FORMATS.pop(format_key(settings), None)  # check afresh: the server may have changed since
     try:
         judge = build_judge(settings, env)
     except ValueError as err:
@@ -99,7 +96,7 @@ def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> 
         fmt, note = _find_format(judge, settings, timeout, served)
     finally:
         judge.close()
-    _REMEMBERED[_key(settings)] = (fmt, note)
+    REMEMBERED_FORMATS[format_key(settings)] = (fmt, note)
     report = PreflightReport(
         settings.backend, safe_url(settings.base_url), judge.model, served, fmt, note, time.monotonic() - start
     )
@@ -123,7 +120,7 @@ def _check_in_process(settings: JudgeSettings) -> PreflightReport:
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         reason = f"its config is a {config.model_type!r} model, which transformers cannot load as a causal LM"
         raise JudgeUnavailable(_message(settings, reason, None, first=_IN_PROCESS_FIX))
-    _REMEMBERED[_key(settings)] = ("text", None)
+    REMEMBERED_FORMATS[format_key(settings)] = ("text", None)
     report = PreflightReport("hf", None, model, None, "text", None, time.monotonic() - start)
     log.info("%s", report.summary())
     return report
