@@ -22,6 +22,8 @@ from llamavid_eval.judges.base import Judge
 from llamavid_eval.judges.cache import DEFAULT_CACHE_DIR, JudgementCache
 from llamavid_eval.judges.prompt import load_prompt
 
+from llamavid_eval.core.scores import DEFAULT_MAX_FAILURE_RATE, MAX_FAILURE_RATE_ENV
+
 BACKENDS = ("openai", "local", "hf", "exact")
 DEFAULT_MODELS = {
     "openai": "gpt-3.5-turbo",
@@ -62,6 +64,7 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "preflight": ("judge_preflight", "LLAMAVID_JUDGE_PREFLIGHT", _flag),
     "prompt": ("judge_prompt", "LLAMAVID_JUDGE_PROMPT", str),
     "exam": ("judge_exam", "LLAMAVID_JUDGE_EXAM", _flag),
+    "max_failure_rate": ("judge_max_failure_rate", MAX_FAILURE_RATE_ENV, float),
 }
 #: Read by the ``local`` backend only (the OpenAI key is never sent to a local server).
 API_KEY_ENV = "LLAMAVID_JUDGE_API_KEY"
@@ -85,6 +88,7 @@ class JudgeSettings:
     preflight: bool = True  # check the judge when a task is built (judges.preflight); off to judge later
     prompt: str = ""  # a judge prompt file (judges.prompt); "": the built-in prompt
     exam: bool = True  # examine the judge before its verdicts count (judges.exam_gate); off: records say so
+    max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE  # share of failed items above which judged metrics are NaN
 
     def public(self) -> dict[str, Any]:
         from llamavid_eval.judges.backends.openai_compat import safe_url
@@ -151,6 +155,8 @@ def _convert(opt: str, value: Any) -> Any:
     except (TypeError, ValueError):
         expected = "yes/no (1/0, on/off, true/false)" if kind is _flag else kind.__name__
         raise ValueError(f"{env_name} / {key} must be {expected}, got {value!r}") from None
+    if opt == "max_failure_rate" and converted > 1:
+        raise ValueError(f"{env_name} / {key} is a share between 0 and 1 (e.g. 0.05), got {value!r}")
     if kind in (int, float) and converted < (1 if opt in ("concurrency", "batch_size") else 0):
         raise ValueError(f"{env_name} / {key} is out of range: {value!r}")
     return converted

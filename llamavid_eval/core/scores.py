@@ -1,0 +1,142 @@
+"""A judged task's numbers from its recorded verdicts: the one function every view calls.
+
+lmms-eval's aggregation hooks (``tasks/common/judged.py``) call :func:`judged_scores` on the verdicts
+they just recorded and write its values into ``*_results.json``; ``results compare`` and ``judge swap``
+call it on the verdicts they read or obtain; ``results table`` shows what the run wrote. There is no
+second implementation of a judged metric or of its interval.
+
+Every judged metric is reported two ways:
+
+* VALID (``accuracy``, ``mean_score``): judge failures left out (transient errors must not count as
+  "no"), the number of the paper's protocol;
+* ALL (``accuracy_all``, ``mean_score_all``): a failure counted as wrong (0), what lmms-eval's and
+  VLMEvalKit's "ALL" report.
+
+Each comes with its 95% cluster-bootstrap interval by video (:func:`llamavid_eval.core.stats.cluster_bootstrap_mean`,
+2000 resamples, seed 0) written as ``<metric>_ci_low``, ``_ci_high`` and ``_n`` (the items it rests on).
+
+The failure budget (``LLAMAVID_JUDGE_MAX_FAILURE_RATE``, default :data:`DEFAULT_MAX_FAILURE_RATE`):
+when more than that share of a task's items has no verdict, the run says nothing about the model, so
+the headline metrics and their intervals are NaN (never a clean-looking score), ``judge_failures``
+and ``judged_items`` stay, and :meth:`JudgedScores.budget_error` says why and how to re-judge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llamavid_eval.core.failures import common_reason, excess
+from llamavid_eval.core.outputs import CI_PARTS, judgement_failed, normalize_judgement
+from llamavid_eval.core.stats import DEFAULT_RESAMPLES, PERCENT, Interval, cluster_bootstrap_mean
+
+MAX_FAILURE_RATE_ENV = "LLAMAVID_JUDGE_MAX_FAILURE_RATE"
+DEFAULT_MAX_FAILURE_RATE = 0.05
+"""Share of a task's judgements that may fail before its judged metrics are withheld (a few transient errors)."""
+SCORE_RANGE = (0.0, 5.0)
+"""The judge's 0-5 score (the prompt's scale)."""
+SEED = 0
+#: metric -> (per-item quantity, failures counted as 0, value range)
+MEASURES = {
+    "accuracy": ("verdict", False, PERCENT),
+    "mean_score": ("score", False, SCORE_RANGE),
+    "accuracy_all": ("verdict", True, PERCENT),
+    "mean_score_all": ("score", True, SCORE_RANGE),
+}
+HEADLINE = tuple(MEASURES)
+COUNTS = ("judge_failures", "judged_items")
+METRICS = (*COUNTS, *HEADLINE, *(f"{m}_{part}" for m in HEADLINE for part in CI_PARTS))
+"""Every metric a judged task reports (its YAML's ``metric_list``, in any order)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judged item as recorded: its video (the cluster), the verdict and score, or the failure."""
+
+    cluster: str
+    verdict: bool | None
+    score: float | None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict is None or self.score is None
+
+    def value(self, metric: str) -> float | None:
+        """The item's value for ``metric`` (accuracy 0/100, score 0-5); None: a failure left out (VALID)."""
+        quantity, failures_count, _ = MEASURES[metric]
+        if self.failed:
+            return 0.0 if failures_count else None
+        return 100.0 * bool(self.verdict) if quantity == "verdict" else float(self.score)  # type: ignore[arg-type]
+
+
+def verdict_of(record: Mapping[str, Any], cluster: str) -> Verdict:
+    """The :class:`Verdict` of a logged record: its judgement flat or nested under ``judgement``."""
+    flat = normalize_judgement(dict(record))
+    if judgement_failed(flat):
+        return Verdict(cluster, None, None, str(flat.get("error") or "no verdict recorded"))
+    return Verdict(cluster, bool(flat["verdict"]), float(flat["score"]))
+
+
+@dataclass(frozen=True)
+class JudgedScores:
+    """Every judged metric of one task (both ways, with intervals), its failures and the budget verdict."""
+
+    n: int
+    failures: int
+    max_failure_rate: float
+    reason: str | None
+    intervals: dict[str, Interval] = field(repr=False)
+
+    @property
+    def over_budget(self) -> bool:
+        return excess(self.failures, self.n, self.max_failure_rate) is not None
+
+    def values(self) -> dict[str, float]:
+        """metric name -> value, for every name in :data:`METRICS`; the headline ones NaN over budget."""
+        out: dict[str, float] = {"judge_failures": float(self.failures), "judged_items": float(self.n)}
+        for metric, iv in self.intervals.items():
+            parts = {metric: iv.estimate, f"{metric}_ci_low": iv.low, f"{metric}_ci_high": iv.high}
+            out.update({k: math.nan if self.over_budget else v for k, v in parts.items()})
+            out[f"{metric}_n"] = float(iv.n)
+        return out
+
+    def budget_error(self, task: str) -> str | None:
+        """The ERROR line when the failures exceed the budget (None within it): task, count, reason, the fix."""
+        if not self.over_budget:
+            return None
+        share = 100.0 * self.failures / self.n
+        return (
+            f"[{task}] judge failed on {self.failures} of {self.n} items ({share:.1f}% > {MAX_FAILURE_RATE_ENV}="
+            f"{self.max_failure_rate:g}): {', '.join(HEADLINE)} withheld (NaN), they would rest on "
+            f"{self.n - self.failures} items. Most common reason: {self.reason or 'not recorded'}. Fix the judge, "
+            "then re-judge the logged samples without re-running the model: "
+            "llamavid judge rejudge <output_path> (lmms-eval's --log_samples folder)"
+        )
+
+
+def judged_scores(
+    verdicts: Sequence[Verdict],
+    max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+) -> JudgedScores:
+    """Values and 95% intervals of every judged metric over ``verdicts`` (see the module docstring)."""
+    clusters = [v.cluster for v in verdicts]
+    intervals = {}
+    for metric, (_, _, bounds) in MEASURES.items():
+        values = [math.nan if (x := v.value(metric)) is None else x for v in verdicts]
+        intervals[metric] = cluster_bootstrap_mean(
+            values, clusters, resamples=resamples, seed=SEED, unit="videos", bounds=bounds
+        )
+    failed = [v for v in verdicts if v.failed]
+    return JudgedScores(len(verdicts), len(failed), max_failure_rate, common_reason(v.error for v in failed), intervals)
+
+
+def over_budget(failures: float | None, items: float | None, max_failure_rate: float) -> bool:
+    """The same budget for numbers a run wrote (``judge_failures`` of ``judged_items``), e.g. an older run."""
+    if failures is None or not items:
+        return False
+    return excess(int(failures), int(items), max_failure_rate) is not None
