@@ -352,3 +352,15 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
         return float("nan"), float("nan")
     result = sps.kendalltau(xa[keep], ya[keep])
     return float(result.statistic), float(result.pvalue)
+
+
+WILSON = "Wilson score interval (independent items)"
+
+
+def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
+    """Share of ``successes`` in ``n`` independent trials with its Wilson score interval (scipy), as a
+    fraction; for items that share no cluster, e.g. the judge exam's (nan with n=0)."""
+    if n <= 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0, 0, WILSON, confidence)
+    ci = sps.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return Interval(successes / n, float(ci.low), float(ci.high), n, n, WILSON, confidence)
