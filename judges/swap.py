@@ -37,32 +37,42 @@ Rows = list[dict[str, Any]]
 
 @dataclass(frozen=True)
 class JudgeSpec:
-    """One ``--judges`` entry: ``backend[:model][@base_url]`` (``exact``, ``openai:gpt-4.1-mini``,
-    ``local:meta-llama/Meta-Llama-3-8B-Instruct@http://127.0.0.1:8000/v1``)."""
+    """One ``--judges`` entry: ``backend[:model][@base_url][#prompt=FILE]`` (``exact``, ``openai:gpt-4.1-mini``,
+    ``local:meta-llama/Meta-Llama-3-8B-Instruct@http://127.0.0.1:8000/v1``, ``hf:/m.gguf#prompt=/p.yaml``)."""
 
     text: str
     backend: str
     model: str | None = None
     base_url: str | None = None
+    prompt: str | None = None  # a judge prompt file (judges.prompt); None: the built-in prompt or --judge-prompt
 
     def overrides(self) -> dict[str, Any]:
-        return {k: v for k, v in (("backend", self.backend), ("model", self.model), ("base_url", self.base_url)) if v}
+        pairs = (("backend", self.backend), ("model", self.model), ("base_url", self.base_url), ("prompt", self.prompt))
+        return {k: v for k, v in pairs if v}
+
+
+PROMPT_MARK = "#prompt="  # "#prompt=" occurs in no model name, path or base URL we know of; "," and "@" would
+
+
+def parse_spec(entry: str, option: str = "--judges") -> JudgeSpec:
+    """One judge spec ``backend[:model][@base_url][#prompt=FILE]``; ValueError naming it and the known backends."""
+    entry = entry.strip()
+    rest, mark, prompt = entry.partition(PROMPT_MARK)
+    if mark and not prompt.strip():
+        raise ValueError(f"{option} entry {entry!r}: {PROMPT_MARK} needs a prompt file after it")
+    head, _, url = rest.partition("@")
+    backend, _, model = head.partition(":")
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"{option} entry {entry!r}: unknown backend {backend!r}; use one of {', '.join(BACKENDS)} "
+            "as backend[:model][@base_url][#prompt=FILE], e.g. openai:gpt-4.1-mini,exact"
+        )
+    return JudgeSpec(entry, backend, model or None, url or None, prompt.strip() or None)
 
 
 def parse_judges(text: str) -> list[JudgeSpec]:
     """The ``--judges`` list; ValueError naming the bad entry and the known backends."""
-    specs = []
-    for entry in (e.strip() for e in text.split(",")):
-        if not entry:
-            continue
-        head, _, url = entry.partition("@")
-        backend, _, model = head.partition(":")
-        if backend not in BACKENDS:
-            raise ValueError(
-                f"--judges entry {entry!r}: unknown backend {backend!r}; use one of {', '.join(BACKENDS)} "
-                "as backend[:model][@base_url], e.g. openai:gpt-4.1-mini,exact"
-            )
-        specs.append(JudgeSpec(entry, backend, model or None, url or None))
+    specs = [parse_spec(entry) for entry in text.split(",") if entry.strip()]
     if len(specs) < 2:
         raise ValueError(f"--judges needs at least two judges to compare, got {len(specs)} ({text!r})")
     return specs
