@@ -39,7 +39,12 @@ class Thresholds:
                 raise ValueError(f"exam threshold {name} must be between 0 and 1, got {value}")
 
 
-def run_exam(judge: Judge, exam: Exam | None = None, thresholds: Thresholds = Thresholds(), examples: int = 3) -> dict:
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def run_exam(
+    judge: Judge, exam: Exam | None = None, thresholds: Thresholds = DEFAULT_THRESHOLDS, examples: int = 3
+) -> dict:
     """Ask ``judge`` every exam item (one ``judge_many`` batch) and grade it (see :func:`grade`)."""
     exam = exam or load_exam()
     judgements = judge.judge_many([item.request for item in exam.items])
@@ -53,7 +58,7 @@ def grade(
     judgements: Sequence[Judgement],
     judge: str,
     prompt_version: str | None = BUILTIN.version,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
     examples: int = 3,
 ) -> dict[str, Any]:
     """The exam report (JSON-ready): sides, failures, kinds with wrong verdicts quoted, fit and the verdict line."""
