@@ -43,7 +43,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.judges.factory import BACKENDS, build_judge, resolve_settings
+from llamavid_eval.judges import exam_cli
+from llamavid_eval.judges.exam_gate import JudgeUnfit, examine
+from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
 from llamavid_eval.judges.preflight import JudgeUnavailable, check_once
 
 from llamavid_eval.core import failures
@@ -57,6 +59,8 @@ def _judge_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-retries", type=int, help="retries per request on timeouts, 429, 5xx, connection errors")
     parser.add_argument("--parse-retries", type=int, help="re-asks after an unparseable reply")
     parser.add_argument("--cache", help='cache folder, or "off"')
+    parser.add_argument("--judge-prompt", help="judge prompt file (YAML/JSON; default: the built-in prompt)")
+    parser.add_argument("--allow-unfit", action="store_true", help="go on with a judge that fails the judge exam")
     failures.add_argument(parser)
 
 
@@ -89,18 +93,22 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--examples", type=int, default=10, help="most disputed items to list (default 10)")
     w.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
     _judge_options(w)
+    exam_cli.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"rejudge": _rejudge, "agree": _agree, "swap": _swap}
+    commands = {"rejudge": _rejudge, "agree": _agree, "swap": _swap, "exam": exam_cli.run}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except JudgeUnfit as err:
+        print(f"{err}\nerror: unfit judge (above); nothing was judged", file=sys.stderr)
+        return 1
     except JudgeUnavailable as err:  # the preflight's message spans lines; the verdict comes last
         print(f"{err}\nerror: a judge failed its preflight check (above); nothing was judged", file=sys.stderr)
         return 2
@@ -114,6 +122,7 @@ def _transport(args: argparse.Namespace) -> dict[str, Any]:
         "parse_retries": args.parse_retries,
         "cache": args.cache,
         "base_url": args.base_url,
+        "prompt": args.judge_prompt,
     }
 
 
@@ -136,9 +145,11 @@ def _rejudge(args: argparse.Namespace) -> int:
     overrides = {"backend": args.judge, "model": args.judge_model, **_transport(args)}
     settings = resolve_settings(overrides=overrides)
     check_once(settings)  # a judge that cannot work stops here, before any item is sent
+    exam = examine(settings, allow_unfit=args.allow_unfit)  # and an unfit one here
     judge = build_judge(settings)
     try:
-        overview = rejudge(args.source, judge, out=args.out, tasks=_tasks(args), settings=settings.public())
+        public = {**settings.public(), "exam": exam}
+        overview = rejudge(args.source, judge, out=args.out, tasks=_tasks(args), settings=public)
     finally:
         judge.close()
     print(format_overview(overview))
@@ -171,11 +182,18 @@ def _swap(args: argparse.Namespace) -> int:
     from llamavid_eval.results import swap_report
 
     specs = swap.parse_judges(args.judges)
-    rows = swap.run_swap(args.runs, specs, args.out, tasks=_tasks(args), common=_transport(args))
+    exams: list[dict[str, Any]] = []
+
+    def check(settings: JudgeSettings) -> None:  # every judge checked and examined before any is asked
+        check_once(settings)
+        exams.append(examine(settings, allow_unfit=args.allow_unfit))
+
+    rows = swap.run_swap(args.runs, specs, args.out, tasks=_tasks(args), common=_transport(args), check=check)
     names = {
         text: name for spec, name in zip(specs, rows, strict=True) for text in (spec.text, spec.text.split("@")[0])
     }
     report = swap.analyse(rows, names.get(args.reference, args.reference), examples=args.examples)
+    report["exams"] = {e["judge"]: e for e in exams}
     written = swap_report.write(report, args.out, plots=not args.no_plots)
     print(swap_report.to_markdown(report))
     print(f"wrote {', '.join(str(p) for p in written if p.suffix != '.svg')}", file=sys.stderr)
