@@ -81,6 +81,41 @@ def _shift_table(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _exam_table(report: dict[str, Any]) -> list[str]:
+    """Each judge's exam (``llamavid judge exam``): both sides with 95% intervals, failures, fit or why not."""
+    exams = report.get("exams") or {}
+    rows = []
+    for judge in report["judges"]:
+        e = exams.get(judge)
+        if e is None or not e.get("examined"):
+            note = e["note"] if e else "not examined"
+            rows.append(f"{judge} | - | - | - | - | {note}")
+            continue
+        sides = [_ci({**s["accuracy"], **_percent(s["accuracy"])}) for s in (e["sides"]["yes"], e["sides"]["no"])]
+        verdict = e["verdict"] + (" (used anyway: --allow-unfit)" if e.get("allowed_unfit") else "")
+        failures = f"{e['failures']['failed']} of {e['failures']['items']}"
+        rows.append(f"{judge} | {e['exam']} | {sides[0]} | {sides[1]} | {failures} | {verdict}")
+    table = _table(
+        "judge | exam | must be yes: right (%) | must be no: right (%) | failures | verdict",
+        "---|---|---:|---:|---:|---",
+        rows,
+    )
+    examined = [e for e in exams.values() if e.get("examined")]
+    if not examined:
+        return table
+    t = examined[0]["thresholds"]
+    return [
+        *table,
+        "",
+        f"Exam intervals: 95% Wilson score interval (independent items); fit: both sides' 95% lower bound >= "
+        f"{100 * t['min_lower']:g}% and failures <= {100 * t['max_failures']:g}%.",
+    ]
+
+
+def _percent(iv: dict[str, Any]) -> dict[str, float]:
+    return {k: 100 * iv[k] for k in ("estimate", "low", "high")}
+
+
 def _ranking_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for r in report["rankings"]:
@@ -131,6 +166,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- runs: {', '.join(report['runs'])}",
         f"- judge failures (excluded from every number): {failed}",
         f"- intervals: 95%, {method}",
+        "",
+        "## Judge exam (is each judge fit to judge?)",
+        "",
+        *_exam_table(report),
         "",
         "## Accuracy and score per judge",
         "",
