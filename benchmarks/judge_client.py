@@ -22,6 +22,7 @@ import time
 from llamavid_eval.judges.backends.openai_compat import LocalJudge
 from llamavid_eval.judges.base import JudgeRequest
 from llamavid_eval.judges.testing import Call, FakeChatServer, Response, error, reply
+from record import write_record
 
 
 class DelayedVerdict:
@@ -86,6 +87,7 @@ def main() -> None:
         "| server requests | final limit |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for concurrency in [int(c) for c in args.concurrency.split(",")]:
         requests = max(args.requests, concurrency * 4)
         urls, counts, stop = mp.Queue(), mp.Queue(), mp.Event()
@@ -104,6 +106,20 @@ def main() -> None:
             f"| {failed} | {max_active} | {served} | {limit:.1f} |",
             flush=True,
         )
+        rows.append(
+            {
+                "concurrency": concurrency,
+                "requests": requests,
+                "seconds": seconds,
+                "requests_per_s": rate,
+                "ideal": ideal,
+                "failed": failed,
+                "server_max_in_flight": max_active,
+                "server_requests": served,
+                "final_limit": limit,
+            }
+        )
+    write_record("judge_client", {"arguments": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from llamavid_eval.judges import JudgeRequest  # noqa: E402
 from llamavid_eval.judges.backends.hf import HFJudge  # noqa: E402
 from llamavid_eval.judges.prompt import build_messages  # noqa: E402
 from random_judge import WORDS, build_judge, build_tokenizer  # noqa: E402
+from record import write_record  # noqa: E402
 
 STARTS = ("what is the", "who is", "where is the", "how many", "what does the")
 
@@ -44,7 +45,6 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=4096)
     parser.add_argument("--batch-sizes", default="16,256,512")
     parser.add_argument("--small-batch-items", type=int, default=1024, help="items for batch sizes below 64")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     tok = build_tokenizer(Path(tempfile.mkdtemp(prefix="judge-tok-")))
@@ -78,8 +78,7 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    write_record("judge_throughput", {"arguments": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

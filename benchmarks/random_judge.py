@@ -31,6 +31,15 @@ LLAMA3_8B = {
     "rms_norm_eps": 1e-5,
     "tie_word_embeddings": False,
 }
+#: CPU checks of the benchmark scripts: the same shape of model, small enough for a laptop
+TINY = {
+    **LLAMA3_8B,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
@@ -79,10 +88,14 @@ def build_tokenizer(out_dir: Path) -> PreTrainedTokenizerFast:
     return tok
 
 
-def build_judge(tok: PreTrainedTokenizerFast, device: str = "cuda") -> LlamaForCausalLM:
-    """The 8B-shaped model on ``device`` in bf16, rigged to reply :data:`REPLY` to any prompt."""
+def build_judge(tok: PreTrainedTokenizerFast, device: str = "cuda", size: str = "8b") -> LlamaForCausalLM:
+    """The 8B-shaped model (``size="tiny"``: :data:`TINY`) on ``device`` in bf16, rigged to reply
+    :data:`REPLY` to any prompt."""
     config = LlamaConfig(
-        **LLAMA3_8B, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+        **(TINY if size == "tiny" else LLAMA3_8B),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)

@@ -23,6 +23,7 @@ from llamavid_eval.model.processing import (
     tokenize_with_image,
     vicuna_v1_prompt,
 )
+from record import write_record
 from throughput import add_batch_arguments, one_batch_workload
 
 
@@ -103,6 +104,8 @@ def main() -> None:
     print("| decode | stage | ms per batch |\n|---|---|---|")
     for decode, name, ms in rows:
         print(f"| {decode} | {name} | {ms:.1f} |")
+    stages = [{"decode": decode, "stage": name, "ms_per_batch": ms} for decode, name, ms in rows]
+    write_record("stages", {"arguments": vars(args), "videos": len(videos), "rows": stages})
 
 
 if __name__ == "__main__":

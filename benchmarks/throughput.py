@@ -18,7 +18,9 @@ are compared with (a); ``--fp32-check`` repeats that comparison with an fp32 mod
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import tempfile
 import time
@@ -34,6 +36,7 @@ from llamavid_eval.model.processing import image_processor_for, qformer_tokenize
 from llamavid_eval.model.random_init import build_random
 from llamavid_eval.model.tiny import BASE_CORPUS, write_bert_tokenizer, write_sentencepiece_tokenizer
 from llamavid_eval.model.video import load_visuals
+from record import write_record
 
 QUESTIONS = (
     "what is the man doing?",
@@ -45,32 +48,43 @@ QUESTIONS = (
 )
 
 
-def write_videos(folder: Path, count: int, seconds: int) -> list[Path]:
-    """``count`` 320x240 MP4s at 30 fps (OpenCV or PyAV, whichever is installed)."""
-    paths = []
-    ramp = np.add.outer(np.arange(240), np.arange(320))
-    for index in range(count):
-        path = folder / f"video{index:03d}.mp4"
-        frames = np.stack([np.dstack([ramp + t, ramp * 2 + index, ramp - t]) % 256 for t in range(seconds * 30)])
-        frames = frames.astype(np.uint8)
-        try:
-            import cv2
+def write_video(path: Path, index: int, seconds: int) -> Path:
+    """One 320x240 MP4 at 30 fps (OpenCV or PyAV, whichever is installed); frames differ per ``index``."""
+    # uint8 arithmetic wraps modulo 256, as the pattern needs (int64 frames took as long as encoding)
+    ramp = (np.add.outer(np.arange(240), np.arange(320)) % 256).astype(np.uint8)
+    shift = np.uint8(index % 256)
+    frames = (
+        np.dstack([ramp + t, ramp * np.uint8(2) + shift, ramp - t]) for t in np.arange(seconds * 30, dtype=np.uint8)
+    )
+    try:
+        import cv2
 
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (320, 240))
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (320, 240))
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+    except ImportError:
+        import av
+
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("mpeg4", rate=30)
+            stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
             for frame in frames:
-                writer.write(frame)
-            writer.release()
-        except ImportError:
-            import av
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+    return path
 
-            with av.open(str(path), "w") as container:
-                stream = container.add_stream("mpeg4", rate=30)
-                stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-                for frame in frames:
-                    container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-                container.mux(stream.encode())
-        paths.append(path)
-    return paths
+
+def write_videos(folder: Path, count: int, seconds: int, workers: int | None = None) -> list[Path]:
+    """``count`` MP4s written by ``workers`` processes (default: one per CPU core). Encoding is CPU
+    work of ~1 s a video: 520 videos in one process took longer than a GPU command may run."""
+    paths = [folder / f"video{index:03d}.mp4" for index in range(count)]
+    workers = min(count, workers or os.cpu_count() or 1)
+    if workers <= 1:
+        return [write_video(path, index, seconds) for index, path in enumerate(paths)]
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(write_video, paths, range(count), [seconds] * count))
 
 
 def write_tokenizers(folder: Path) -> Path:
@@ -183,10 +197,10 @@ def main() -> None:
     parser.add_argument(
         "--decode",
         default="eager,graph",
-        help="comma-separated decode paths of the optimized runner: eager, graph (CUDA graphs, fused norms)",
+        help="comma-separated decode paths of the optimized runner: eager, graph (CUDA-graph decode steps, "
+        "fused norms), graph+prefill (the prefill replayed as a CUDA graph too)",
     )
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--fp32-check",
         action="store_true",
@@ -216,7 +230,7 @@ def main() -> None:
                     "attn": attn,
                     "decode": decode,
                     "world_size": world,
-                    **measure(loaded, videos, args, device, compile=decode == "graph"),
+                    **measure(loaded, videos, args, device, decode),
                 }
             )
             print(json.dumps(rows[-1], default=float), flush=True)
@@ -228,8 +242,15 @@ def main() -> None:
     if rank == 0 or world > 1:
         print(json.dumps({"rank": rank, "device": torch.cuda.get_device_name(device), "rows": rows}, default=float))
         print_table(rows)
-    if args.json and rank == 0:
-        args.json.write_text(json.dumps(rows, indent=2, default=float))
+    if rank == 0:
+        write_record("throughput", {"arguments": vars(args), "world_size": world, "rows": rows})
+
+
+def runner_options(decode: str) -> dict[str, bool]:
+    """``LlamaVidRunner`` keywords of a ``--decode`` name."""
+    if decode not in ("eager", "graph", "graph+prefill"):
+        raise ValueError(f"--decode {decode!r}: choose from eager, graph, graph+prefill")
+    return {"compile": decode != "eager", "prefill_graphs": decode == "graph+prefill"}
 
 
 def measure(
@@ -237,11 +258,11 @@ def measure(
     videos: list[Path],
     args: argparse.Namespace,
     device: torch.device,
-    compile: bool,
+    decode: str,
 ) -> dict:
     """Paths (b), then (a) and (c) unless ``--only optimized``."""
     torch.cuda.reset_peak_memory_stats(device)
-    fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=4, compile=compile)
+    fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=4, **runner_options(decode))
     warm_videos = videos[: max(1, args.batch_size // args.questions)]
     _, warmup_s = timed(
         lambda: fast_runner.answer_ids(make_questions(warm_videos, args.questions, args.answer_tokens, shared=True))
@@ -295,7 +316,7 @@ def fp32_identity(
     row: dict[str, object] = {"attn": "sdpa", "decode": "fp32 check", "questions": len(subset)}
     torch._dynamo.reset()  # the fp32 model's compiled norms get their own compilations
     for decode in args.decode.split(","):
-        batched = LlamaVidRunner(loaded, batch_size=args.batch_size, compile=decode == "graph").answer_ids(subset)
+        batched = LlamaVidRunner(loaded, batch_size=args.batch_size, **runner_options(decode)).answer_ids(subset)
         same = sum(a == b for a, b in zip(single, batched, strict=True))
         row[f"fp32_identical_ids_{decode}"] = f"{same}/{len(subset)}"
     del loaded
@@ -323,6 +344,7 @@ def print_table(rows: list[dict]) -> None:
         "greedy_identical_ids",
         "fp32_identical_ids_eager",
         "fp32_identical_ids_graph",
+        "fp32_identical_ids_graph+prefill",
         "error",
     ]
     present = [k for k in keys if any(k in row for row in rows)]

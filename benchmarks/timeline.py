@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from llamavid_eval.model.inference import LlamaVidRunner
+from record import write_record
 from throughput import add_batch_arguments, make_questions, random_loaded, write_tokenizers, write_videos
 
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
@@ -136,6 +137,16 @@ def main() -> None:
     report = analyse(trace, batches, args.min_gap_us)
     print(json.dumps({k: v for k, v in report.items() if k != "largest_gaps"}))
     print_report(report, len(questions), wall_s)
+    write_record(
+        "timeline",
+        {
+            "arguments": {**vars(args), "trace": str(args.trace)},
+            "questions": len(questions),
+            "wall_s": wall_s,
+            "qps": len(questions) / wall_s,
+            **report,
+        },
+    )
     if args.trace:
         with raw.open("rb") as source, gzip.open(args.trace, "wb") as target:
             shutil.copyfileobj(source, target)

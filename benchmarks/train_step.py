@@ -17,6 +17,7 @@ import time
 import torch
 from llamavid_eval.training import TrainConfig, build_random_model
 from llamavid_eval.training.params import module_base
+from record import write_record
 
 from llamavid_eval.core.tokens import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
@@ -99,6 +100,7 @@ def main() -> None:
     device = torch.device("cuda")
     rows = [run(method, args, device) for method in args.methods.split(",")]
     print(json.dumps({"device": torch.cuda.get_device_name(device), "args": vars(args), "rows": rows}))
+    write_record("train_step", {"arguments": vars(args), "rows": rows})
     print("| method | trainable (M) | step (s) | tokens/s | peak GiB | note |\n|---|---|---|---|---|---|")
     for row in rows:
         print(

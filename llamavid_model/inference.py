@@ -34,6 +34,7 @@ from llamavid_eval.generation.decoding import (
     prefix_kv,
 )
 from llamavid_eval.generation.fusion import fuse_rms_norms
+from llamavid_eval.generation.transfer import to_device
 
 
 class LlamaVidRunner:
@@ -47,9 +48,11 @@ class LlamaVidRunner:
         vision_batch_size: int = 64,
         decode_workers: int = 4,
         compile: bool = False,
+        prefill_graphs: bool = False,
     ) -> None:
         self.loaded = loaded
-        self.graph_decoder = GraphDecoder(loaded.model, batch_size) if compile else None
+        # prefill_graphs: the prefill too is one replayed CUDA graph per (padded) prompt length
+        self.graph_decoder = GraphDecoder(loaded.model, batch_size, prefill_graphs=prefill_graphs) if compile else None
         if compile and self.device.type == "cuda":
             fuse_rms_norms(loaded.model)  # in place: +4.6% questions/s on an H200 (benchmarks/RESULTS.md)
         self._prefix: tuple[tuple[int, ...], PrefixKV] | None = None
@@ -114,15 +117,15 @@ class LlamaVidRunner:
     def visual_tokens(self, questions: Sequence[Question], batch: Batch) -> list[torch.Tensor]:
         model = self.loaded.model
         with record_function("llamavid.tower"):
-            pixels = batch.pixel_values.to(self.device, non_blocking=True)
+            pixels = to_device(batch.pixel_values, self.device)
             features = model.encode_frames(pixels, chunk_size=self.vision_batch_size)
         with record_function("llamavid.qformer"):
             # tokenised on the host and copied without blocking: a blocking copy would wait for the tower
             qformer_ids, qformer_mask = qformer_tokenizer_inputs(
                 self.loaded.qformer_tokenizer, [qformer_text(q.question) for q in questions]
             )
-            qformer_ids = qformer_ids.to(self.device, non_blocking=True)
-            qformer_mask = qformer_mask.to(self.device, non_blocking=True)
+            qformer_ids = to_device(qformer_ids, self.device)
+            qformer_mask = to_device(qformer_mask, self.device)
             return model.visual_tokens(features, batch.segments, qformer_ids, qformer_mask)
 
     @torch.inference_mode()
@@ -152,7 +155,7 @@ class LlamaVidRunner:
         prefix = prompts[0][:shared]
         prefix_kv_ = self._prefix_kv(prefix)
         # generate() expects the whole sequence and itself skips the part the cache holds
-        prefix_ids = prefix.to(self.device, non_blocking=True)[None]
+        prefix_ids = to_device(prefix, self.device)[None]
         prefix_embeds = model.get_input_embeddings()(prefix_ids).expand(len(prompts), -1, -1)
         embeds = torch.cat([prefix_embeds, inputs.inputs_embeds], dim=1)
         mask = torch.cat([inputs.attention_mask.new_ones(len(prompts), shared), inputs.attention_mask], dim=1)

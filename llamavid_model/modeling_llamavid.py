@@ -19,6 +19,7 @@ from transformers import LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llamavid_eval.core.tokens import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llamavid_eval.generation.transfer import to_device
 
 
 @dataclass
@@ -77,15 +78,15 @@ class LlamaVidForCausalLM(LlamaForCausalLM):
         layout = _splice_layout(input_ids, visual, labels, padding_side)
         device = embed.weight.device
         present = [tokens for tokens in visual if tokens is not None]
-        text = embed(layout.token_ids.to(device, non_blocking=True))
+        text = embed(to_device(layout.token_ids, device))
         if present:
             # one gather for every visual token of the batch instead of a cat per row
             pool = torch.cat([tokens.to(device=device, dtype=text.dtype) for tokens in present])
-            source = layout.visual_source.to(device, non_blocking=True)
+            source = to_device(layout.visual_source, device)
             text = torch.where((source >= 0)[..., None], pool[source.clamp(min=0)], text)
-        mask = layout.attention_mask.to(device, non_blocking=True)
+        mask = to_device(layout.attention_mask, device)
         embeds = text * mask[..., None].to(text.dtype)  # padding positions are zeros
-        out_labels = layout.labels.to(device, non_blocking=True) if layout.labels is not None else None
+        out_labels = to_device(layout.labels, device) if layout.labels is not None else None
         return MultimodalInputs(embeds, mask, out_labels)
 
     def forward_multimodal(

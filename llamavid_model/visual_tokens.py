@@ -26,6 +26,8 @@ from transformers.models.instructblip.modeling_instructblip import (
     eager_attention_forward,
 )
 
+from llamavid_eval.generation.transfer import to_device
+
 
 def build_content_projector(config: LlamaVidConfig) -> nn.Module:
     """``mm_projector``: frame width -> LLM width (``linear`` or ``mlp2x_gelu``)."""
@@ -139,8 +141,8 @@ class VisualTokenizer(nn.Module):
         # device tensor back, would make the host wait for the vision tower queued before this)
         frame_index = torch.cat([torch.arange(start, start + count) for start, count in segments])
         item_index = torch.repeat_interleave(torch.arange(len(segments)), torch.tensor(counts))
-        frame_index = frame_index.to(device, non_blocking=True)
-        item_index = item_index.to(device, non_blocking=True)
+        frame_index = to_device(frame_index, device)
+        item_index = to_device(item_index, device)
 
         keys = self.key_projector(self._patches(features))
         context = self.context_tokens(features, keys, frame_index, input_ids[item_index], attention_mask[item_index])
