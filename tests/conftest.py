@@ -54,11 +54,13 @@ def tiny_release(tmp_path_factory):
 @pytest.fixture
 def judge_env(monkeypatch, tmp_path):
     """No judge setting or API key from the developer's environment; verdicts cached in the test's own
-    folder. Returns ``monkeypatch`` for a test file's own settings on top."""
+    folder; the judge exam off (the scripted judges of tests about other things are unfit by design;
+    tests/test_judges_exam.py switches it on). Returns ``monkeypatch`` for a test file's own settings on top."""
     for var in list(os.environ):
         if var.startswith("LLAMAVID_JUDGE") or var == "OPENAI_API_KEY":
             monkeypatch.delenv(var)
     monkeypatch.setenv("LLAMAVID_JUDGE_CACHE", str(tmp_path / "judge-cache"))
+    monkeypatch.setenv("LLAMAVID_JUDGE_EXAM", "0")
     return monkeypatch
 
 
