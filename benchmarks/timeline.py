@@ -26,7 +26,14 @@ from pathlib import Path
 import torch
 from llamavid_eval.model.inference import LlamaVidRunner
 from record import write_record
-from throughput import add_batch_arguments, make_questions, random_loaded, write_tokenizers, write_videos
+from throughput import (
+    add_batch_arguments,
+    make_questions,
+    random_loaded,
+    runner_options,
+    write_tokenizers,
+    write_videos,
+)
 
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 RANGE_PREFIXES = ("llamavid.", "generation.")
@@ -116,11 +123,13 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=30)
     parser.add_argument("--min-gap-us", type=float, default=20.0, help="shorter gaps are not counted as idle")
     parser.add_argument("--trace", type=Path, help="also keep the trace here (.json.gz)")
+    parser.add_argument("--decode", default="graph", help="graph or graph+prefill (see throughput.py)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llamavid-timeline-"))
     tokenizers = write_tokenizers(work / "tokenizers")
     videos = write_videos(work, args.videos, args.frames)
-    runner = LlamaVidRunner(random_loaded(tokenizers, work, device="cuda"), batch_size=args.batch_size, compile=True)
+    loaded = random_loaded(tokenizers, work, device="cuda")
+    runner = LlamaVidRunner(loaded, batch_size=args.batch_size, **runner_options(args.decode))
     runner.answer_ids(make_questions(videos[:5], args.questions, args.answer_tokens, shared=True))  # graphs, compiles
     questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
     torch.cuda.synchronize()
