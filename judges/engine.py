@@ -1,23 +1,27 @@
 """What every LLM backend shares: the cache, the prompt, parsing and bounded re-asking.
 
-A backend only has to turn a batch of chat conversations into replies (:meth:`ConversationJudge._complete`).
-This class then parses each reply; an unparseable one is re-asked - with the bad reply and the
-reason appended, so that a deterministic judge sees new input - at most ``parse_retries`` times.
-Every rejected reply is counted in the judgement's metadata, and an item that never yields a valid
-reply becomes a *failed* judgement (the study's pipeline re-sampled until something parsed and
-counted nothing).
+A backend only has to turn a batch of chat conversations into replies (:meth:`ConversationJudge._complete`),
+handing each to a callback as soon as it is there. This class then parses each reply; an unparseable one
+is re-asked - with the bad reply and the reason appended, so that a deterministic judge sees new input -
+at most ``parse_retries`` times. Every rejected reply is counted in the judgement's metadata, and an item
+that never yields a valid reply becomes a *failed* judgement (the study's pipeline re-sampled until
+something parsed and counted nothing). A verdict is written to the cache the moment it is known, not when
+the batch ends: a run stopped by Ctrl-C, SIGTERM or a dead server keeps every verdict it received, and
+the rerun asks only the rest (:mod:`llamavid_eval.judges.interrupt`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
 from llamavid_eval.judges.cache import JudgementCache, cache_key
+from llamavid_eval.judges.interrupt import Interrupted
 from llamavid_eval.judges.parse import ParseError, parse_reply
+from llamavid_eval.judges.progress import Progress
 from llamavid_eval.judges.prompt import BUILTIN, Prompt
 
 log = logging.getLogger("judges")
@@ -44,6 +48,10 @@ class Reply:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+OnReply = Callable[[int, Reply], None]
+"""Called by a backend with (index of the conversation, its reply), once per conversation."""
+
+
 class ConversationJudge(Judge):
     """Base for LLM judges (``openai``, ``local``, ``hf``)."""
 
@@ -58,14 +66,21 @@ class ConversationJudge(Judge):
         self.parse_retries = parse_retries
         self._secrets = Secrets()
 
-    def _complete(self, conversations: Sequence[Messages]) -> list[Reply]:
-        """One reply per conversation, same order. Must not raise for a single failing item."""
+    def _complete(self, conversations: Sequence[Messages], on_reply: OnReply) -> None:
+        """Call ``on_reply(i, reply)`` once for every conversation, as soon as its reply is there, in the
+        calling thread (the engine caches verdicts there). Must not raise for a single failing item."""
         raise NotImplementedError
 
     @property
+    def label(self) -> str:
+        """The model name verdicts and cache keys carry (a server backend may learn the one it really serves)."""
+        return self.model
+
+    @property
     def name(self) -> str:
-        """``backend:model``, and ``#prompt=<version>`` under a prompt file: other wording, another judge."""
-        return super().name if self.prompt.builtin else f"{super().name}#prompt={self.prompt.version}"
+        """``backend:label``, and ``#prompt=<version>`` under a prompt file: other wording, another judge."""
+        name = f"{self.backend}:{self.label}"
+        return name if self.prompt.builtin else f"{name}#prompt={self.prompt.version}"
 
     def redact(self, text: str) -> str:
         """``text`` with every secret this judge holds (API keys) masked."""
@@ -75,16 +90,25 @@ class ConversationJudge(Judge):
 
     def judge_many(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
         requests = list(requests)
-        keys = [cache_key(self.backend, self.model, r, self.prompt.version) for r in requests]
+        keys = [cache_key(self.backend, self.label, r, self.prompt.version) for r in requests]
         found = self.cache.get_many(keys) if self.cache is not None and keys else {}
         # Identical items (same key) are asked once and share the outcome.
         todo: dict[str, JudgeRequest] = {}
         for key, req in zip(keys, requests, strict=True):
             if key not in found:
                 todo.setdefault(key, req)
-        fresh = self._judge_uncached(todo) if todo else {}
-        if self.cache is not None and fresh:
-            self.cache.put_many(fresh.items())
+        fresh: dict[str, Judgement] = {}
+        progress = Progress(self.name, len(found) + len(todo), len(found))
+        try:
+            self._judge_uncached(todo, lambda key, j: self._keep(key, j, todo[key], fresh, progress))
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM through judges.interrupt: say what is kept
+            stopped = err if isinstance(err, Interrupted) else Interrupted()
+            stopped.judge = self.name
+            stopped.cached = len(found) + sum(not j.failed for j in fresh.values()) if self.cache is not None else 0
+            stopped.left = len(found) + len(todo) - stopped.cached
+            raise stopped from None
+        finally:
+            progress.close()
         failures = sum(1 for j in fresh.values() if j.failed)
         if failures:
             log.warning("judge %s: %d of %d new judgements failed", self.name, failures, len(fresh))
@@ -94,7 +118,17 @@ class ConversationJudge(Judge):
             out.append(Judgement(**j.to_dict()))  # independent copies: duplicates must not share metadata
         return out
 
-    def _judge_uncached(self, todo: dict[str, JudgeRequest]) -> dict[str, Judgement]:
+    def _keep(
+        self, key: str, judgement: Judgement, request: JudgeRequest, fresh: dict[str, Judgement], progress: Progress
+    ) -> None:
+        """A final outcome: cached at once (under the label known now), then counted."""
+        if self.cache is not None and not judgement.failed:
+            self.cache.put_many([(cache_key(self.backend, self.label, request, self.prompt.version), judgement)])
+        fresh[key] = judgement
+        progress.update(judgement.failed)
+
+    def _judge_uncached(self, todo: dict[str, JudgeRequest], keep: Callable[[str, Judgement], None]) -> None:
+        """Ask, parse and re-ask every item of ``todo``; ``keep(key, judgement)`` receives each final outcome."""
         convs: dict[str, Messages] = {k: self.prompt.messages(r) for k, r in todo.items()}
         meta: dict[str, dict[str, Any]] = {
             k: {
@@ -106,21 +140,21 @@ class ConversationJudge(Judge):
             }
             for k in todo
         }
-        done: dict[str, Judgement] = {}
-        pending = list(todo)
         last_raw: dict[str, str] = {}
+        pending = list(todo)
         for _ in range(self.parse_retries + 1):
             if not pending:
                 break
-            replies = self._complete([convs[k] for k in pending])
-            retry: list[str] = []
-            for key, reply in zip(pending, replies, strict=True):
+            asked, retry = pending, []
+
+            def on_reply(index: int, reply: Reply, asked: list[str] = asked, retry: list[str] = retry) -> None:
+                key = asked[index]
                 m = meta[key]
                 m["attempts"] += 1
                 _merge(m, reply.metadata)
                 if reply.error is not None:
-                    done[key] = self._failure(f"no reply: {reply.error}", m, raw=last_raw.get(key, ""))
-                    continue
+                    keep(key, self._failure(f"no reply: {reply.error}", m, raw=last_raw.get(key, "")))
+                    return
                 text = self.redact(reply.text or "")
                 try:
                     parsed = parse_reply(text)
@@ -131,17 +165,18 @@ class ConversationJudge(Judge):
                     last_raw[key] = text
                     convs[key] = self.prompt.reask_messages(convs[key], text, err.reason)
                     retry.append(key)
-                    continue
-                done[key] = Judgement(parsed.verdict, parsed.score, text, self.backend, self.model, metadata=m)
+                    return
+                keep(key, Judgement(parsed.verdict, parsed.score, text, self.backend, self.label, metadata=m))
+
+            self._complete([convs[k] for k in asked], on_reply)
             pending = retry
         for key in pending:
             m = meta[key]
             error = f"unparseable reply after {m['attempts']} attempt(s): {m['parse_errors'][-1]}"
-            done[key] = self._failure(error, m, raw=last_raw.get(key, ""))
-        return done
+            keep(key, self._failure(error, m, raw=last_raw.get(key, "")))
 
     def _failure(self, error: str, metadata: dict[str, Any], raw: str = "") -> Judgement:
-        return Judgement.failure(self.redact(error), backend=self.backend, model=self.model, raw=raw, **metadata)
+        return Judgement.failure(self.redact(error), backend=self.backend, model=self.label, raw=raw, **metadata)
 
 
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:

@@ -3,13 +3,17 @@
 Status codes alone mislead: llama-cpp-python answers a rejected ``response_format`` with HTTP 500
 (a format problem, not a crash), FastAPI servers answer a wrong model name with 400 and put the
 reason in ``{"detail": ...}``, which the ``openai`` client leaves out of its exception text. So an
-error is classified by status *and* by the words of the server's message, and that message is kept.
+error is classified by status *and* by the words of the server's message, and that message is kept -
+once per run (:class:`MessageBook`): a 500 with a traceback repeated in the metadata of every item
+buries the one line that matters.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -17,6 +21,8 @@ from enum import Enum
 import openai
 
 MESSAGE_LIMIT = 400  # characters of a server's message kept in a recorded failure
+SHORT = 160  # characters of a reason an item carries; a longer one is cited by reference
+log = logging.getLogger("judges")
 
 
 class Kind(str, Enum):
@@ -140,3 +146,28 @@ def classify(err: BaseException, *, sent_format: bool = True, redact: Redact = _
     if status >= 500:
         return ErrorInfo(Kind.TRANSIENT, status, reason)
     return ErrorInfo(Kind.BAD_REQUEST, status, reason)
+
+
+class MessageBook:
+    """Each distinct error reason of one judge, in full once: logged as a warning the first time and kept
+    in :attr:`messages`; items carry only its first words and the reference (``[server message m1]``)."""
+
+    def __init__(self, judge: str) -> None:
+        self.judge = judge
+        self.messages: dict[str, str] = {}  # reference -> the full reason
+        self._refs: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def cite(self, reason: str) -> str:
+        """``reason`` itself when short, else its start and a reference to the full text."""
+        if len(reason) <= SHORT:
+            return reason
+        with self._lock:
+            ref = self._refs.get(reason)
+            first = ref is None
+            if ref is None:
+                ref = self._refs[reason] = f"m{len(self._refs) + 1}"
+                self.messages[ref] = reason
+        if first:
+            log.warning("judge %s: server message %s (items cite it by this reference): %s", self.judge, ref, reason)
+        return f"{reason[:SHORT].rstrip()}... [server message {ref}: in full in the log and the run summary]"

@@ -206,15 +206,18 @@ def build_judge(settings: JudgeSettings, env: Mapping[str, str] | None = None) -
     else:
         judge = LocalJudge(model, api_key=env.get(API_KEY_ENV) or "EMPTY", **common)
     judge.prompt = load_prompt(settings.prompt)
-    found = remembered_format(settings) if settings.response_format == "auto" else None
+    found = remembered_format(settings)
     if found is not None:  # the preflight of this process already found what the server honours
-        judge.use_format(*found)
+        fmt, note, judge.served_model = found  # and the model name it answers under (warned about there)
+        if settings.response_format == "auto":
+            judge.use_format(fmt, note)
     return judge
 
 
-# (backend, base URL without credentials, model) -> (response format, note) found by a preflight
-# (judges.preflight writes it; kept here so that build_judge reads it without importing the preflight)
-REMEMBERED_FORMATS: dict[tuple[str, str | None, str | None], tuple[str, str | None]] = {}
+# (backend, base URL without credentials, model) -> (response format, note, model name the server answers
+# under or None) found by a preflight (judges.preflight writes it; kept here so that build_judge reads it
+# without importing the preflight)
+REMEMBERED_FORMATS: dict[tuple[str, str | None, str | None], tuple[str, str | None, str | None]] = {}
 
 
 def format_key(settings: JudgeSettings) -> tuple[str, str | None, str | None]:
@@ -223,8 +226,8 @@ def format_key(settings: JudgeSettings) -> tuple[str, str | None, str | None]:
     return settings.backend, safe_url(settings.base_url), settings.model
 
 
-def remembered_format(settings: JudgeSettings) -> tuple[str, str | None] | None:
-    """The response format (and a note) a preflight of this process found for this judge, if any."""
+def remembered_format(settings: JudgeSettings) -> tuple[str, str | None, str | None] | None:
+    """The response format, a note and the served model name a preflight of this process found, if any."""
     return REMEMBERED_FORMATS.get(format_key(settings))
 
 

@@ -1,32 +1,44 @@
 """How many requests a judge client keeps in flight, and when it stops sending altogether.
 
-:class:`AdaptiveLimit` is AIMD (as TCP does it): a server-class judge (vLLM, SGLang) batches what
-it is sent, so the client keeps up to ``maximum`` requests in flight; a 429, 5xx or timeout halves the limit
-(at most once per round of requests, so one burst of refusals does not collapse it to 1), and each
-success adds ``1/limit`` back, i.e. about one slot per round. :class:`CircuitBreaker` ends a batch
-against a judge that is plainly down instead of retrying every remaining item on its own.
+:class:`AdaptiveLimit` is AIMD (as TCP does it). It starts low (:data:`START` in flight): a server that
+answers one request at a time (``transformers serve``, llama.cpp without parallel slots) only queues
+more, and 64 queued requests turned into 60 s timeouts and retries. It grows up to ``maximum`` only
+while replies come back about as fast as the fastest seen: a server that batches (vLLM, SGLang) keeps
+its latency as the load grows and earns its slots, one that queues does not. Growth is TCP's: one slot
+per success at first (the limit doubles each round: 4 to 64 in four rounds), one per round after the
+first overload or slowed reply. A 429, 5xx or timeout halves the limit (at most once per round, so
+one burst of refusals does not collapse it to 1). :class:`CircuitBreaker` ends a batch against a judge
+that is plainly down instead of retrying every remaining item on its own. :func:`run_each` runs the
+requests on daemon threads, so that Ctrl-C does not wait for the ones in flight.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 log = logging.getLogger("judges")
+T = TypeVar("T")
+START = 4  # requests in flight before the server has shown it can take more
+SLOWER = 2.0  # a reply this many times slower than the fastest seen: requests are queueing, do not grow
 
 
 class AdaptiveLimit:
     """A concurrency bound between 1 and ``maximum`` that shrinks on overload and grows back on success."""
 
-    def __init__(self, maximum: int) -> None:
-        if maximum < 1:
-            raise ValueError(f"concurrency must be >= 1, got {maximum}")
+    def __init__(self, maximum: int, start: int = START) -> None:
+        if maximum < 1 or start < 1:
+            raise ValueError(f"concurrency must be >= 1, got {maximum} (start {start})")
         self.maximum = maximum
-        self.limit = float(maximum)
+        self.limit = float(min(start, maximum))
         self.active = 0
+        self._fastest = float("inf")
+        self._slow_start = True  # +1 per success until the server first shows a limit, then +1/limit
         self._last_cut = float("-inf")
         self._cond = threading.Condition()
 
@@ -45,10 +57,16 @@ class AdaptiveLimit:
                 self.active -= 1
                 self._cond.notify()
 
-    def succeeded(self) -> None:
+    def succeeded(self, seconds: float | None = None) -> None:
+        """One more slot per round, unless this reply (``seconds`` long) shows requests queueing."""
         with self._cond:
+            if seconds is not None:
+                self._fastest = min(self._fastest, seconds)
+                if seconds > SLOWER * self._fastest:
+                    self._slow_start = False
+                    return
             if self.limit < self.maximum:
-                grown = min(self.maximum, self.limit + 1.0 / self.limit)
+                grown = min(self.maximum, self.limit + (1.0 if self._slow_start else 1.0 / self.limit))
                 if int(grown) > int(self.limit):
                     self._cond.notify()
                 self.limit = grown
@@ -59,6 +77,7 @@ class AdaptiveLimit:
             if started <= self._last_cut:
                 return
             self.limit = max(1.0, self.limit / 2)
+            self._slow_start = False
             self._last_cut = time.monotonic()
             log.info("judge client: server overloaded, concurrency limit now %d", int(self.limit))
 
@@ -114,3 +133,34 @@ class CircuitBreaker:
             judge,
             self.reason,
         )
+
+
+def run_each(
+    tasks: Sequence[Callable[[], T]], workers: int, on_result: Callable[[int, T], None], stop: threading.Event
+) -> None:
+    """Run ``tasks`` on up to ``workers`` threads; ``on_result(i, result)`` in the caller's thread as each ends.
+
+    Hand-written rather than ``concurrent.futures``: its worker threads are joined when the interpreter
+    exits, so after Ctrl-C the process would wait out every request in flight (up to the timeout, plus
+    retries). These are daemon threads; an exception in the caller (the signal) sets ``stop`` so that no
+    task starts after it, and the process may exit at once. A task must not raise."""
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(tasks)):
+        todo.put(index)
+    done: queue.SimpleQueue[tuple[int, T]] = queue.SimpleQueue()
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            done.put((index, tasks[index]()))
+
+    for _ in range(min(workers, len(tasks))):
+        threading.Thread(target=work, daemon=True, name="judge-request").start()
+    try:
+        for _ in range(len(tasks)):
+            on_result(*done.get())
+    finally:
+        stop.set()

@@ -59,6 +59,7 @@ class PreflightReport:
     response_format: str
     format_note: str | None
     seconds: float
+    served_model: str | None = None  # the name the server answered under, where it differs from ``model``
 
     def summary(self) -> str:
         if self.backend == "hf":
@@ -67,8 +68,13 @@ class PreflightReport:
                 f"checked in {self.seconds:.1f} s"
             )
         note = f" ({self.format_note})" if self.format_note else ""
+        served = (
+            f" as model {self.served_model!r} (verdicts are labelled so; the server may ignore the name asked for)"
+            if self.served_model
+            else ""
+        )
         return (
-            f"judge {self.backend}:{self.model} at {self.base_url or 'the OpenAI API'} answers; "
+            f"judge {self.backend}:{self.model} at {self.base_url or 'the OpenAI API'} answers{served}; "
             f"response format {self.response_format}{note}; checked in {self.seconds:.1f} s"
         )
 
@@ -93,12 +99,20 @@ def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> 
     try:
         timeout = min(judge.timeout, TIMEOUT)
         served = _served_models(judge, settings, timeout)
-        fmt, note = _find_format(judge, settings, timeout, served)
+        fmt, note, served_as = _find_format(judge, settings, timeout, served)
     finally:
         judge.close()
-    REMEMBERED_FORMATS[format_key(settings)] = (fmt, note)
+    served_as = served_as if served_as != judge.model else None
+    REMEMBERED_FORMATS[format_key(settings)] = (fmt, note, served_as)
     report = PreflightReport(
-        settings.backend, safe_url(settings.base_url), judge.model, served, fmt, note, time.monotonic() - start
+        settings.backend,
+        safe_url(settings.base_url),
+        judge.model,
+        served,
+        fmt,
+        note,
+        time.monotonic() - start,
+        served_as,
     )
     log.info("%s", report.summary())
     return report
@@ -120,7 +134,7 @@ def _check_in_process(settings: JudgeSettings) -> PreflightReport:
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         reason = f"its config is a {config.model_type!r} model, which transformers cannot load as a causal LM"
         raise JudgeUnavailable(_message(settings, reason, None, first=_IN_PROCESS_FIX))
-    REMEMBERED_FORMATS[format_key(settings)] = ("text", None)
+    REMEMBERED_FORMATS[format_key(settings)] = ("text", None, None)
     report = PreflightReport("hf", None, model, None, "text", None, time.monotonic() - start)
     log.info("%s", report.summary())
     return report
@@ -149,29 +163,32 @@ def _served_models(judge: OpenAICompatibleJudge, settings: JudgeSettings, timeou
 
 def _find_format(
     judge: OpenAICompatibleJudge, settings: JudgeSettings, timeout: float, served: tuple[str, ...] | None
-) -> tuple[str, str | None]:
-    """Step down the judge's response formats until the tiny judgement parses; detect an ignored format."""
+) -> tuple[str, str | None, str | None]:
+    """Step down the judge's response formats until the tiny judgement parses; detect an ignored format.
+    Returns the format, a note, and the model name the server answered under."""
     messages = build_messages(PROBE)
     formats = judge.formats_to_try
     tried: list[str] = []
     for fmt in formats:
         try:
-            text = judge.probe(messages, fmt, timeout)
+            reply = judge.probe(messages, fmt, timeout)
         except openai.APIError as err:
             info = classify(err, sent_format=fmt != "none", redact=judge.redact)
             if info.kind in (Kind.FORMAT, Kind.BAD_REQUEST) and fmt != formats[-1]:
                 tried.append(f"{fmt} rejected ({judge.redact(info.reason)})")
                 continue
             raise JudgeUnavailable(_message(settings, judge.redact(info.reason), served, info.kind)) from None
-        text = judge.redact(text)
+        text = judge.redact(reply.text)
+        cut = " (cut at the token limit)" if reply.finish_reason == "length" else ""
         try:
             parse_reply(text)
         except ParseError as err:
-            tried.append(f"{fmt}: reply {text[:120]!r} does not parse ({err.reason})")
+            tried.append(f"{fmt}: reply {text[:120]!r}{cut} does not parse ({err.reason})")
             continue
         if fmt != "none" and not is_json_object(text):
-            return "none", f"the server ignores response_format: {fmt} was sent and a non-JSON reply came back"
-        return fmt, ("; ".join(tried) or None)
+            note = f"the server ignores response_format: {fmt} was sent and a non-JSON reply came back"
+            return "none", note, reply.model
+        return fmt, ("; ".join(tried) or None), reply.model
     reason = "no response format gave a verdict that parses: " + "; ".join(tried)
     raise JudgeUnavailable(_message(settings, reason, served, Kind.FORMAT))
 

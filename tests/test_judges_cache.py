@@ -29,12 +29,10 @@ class Scripted(ConversationJudge):
         self.replies = list(replies)
         self.asked = 0
 
-    def _complete(self, conversations):
-        out = []
-        for _ in conversations:
+    def _complete(self, conversations, on_reply):
+        for index, _ in enumerate(conversations):
             self.asked += 1
-            out.append(Reply(text=self.replies.pop(0)) if self.replies else Reply(error="script exhausted"))
-        return out
+            on_reply(index, Reply(text=self.replies.pop(0)) if self.replies else Reply(error="script exhausted"))
 
 
 def ok(score=4):

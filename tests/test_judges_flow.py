@@ -6,11 +6,11 @@ import threading
 import time
 
 import pytest
-from llamavid_eval.judges.flow import AdaptiveLimit, CircuitBreaker
+from llamavid_eval.judges.flow import AdaptiveLimit, CircuitBreaker, run_each
 
 
 def test_limit_halves_once_per_round_and_grows_back_by_about_one_per_round():
-    limit = AdaptiveLimit(64)
+    limit = AdaptiveLimit(64, start=64)
     with limit.slot() as first, limit.slot() as second:
         pass
     limit.overloaded(first)
@@ -30,8 +30,26 @@ def test_limit_halves_once_per_round_and_grows_back_by_about_one_per_round():
         AdaptiveLimit(0)
 
 
+def test_limit_starts_low_and_grows_only_while_replies_keep_pace():
+    limit = AdaptiveLimit(64)
+    assert limit.limit == 4  # before the server has shown what it takes
+    limit.succeeded(1.0)  # a server that answers one at a time: the first reply waited for nothing,
+    for _ in range(100):  # every later one for the 3 before it
+        limit.succeeded(4.0)
+    assert limit.limit == 5  # the first earned a slot, the queued ones nothing
+    batching = AdaptiveLimit(64)
+    for _ in range(4 + 8 + 16):  # a server that batches, as fast at any load: doubles each round
+        batching.succeeded(1.0)
+    assert batching.limit == 32
+    batching.succeeded(2.5)  # slower: no more doubling, and that reply earns nothing
+    for _ in range(32):
+        batching.succeeded(1.0)
+    assert 32.9 < batching.limit < 33.1
+    assert AdaptiveLimit(2).limit == 2  # never above the ceiling, even at the start
+
+
 def test_limit_bounds_what_is_in_flight_and_never_drops_below_one():
-    limit = AdaptiveLimit(4)
+    limit = AdaptiveLimit(4, start=4)
     for _ in range(10):
         with limit.slot() as started:
             pass
@@ -80,3 +98,29 @@ def test_breaker_rides_out_a_burst_of_connection_failures_but_not_a_down_server(
     fresh.failed("model", "pinned", "local:x")
     fresh.failed("model", "pinned", "local:x")
     assert fresh.reason is not None  # a wrong model does not get better by waiting
+
+
+def test_run_each_reports_in_the_callers_thread_and_an_exception_there_stops_the_rest():
+    caller, seen = threading.current_thread(), []
+
+    def task(i):
+        return lambda: (time.sleep(0.01), i)[1]
+
+    run_each(
+        [task(i) for i in range(20)], 4, lambda i, v: seen.append((i, v, threading.current_thread())), threading.Event()
+    )
+    assert sorted((i, v) for i, v, _ in seen) == [(i, i) for i in range(20)] and {t for *_, t in seen} == {caller}
+    started, stop = [], threading.Event()
+
+    def slow(i):
+        return lambda: (started.append(i), time.sleep(0.2))
+
+    def interrupt(i, v):
+        raise KeyboardInterrupt
+
+    begin = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_each([slow(i) for i in range(50)], 2, interrupt, stop)
+    time.sleep(0.3)
+    # the caller did not wait for the requests in flight, and nothing was started after the stop
+    assert stop.is_set() and time.monotonic() - begin < 1.0 and len(started) <= 4

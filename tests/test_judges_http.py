@@ -210,6 +210,7 @@ def test_api_key_is_sent_but_never_written(server, tmp_path, monkeypatch, caplog
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("LLAMAVID_JUDGE_BASE_URL", server.url)
     monkeypatch.setenv("LLAMAVID_JUDGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LLAMAVID_JUDGE_EXAM", "0")  # a scripted judge, unfit by design
     caplog.set_level(logging.DEBUG)
 
     judge = get_judge({"judge": "openai"})

@@ -10,6 +10,7 @@ llama-cpp-python from source takes ~9 minutes on 2 cores; ``transformers serve``
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -170,13 +171,26 @@ def test_bad_key_is_not_retried():
     assert len(server.calls) == 1 and "HTTP 401: Invalid API key" in out[0].error
 
 
-def test_local_judges_keep_64_requests_in_flight_by_default(monkeypatch):
+def test_local_judges_grow_to_64_in_flight_against_a_server_that_keeps_pace(monkeypatch):
     assert resolve_settings({"judge": "local"}, env={}).concurrency == 64
     assert resolve_settings({"judge": "openai"}, env={}).concurrency == 8
     assert resolve_settings({"judge": "local"}, env={"LLAMAVID_JUDGE_CONCURRENCY": "5"}).concurrency == 5
-    with FakeChatServer(lambda call: reply('{"pred": "yes", "score": 5}', delay=1.0)) as server:
-        local(server.url).judge_many([JudgeRequest(f"q{i}", "a", "p") for i in range(70)])
-    assert server.max_active == 64
+    with FakeChatServer(lambda call: reply('{"pred": "yes", "score": 5}', delay=0.3)) as server:
+        local(server.url).judge_many([JudgeRequest(f"q{i}", "a", "p") for i in range(200)])
+    assert server.max_active == 64  # 4, 8, 16, 32, 64: doubled each round while replies kept pace
+
+
+def test_a_server_that_answers_one_at_a_time_is_not_swamped():
+    lock = threading.Lock()
+
+    def serial(call: Call) -> Response:
+        with lock:  # one reply at a time, as transformers serve on a CPU
+            time.sleep(0.05)
+        return reply('{"pred": "yes", "score": 5}')
+
+    with FakeChatServer(serial) as server:
+        out = local(server.url).judge_many([JudgeRequest(f"q{i}", "a", "p") for i in range(60)])
+    assert all(not j.failed for j in out) and server.max_active <= 6
 
 
 def test_429s_shrink_the_concurrency_and_everything_still_completes():
@@ -201,9 +215,10 @@ def test_a_key_in_a_long_server_message_is_masked_before_the_message_is_cut(capl
     with FakeChatServer(lambda call: error(401, "x" * 383 + " " + key)) as server:
         judge = LocalJudge("judge", api_key=key, base_url=server.url, breaker_threshold=1, max_retries=0)
         out = judge.judge_many(REQS[:3])
-    texts = [j.error for j in out] + [caplog.text]
+    texts = [j.error for j in out] + [caplog.text, *judge.server_messages.values()]
     assert all("sk-test" not in text for text in texts)
-    assert "***" in out[0].error
+    # the long message is kept once, in full (and masked); each item cites it
+    assert "***" in judge.server_messages["m1"] and all("[server message m1" in j.error for j in out)
 
 
 def test_a_persistently_failing_server_trips_the_breaker_after_retries():

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from llamavid_eval.judges.cache import JudgementCache
-from llamavid_eval.judges.engine import ConversationJudge, Messages, Reply
+from llamavid_eval.judges.engine import ConversationJudge, Messages, OnReply, Reply
 from llamavid_eval.judges.prompt import MAX_NEW_TOKENS, render_plain
 
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs
@@ -104,30 +104,29 @@ class HFJudge(ConversationJudge):
                 return tok.apply_chat_template(merged, tokenize=False, add_generation_prompt=True), False
         return render_plain(messages), True
 
-    def _complete(self, conversations: Sequence[Messages]) -> list[Reply]:
+    def _complete(self, conversations: Sequence[Messages], on_reply: OnReply) -> None:
         try:
             tok, lm = self._load()
         except Exception as err:
-            return [Reply(error=f"could not load {self.model}: {type(err).__name__}: {err}")] * len(conversations)
+            for index in range(len(conversations)):
+                on_reply(index, Reply(error=f"could not load {self.model}: {type(err).__name__}: {err}"))
+            return
         prompts = self._encode(tok, conversations)
         shared = _shared_length(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths: little padding
-        replies: list[Reply | None] = [None] * len(prompts)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             try:
-                texts = self._generate(tok, lm, [prompts[i] for i in chunk], shared)
-                for index, text in zip(chunk, texts, strict=True):
-                    replies[index] = Reply(text=text)
+                replies = [Reply(text=text) for text in self._generate(tok, lm, [prompts[i] for i in chunk], shared)]
             except Exception as err:  # e.g. out of memory: this chunk fails, the rest still runs
                 hint = (
                     f" (lower LLAMAVID_JUDGE_BATCH_SIZE, now {self.batch_size})"
                     if isinstance(err, torch.OutOfMemoryError)
                     else ""
                 )
-                for index in chunk:
-                    replies[index] = Reply(error=f"generation failed: {type(err).__name__}: {err}{hint}")
-        return [reply for reply in replies if reply is not None]
+                replies = [Reply(error=f"generation failed: {type(err).__name__}: {err}{hint}")] * len(chunk)
+            for index, reply in zip(chunk, replies, strict=True):  # cached per chunk, as each chunk ends
+                on_reply(index, reply)
 
     def _ids(self, tok: Any, messages: Messages) -> list[int]:
         return self._encode(tok, [messages])[0]

@@ -5,8 +5,9 @@ URL + model name. Reliability lives here rather than in the client: the client's
 off so that every retry is counted, backed off exponentially with jitter, and bounded. Errors are
 classified by meaning (:mod:`llamavid_eval.judges.errors`): a rejected response format falls back
 whatever the status, a wrong model or key fails at once, only transient errors are retried; the
-server's own message is kept in every failure. Up to ``concurrency`` requests are in flight (64 for
-a local server, which batches them), adapted on 429/5xx (:mod:`llamavid_eval.judges.flow`), and a
+server's own message is kept: in full once per run (logged, and in :attr:`OpenAICompatibleJudge.server_messages`),
+and per failed item its first words and a reference. Requests in flight start at a few and grow up to
+``concurrency`` while the server keeps pace (:mod:`llamavid_eval.judges.flow`), halve on 429/5xx, and a
 batch stops sending to a judge that is plainly down (circuit breaker).
 
 Structured output: with ``response_format="auto"`` the judge first asks for a JSON schema (``local``
@@ -14,7 +15,13 @@ only; it constrains pred to yes/no and score to 0-5 on servers with guided decod
 then plain prompting. A level is dropped for the whole judge only after the *same* request succeeds
 without it, so an unrelated 400 (e.g. a too-long prompt) never silently turns structured output off.
 Each judgement records the format sent and the one honoured (structured output that does not come
-back as a JSON object was ignored by the server, as ``transformers serve`` does).
+back as a JSON object was ignored by the server, as ``transformers serve`` does - unless the reply was
+cut at the token limit, which is recorded as ``truncated``).
+
+The model: a server may answer under another name than the one asked for (llama.cpp ignores the
+name; OpenAI answers with a dated snapshot). The name it reports is what verdicts, cache keys and the
+judge's name carry (:attr:`OpenAICompatibleJudge.label`), with a warning once when it differs: a typo in
+the model name must not label every verdict.
 """
 
 from __future__ import annotations
@@ -23,17 +30,18 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from llamavid_eval.judges.base import Judgement, JudgeRequest
 from llamavid_eval.judges.cache import JudgementCache
-from llamavid_eval.judges.engine import ConversationJudge, Messages, Reply, Secrets
-from llamavid_eval.judges.errors import ErrorInfo, Kind, classify
-from llamavid_eval.judges.flow import AdaptiveLimit, CircuitBreaker
+from llamavid_eval.judges.engine import ConversationJudge, Messages, OnReply, Reply, Secrets
+from llamavid_eval.judges.errors import ErrorInfo, Kind, MessageBook, classify
+from llamavid_eval.judges.flow import AdaptiveLimit, CircuitBreaker, run_each
 from llamavid_eval.judges.prompt import MAX_NEW_TOKENS, TEMPERATURE
 
 VERDICT_SCHEMA: dict[str, Any] = {
@@ -61,6 +69,15 @@ RESPONSE_FORMAT_CHOICES = ("auto", *RESPONSE_FORMATS)
 PREFLIGHT_HEADER = "X-Llamavid-Judge-Preflight"  # marks the preflight's probe, so a test server can tell it apart
 
 log = logging.getLogger("judges")
+
+
+class Completion(NamedTuple):
+    """One reply as the server gave it: the text, why it ended (``length``: cut at the token limit) and
+    the model the server says answered."""
+
+    text: str
+    finish_reason: str | None = None
+    model: str | None = None
 
 
 def safe_url(url: str | None) -> str | None:
@@ -100,6 +117,7 @@ class OpenAICompatibleJudge(ConversationJudge):
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         breaker_threshold: int = 10,
+        max_tokens: int = MAX_NEW_TOKENS,
     ) -> None:
         super().__init__(model, cache=cache, parse_retries=parse_retries)
         if response_format not in RESPONSE_FORMAT_CHOICES:
@@ -115,6 +133,9 @@ class OpenAICompatibleJudge(ConversationJudge):
         self.concurrency = concurrency
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.max_tokens = max_tokens
+        self.served_model: str | None = None  # the name the server answers under, once known
+        self.messages = MessageBook(f"{self.backend}:{model}")
         self._formats = self.auto_formats if response_format == "auto" else (response_format,)
         self._level = 0  # index into _formats; only ever moves down
         self.format_note: str | None = None
@@ -128,6 +149,35 @@ class OpenAICompatibleJudge(ConversationJudge):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={safe_url(self.base_url)!r})"
+
+    @property
+    def label(self) -> str:
+        return self.served_model or self.model
+
+    @property
+    def server_messages(self) -> dict[str, str]:
+        """Each distinct server error of this judge in full, by the reference its failed items carry."""
+        return self.messages.messages
+
+    def note_served(self, served: str | None) -> None:
+        """Record the model name the server answered under; warn once when it is not the one asked for."""
+        if not served or served == self.model or served == self.served_model:
+            return
+        with self._lock:
+            if self.served_model == served:
+                return
+            self.served_model = served
+        # a dated snapshot of the name asked for (gpt-4.1-mini -> gpt-4.1-mini-2025-04-14) is expected
+        level = logging.INFO if served.startswith(self.model) else logging.WARNING
+        log.log(
+            level,
+            "judge %s:%s: the server answers as model %r; verdicts and cache entries are labelled %r "
+            "(is the model name right? the server may ignore it)",
+            self.backend,
+            self.model,
+            served,
+            served,
+        )
 
     @property
     def response_format(self) -> str:
@@ -163,37 +213,38 @@ class OpenAICompatibleJudge(ConversationJudge):
             raise ValueError("GET /models answered without a list of models")
         return [m.id for m in data if isinstance(getattr(m, "id", None), str)]
 
-    def probe(self, messages: Messages, fmt: str, timeout: float) -> str:
+    def probe(self, messages: Messages, fmt: str, timeout: float) -> Completion:
         """One request without retries or fallback - the preflight's tool (raises ``openai.APIError``)."""
         client = self._client.with_options(timeout=timeout, max_retries=0, default_headers={PREFLIGHT_HEADER: "1"})
         return self._ask(messages, fmt, client=client)
 
-    def _complete(self, conversations: Sequence[Messages]) -> list[Reply]:
-        if len(conversations) == 1:
-            return [self._complete_one(conversations[0])]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
-            return list(pool.map(self._complete_one, conversations))
+    def _complete(self, conversations: Sequence[Messages], on_reply: OnReply) -> None:
+        stop = threading.Event()  # set when the caller is interrupted: nothing more is sent
+        tasks = [partial(self._complete_one, messages, stop) for messages in conversations]
+        run_each(tasks, self.concurrency, on_reply, stop)
 
-    def _complete_one(self, messages: Messages) -> Reply:
+    def _complete_one(self, messages: Messages, stop: threading.Event) -> Reply:
         try:
-            return self._ask_with_retries(messages)
+            return self._ask_with_retries(messages, stop)
         except Exception as err:  # a bug or an unexpected client error must not sink the batch
             return Reply(error=self.redact(f"{type(err).__name__}: {err}"))
 
-    def _ask_with_retries(self, messages: Messages) -> Reply:
+    def _ask_with_retries(self, messages: Messages, stop: threading.Event) -> Reply:
         retries = 0
         level = self._level
         while True:
+            if stop.is_set():
+                return Reply(error="not sent: judging was interrupted", metadata={"error_kind": "interrupted"})
             if self.breaker.reason is not None:
                 return Reply(
                     error=f"not sent: {self.breaker.reason}",
                     metadata={"transport_retries": retries, "error_kind": "breaker"},
                 )
             fmt = self._formats[level]
-            text, info, err = self._send(messages, fmt)
+            reply, info, err = self._send(messages, fmt)
             if info is None:
                 break
-            reason = self.redact(info.reason)
+            reason = self.messages.cite(self.redact(info.reason))
             meta = {"transport_retries": retries, "error_kind": info.kind.value}
             if info.kind in (Kind.FORMAT, Kind.BAD_REQUEST):
                 if level + 1 < len(self._formats):
@@ -217,30 +268,39 @@ class OpenAICompatibleJudge(ConversationJudge):
             with self._lock:
                 if len(self._formats) > level:
                     self._level = max(self._level, level)
-        return Reply(text=text, metadata=self._format_metadata(fmt, text or "", retries))
+        assert reply is not None
+        self.note_served(reply.model)
+        return Reply(text=reply.text, metadata=self._format_metadata(fmt, reply, retries))
 
-    def _send(self, messages: Messages, fmt: str) -> tuple[str | None, ErrorInfo | None, Exception | None]:
-        """One attempt inside a concurrency slot; feeds the adaptive limit."""
+    def _send(self, messages: Messages, fmt: str) -> tuple[Completion | None, ErrorInfo | None, Exception | None]:
+        """One attempt inside a concurrency slot; feeds the adaptive limit (overload, and how long a reply took)."""
         with self.limit.slot() as started:
             try:
-                text = self._ask(messages, fmt)
+                reply = self._ask(messages, fmt)
             except openai.APIError as err:
                 info = classify(err, sent_format=RESPONSE_FORMATS[fmt] is not None, redact=self.redact)
                 if info.kind is Kind.TRANSIENT:  # 429, 5xx or a timeout: the server has more than it can take
                     self.limit.overloaded(started)
                 return None, info, err
-        self.limit.succeeded()
-        return text, None, None
+        self.limit.succeeded(time.monotonic() - started)
+        return reply, None, None
 
-    def _format_metadata(self, fmt: str, text: str, retries: int) -> dict[str, Any]:
-        """What was sent and what the server honoured: structured output must come back as a JSON object."""
-        honoured = fmt if fmt == "none" or is_json_object(text) else "none"
+    def _format_metadata(self, fmt: str, reply: Completion, retries: int) -> dict[str, Any]:
+        """What was sent and what the server honoured: structured output comes back as a JSON object, or
+        as the start of one when the reply was cut at the token limit (truncated, not ignored)."""
+        truncated = reply.finish_reason == "length"
+        text = reply.text.strip()
+        honoured = fmt if fmt == "none" or is_json_object(text) or (truncated and text.startswith("{")) else "none"
         meta: dict[str, Any] = {"transport_retries": retries, "response_format": honoured, "response_format_sent": fmt}
+        if truncated:
+            meta["truncated"] = True  # cut at max_tokens: a parse failure is then no sign of an ignored format
+        if self.served_model:
+            meta["requested_model"] = self.model
         if self.format_note:
             meta["response_format_note"] = self.format_note
         return meta
 
-    def _ask(self, messages: Messages, fmt: str, client: openai.OpenAI | None = None) -> str:
+    def _ask(self, messages: Messages, fmt: str, client: openai.OpenAI | None = None) -> Completion:
         extra: dict[str, Any] = {}
         if RESPONSE_FORMATS[fmt] is not None:
             extra["response_format"] = RESPONSE_FORMATS[fmt]
@@ -248,12 +308,14 @@ class OpenAICompatibleJudge(ConversationJudge):
             model=self.model,
             messages=messages,  # type: ignore[arg-type]
             temperature=TEMPERATURE,
-            max_tokens=MAX_NEW_TOKENS,
+            max_tokens=self.max_tokens,
             **extra,
         )
+        served = resp.model if isinstance(getattr(resp, "model", None), str) else None
         if not resp.choices:
-            return ""
-        return resp.choices[0].message.content or ""
+            return Completion("", None, served)
+        choice = resp.choices[0]
+        return Completion(choice.message.content or "", choice.finish_reason, served)
 
     def _sleep(self, retries: int, err: Exception | None, reason: str) -> None:
         """Exponential backoff with jitter; a server's Retry-After wins; a tripped breaker cuts it short."""

@@ -2,7 +2,9 @@
 
 A run where 190 of 300 judgements failed is not a result, and a script chaining our commands must
 see that in the exit status, not only in a warning. By default no failure is accepted; users who know
-their judge is flaky accept a share with ``--max-failure-rate``.
+their judge is flaky accept a share with ``--max-failure-rate``. The share applies to each group on its
+own (a judge, a task, a judge on a task: :func:`over_budget`): a judge failing every item must not hide
+behind another judge's successes in a pooled total.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 
 def add_argument(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +44,26 @@ def common_reason(errors: Iterable[str | None]) -> str | None:
         return None
     message, count = counts.most_common(1)[0]
     return f"{message[:300]} (x{count})" if len(counts) > 1 else message[:300]
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The failures of one group (``name``: e.g. "judge local:x on msvd_qa") and their most common ``reason``."""
+
+    name: str
+    failures: int
+    total: int
+    reason: str | None = None
+
+
+def over_budget(tallies: Iterable[Tally], max_rate: float, what: str = "judgements") -> list[str]:
+    """One error line per group whose share of failures exceeds ``max_rate``; empty when every group is within."""
+    lines = []
+    for tally in tallies:
+        line = excess(tally.failures, tally.total, max_rate, tally.reason, what)
+        if line:
+            lines.append(line.replace("error: ", f"error: {tally.name}: ", 1) if tally.name else line)
+    return lines
 
 
 def excess(
