@@ -14,6 +14,13 @@ Decisions:
   yes/no (any case, surrounding spaces or a trailing full stop allowed).
 - Several dictionaries in one reply are fine if they agree (a judge repeating itself); if they
   disagree the reply is ambiguous and rejected.
+- A reply in which the judge wrote code gives no verdict, wherever its dictionary stands: a line
+  (inside Markdown fences or not) that defines a function or class, returns, imports, prints, or
+  assigns a dictionary to a name. Small instruct models asked for a dictionary often write a
+  program that builds one, echoing the prompt's example (``def f(): return {'pred': 'yes',
+  'score': 4}``); that dictionary, or one quoted in the prose explaining the code, is an example,
+  not a judgement. A dictionary alone in a fenced block (```` ```json {...} ``` ````) or in prose is
+  still a verdict.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +36,13 @@ SCORE_MIN, SCORE_MAX = 0, 5
 SCORE_RANGE = (float(SCORE_MIN), float(SCORE_MAX))
 _MAX_SCAN = 20_000  # characters; a verdict is short, a runaway reply is not worth scanning in full
 _MAX_STARTS = 64  # unmatched "{" tried; bounds the work on garbage to O(_MAX_STARTS * _MAX_SCAN)
+# A line of code (see the module docstring): Python or JavaScript, the languages judges write in.
+_CODE_LINE = re.compile(
+    r"^[ \t>]*(?:(?:async[ \t]+)?def[ \t]+\w+[ \t]*\(|class[ \t]+\w+[ \t]*[(:]|function[ \t]+\w+[ \t]*\("
+    r"|return\b|import[ \t]+\w|from[ \t]+[\w.]+[ \t]+import\b|print[ \t]*\("
+    r"|(?:(?:const|let|var)[ \t]+)?[A-Za-z_][\w.]*(?:\[[^\]\n]*\])?[ \t]*=[ \t]*(?:\{|dict[ \t]*\())",
+    re.MULTILINE,
+)
 
 
 class ParseError(ValueError):
@@ -50,6 +65,9 @@ def parse_reply(text: Any) -> ParsedReply:
         raise ParseError(f"reply is not text ({type(text).__name__})")
     if not text.strip():
         raise ParseError("empty reply")
+    code = _CODE_LINE.search(text[:_MAX_SCAN])
+    if code:
+        raise ParseError(f"the reply holds code ({_short(code.group(0).strip())}): a dictionary there is an example")
     dicts = [d for d in (_load(seg) for seg in _brace_segments(text[:_MAX_SCAN])) if d is not None]
     if not dicts:
         raise ParseError("no dictionary found in the reply")

@@ -39,6 +39,29 @@ REJECTED = [
     ("{'pred': 'yes', 'score': 4} or maybe {'pred': 'no', 'score': 1}", "several dictionaries"),
 ]
 
+# Verbatim replies of SmolLM2-135M-Instruct to the judge prompt (issue 21): none of them is a verdict.
+NOT_VERDICTS = [
+    ("The answer is: the shape moves to the left", "no dictionary found"),
+    (
+        "You can use the following Python code to create a dictionary with two keys: "
+        "`{'yes_match': 4, 'no_match': 5}` ...",
+        "no dictionary with 'pred' and 'score'",
+    ),
+    # the prompt's own example, echoed inside a function the judge wrote: it was recorded as a verdict
+    ("def create_dictionary(data):\n    return {\n        'pred': 'yes',\n        'score': 4\n    }", "holds code"),
+]
+
+# Code in other shapes: the dictionary is an example whatever surrounds it.
+CODE = [
+    "```python\ndef judge(q, a, p):\n    return {'pred': 'yes', 'score': 4}\n```",
+    "Here is how:\n```python\nresult = {'pred': 'no', 'score': 1}\nprint(result)\n```",
+    "You can return it like this:\n\n    return {'pred': 'yes', 'score': 4}",
+    "The function below returns {'pred': 'yes', 'score': 4} as in the example.\n\nimport json\n",
+    "verdict = {'pred': 'yes', 'score': 4}",
+    "```js\nconst verdict = {pred: 'yes', score: 4};\n```\n{'pred': 'yes', 'score': 4}",
+    "class Judge:\n    verdict = {'pred': 'yes', 'score': 4}",
+]
+
 
 @pytest.mark.parametrize(("text", "verdict", "score"), ACCEPTED)
 def test_accepts_what_real_judges_write(text, verdict, score):
@@ -52,6 +75,33 @@ def test_rejects_with_a_reason(text, reason):
     assert reason in info.value.reason
 
 
+@pytest.mark.parametrize(("text", "reason"), NOT_VERDICTS)
+def test_verbatim_non_verdicts_of_a_real_small_judge(text, reason):
+    with pytest.raises(ParseError) as info:
+        parse_reply(text)
+    assert reason in info.value.reason
+
+
+@pytest.mark.parametrize("text", CODE)
+def test_a_dictionary_in_code_is_not_a_verdict(text):
+    with pytest.raises(ParseError, match="holds code"):
+        parse_reply(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '```json\n{"pred": "yes", "score": 4}\n```',  # fenced, alone
+        'The answer is:\n```python\n{\n  "pred": "yes",\n  "score": 4\n}',  # fence cut at the brace
+        "Returning to the question: the prediction matches. {'pred': 'yes', 'score': 4}",  # words, not code
+        "My verdict: {'pred': 'yes', 'score': 4} - the score reflects a close paraphrase.",
+        "`{'pred': 'yes', 'score': 4}`",
+    ],
+)
+def test_verdicts_next_to_code_like_words_are_kept(text):
+    assert parse_reply(text) == ParsedReply(True, 4)
+
+
 def test_non_text_is_rejected():
     with pytest.raises(ParseError, match="not text"):
         parse_reply(None)
@@ -61,7 +111,8 @@ yes_no = st.sampled_from(["yes", "no"]).flatmap(
     lambda w: st.sampled_from([w, w.upper(), w.capitalize(), f" {w} ", f"{w}."])
 )
 valid_score = st.integers(0, 5)
-prose = st.text(alphabet=st.characters(blacklist_characters="{}'\"", blacklist_categories=("Cs",)), max_size=40)
+# no braces or quotes (another dictionary) and no "=" ("x = {...}" is code, not a verdict)
+prose = st.text(alphabet=st.characters(blacklist_characters="{}'\"=", blacklist_categories=("Cs",)), max_size=40)
 
 
 def render(pred: str, score, style: str) -> str:
