@@ -1,6 +1,7 @@
-"""Intervals in lmms-eval's own output: the stderr columns and the ``<metric>_ci_low/_ci_high/_n`` rows
-of our tasks agree with ``llamavid_eval.core.stats`` on the same records, clustered by video, judge
-failures left out; lmms-eval's printed table shows them (not N/A)."""
+"""Numbers in lmms-eval's own output: the judged metrics both ways (VALID, ALL), the stderr columns and the
+``<metric>_ci_low/_ci_high/_n`` rows of our tasks agree with ``llamavid_eval.core.stats`` on the same records,
+clustered by video; lmms-eval's printed table shows them (not N/A); above the judge failure budget the
+headline metrics are NaN and the log says why."""
 
 from __future__ import annotations
 
@@ -11,51 +12,47 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from llamavid_eval.judges.testing import Call, FakeChatServer, Response, reply
-from llamavid_eval.tasks.common import intervals
 from llamavid_eval.tasks.prepare import main as prepare
 from lmms_eval.utils import make_table
 from test_tasks_support import FAIL, ScriptedModel, evaluate, judge_server, metric, tiny_video, video_qa_raw
 
-from llamavid_eval.core import stats
+from llamavid_eval.core import scores, stats
 
 ANSWERS = {"0": "dancing", "1": "a woman", "2": "blue", "3": FAIL}  # yes/5, yes/4, no/1, failure
 VIDEOS = {"0": "vid1", "1": "vid1", "2": "vid2", "3": "vid2"}
 
 
-def test_metric_records_are_one_copy_per_metric_naming_the_video():
-    record = {"id": 1, "prediction": "x"}
-    copies = intervals.metric_records(record, "videos/a.mp4", ["accuracy", "accuracy_ci_low"])
-    assert copies["accuracy"] == {"id": 1, "prediction": "x", "video": "videos/a.mp4"}
-    assert copies["accuracy"] is not copies["accuracy_ci_low"] and "video" not in record
-
-
-def test_mark_mean_writes_values_and_leaves_out_missing():
-    records = [{"id": 0, "item_value": 7.0}, {"id": 1}, {"id": 2}]
-    assert intervals.mark_mean(records, [None, 100.0, 0.0]) == pytest.approx(50.0)
-    assert [r.get("item_value") for r in records] == [None, 100.0, 0.0]  # a stale value is removed
-    assert math.isnan(intervals.mark_mean(records, [None, None, None]))
-
-
-def test_ci_aggregations_are_core_stats_on_the_same_values():
+def test_judged_scores_are_core_stats_both_ways_on_the_same_verdicts():
     rng = np.random.default_rng(5)
-    records = [{"id": i, "video": f"v{i // 4}", "ok": bool(rng.random() < 0.6)} for i in range(80)]
-
-    def values(recs, task_config):
-        return [None if r["id"] % 10 == 0 else 100.0 * r["ok"] for r in recs]
-
-    aggregations = intervals.ci_aggregations("accuracy", values)
-    assert sorted(aggregations) == ["accuracy_ci_high", "accuracy_ci_low", "accuracy_n"]
-    expected = stats.cluster_bootstrap_mean(
-        [math.nan if v is None else v for v in values(records, None)], [r["video"] for r in records]
+    verdicts = [
+        scores.Verdict(f"v{i // 4}", None, None, "prose") if i % 10 == 0 else
+        scores.Verdict(f"v{i // 4}", bool(ok := rng.random() < 0.6), 4.0 if ok else 1.0)
+        for i in range(80)
+    ]  # fmt: skip
+    result = scores.judged_scores(verdicts, max_failure_rate=0.2)
+    values = result.values()
+    valid = [math.nan if v.failed else 100.0 * v.verdict for v in verdicts]
+    expected = stats.cluster_bootstrap_mean(valid, [v.cluster for v in verdicts], bounds=stats.PERCENT)
+    assert (values["accuracy"], values["accuracy_ci_low"], values["accuracy_ci_high"]) == (
+        expected.estimate, expected.low, expected.high)  # fmt: skip
+    assert values["accuracy_n"] == 72 and expected.clusters == 20 and values["judge_failures"] == 8
+    everything = [0.0 if v.failed else 100.0 * v.verdict for v in verdicts]
+    assert values["accuracy_all"] == pytest.approx(np.mean(everything)) and values["accuracy_all_n"] == 80
+    assert values["mean_score_all"] == pytest.approx(np.mean([0.0 if v.failed else v.score for v in verdicts]))
+    assert values["accuracy_all"] < values["accuracy"] and set(values) == set(scores.METRICS)
+    assert result.budget_error("t") is None  # 10% <= 20%
+    withheld = scores.judged_scores(verdicts, max_failure_rate=0.05)
+    assert all(math.isnan(withheld.values()[m]) for m in scores.HEADLINE)
+    assert withheld.values()["judge_failures"] == 8 and withheld.values()["judged_items"] == 80
+    assert "[t] judge failed on 8 of 80 items (10.0% > LLAMAVID_JUDGE_MAX_FAILURE_RATE=0.05)" in withheld.budget_error(
+        "t"
     )
-    assert aggregations["accuracy_ci_low"](records) == expected.low
-    assert aggregations["accuracy_ci_high"](records) == expected.high
-    assert aggregations["accuracy_n"](records) == expected.n == 72 and expected.clusters == 20
-    assert expected.method == "cluster bootstrap (percentile) over videos, 2000 resamples, seed 0"
+    assert "prose" in withheld.budget_error("t") and "llamavid judge rejudge" in withheld.budget_error("t")
 
 
 @pytest.fixture
@@ -82,14 +79,14 @@ def test_judged_task_reports_stderr_and_interval_in_lmms_eval_output(prepared, m
         results = evaluate(["msvd_qa"], ScriptedModel(lambda doc: ANSWERS[doc["id"]]))
     task = results["results"]["msvd_qa"]
     samples = {s["doc"]["id"]: s for s in results["samples"]["msvd_qa"]}
-    # per-item values and videos in the logged records; the failed judgement has no value
+    # the record is logged once (under accuracy) with its video, judgement and value; the failure has no value
     assert {i: s["accuracy"]["video"].rsplit("/", 1)[-1].split(".")[0] for i, s in samples.items()} == VIDEOS
-    values = {metric: [samples[i][metric].get("item_value") for i in "0123"] for metric in ("accuracy", "mean_score")}
-    assert values == {"accuracy": [100.0, 100.0, 0.0, None], "mean_score": [5.0, 4.0, 1.0, None]}
+    assert [samples[i]["accuracy"].get("item_value") for i in "0123"] == [100.0, 100.0, 0.0, None]
+    assert [samples[i]["accuracy"]["judgement"]["score"] for i in "0123"] == [5, 4, 1, None]
+    assert all(samples[i][m] is None for i in "0123" for m in scores.METRICS[1:])
 
-    accuracy_values, scores = [100.0, 100.0, 0.0], [5.0, 4.0, 1.0]
+    accuracy_values = [100.0, 100.0, 0.0]
     assert task["accuracy_stderr_clt,none"] == pytest.approx(np.std(accuracy_values, ddof=1) / math.sqrt(3))
-    assert task["mean_score_stderr_clt,none"] == pytest.approx(np.std(scores, ddof=1) / math.sqrt(3))
     assert isinstance(task["accuracy_stderr_clustered,none"], float)  # 2 videos: clustered by video
 
     expected = stats.cluster_bootstrap_mean(accuracy_values, ["vid1", "vid1", "vid2"])
@@ -99,6 +96,9 @@ def test_judged_task_reports_stderr_and_interval_in_lmms_eval_output(prepared, m
     )
     assert metric(results, "msvd_qa", "accuracy_n") == 3 and metric(results, "msvd_qa", "mean_score_n") == 3
     assert expected.estimate == pytest.approx(metric(results, "msvd_qa", "accuracy"))
+    assert metric(results, "msvd_qa", "accuracy_all") == pytest.approx(50.0)  # the failure counted as wrong
+    assert metric(results, "msvd_qa", "mean_score_all") == pytest.approx(10 / 4)
+    assert (metric(results, "msvd_qa", "accuracy_all_n"), metric(results, "msvd_qa", "judged_items")) == (4, 4)
     # interval rows carry no per-item value of their own (no stderr of a bound)
     assert task["accuracy_ci_low_stderr_clt,none"] == "N/A"
 
@@ -133,17 +133,18 @@ def test_demo_accuracy_values_per_type_and_interval():
         "blue",
     ]
     outputs = [demo.process_results(doc, [p]) for doc, p in zip(docs, predictions, strict=True)]
-    per_metric = {name: [out[name] for out in outputs] for name in outputs[0]}
+    assert all(out["accuracy_colour"] is None for out in outputs)  # the record is logged once, under accuracy
+    records = [out["accuracy"] for out in outputs]
+    task = SimpleNamespace(values=None)
     correct = [100.0, 100.0, 0.0, 100.0, 100.0, 0.0, 100.0, 0.0, 0.0, 100.0, 100.0, 100.0]  # "red or blue" hedges
-    assert demo.accuracy(per_metric["accuracy"]) == pytest.approx(np.mean(correct))
-    assert [r["item_value"] for r in per_metric["accuracy"]] == correct
-    assert demo.accuracy_colour(per_metric["accuracy_colour"]) == pytest.approx(np.mean(correct[0::2]))
-    assert [r.get("item_value") for r in per_metric["accuracy_colour"]][:2] == [100.0, None]  # order item left out
+    assert demo.score(records, task) == pytest.approx(np.mean(correct))
+    assert [r["item_value"] for r in records] == correct
+    assert task.values["accuracy_colour"] == pytest.approx(np.mean(correct[0::2]))
+    assert task.values["accuracy_order"] == pytest.approx(np.mean(correct[1::2]))
     expected = stats.cluster_bootstrap_mean(correct, [doc["video"] for doc in docs])
     assert expected.clusters == 6 and expected.n == 12
-    assert demo.accuracy_ci_low(per_metric["accuracy_ci_low"]) == expected.low
-    assert demo.accuracy_ci_high(per_metric["accuracy_ci_high"]) == expected.high
-    assert demo.accuracy_n(per_metric["accuracy_n"]) == 12
+    assert (task.values["accuracy_ci_low"], task.values["accuracy_ci_high"]) == (expected.low, expected.high)
+    assert task.values["accuracy_n"] == 12
 
 
 def _alternating_judge(call: Call) -> Response:

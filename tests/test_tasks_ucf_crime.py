@@ -8,23 +8,18 @@ import csv
 import json
 import math
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from llamavid_eval.tasks.prepare import main
 from llamavid_eval.tasks.ucf_crime import confusion
-from llamavid_eval.tasks.ucf_crime.labels import (
-    CLASSES,
-    JUDGED_PROMPT,
-    MC_PROMPT,
-    UNMAPPED,
-    class_from_filename,
-    map_answer,
-)
-from llamavid_eval.tasks.ucf_crime.utils import accuracy
+from llamavid_eval.tasks.ucf_crime.labels import JUDGED_NAMES, JUDGED_PROMPT, MC_PROMPT, map_answer
+from llamavid_eval.tasks.ucf_crime.utils import score
 from test_tasks_support import FAIL, ScriptedModel, evaluate, judge_server, metric, ucf_raw
 
 from llamavid_eval.core import stats
+from llamavid_eval.core.ucf import CLASSES, UNMAPPED, class_from_filename
 
 # video -> (scripted answer, class it maps to)
 MC = {
@@ -124,10 +119,9 @@ def _check_intervals(results, samples) -> None:
     assert metric(results, "ucf_crime", "accuracy_stderr_clustered") == pytest.approx(
         metric(results, "ucf_crime", "accuracy_stderr_clt")
     )
-    assert metric(results, "ucf_crime", "acc_abuse_stderr_clt") == pytest.approx(50.0)  # values 100, 0
-    assert metric(results, "ucf_crime", "acc_roadaccidents_stderr_clt") == "N/A"  # one video: no stderr
+    assert metric(results, "ucf_crime", "acc_abuse_stderr_clt") == "N/A"  # the record is logged once, under accuracy
     binary = [100.0, 100.0, 0.0, 100.0, 100.0, 0.0, 100.0, 0.0]  # file order: Arrest, Stealing, Normal006 wrong
-    assert [s["binary_accuracy"]["item_value"] for s in samples] == binary
+    assert all(s["binary_accuracy"] is None for s in samples)
     for name, values in (("accuracy", correct), ("binary_accuracy", binary)):
         expected = stats.cluster_bootstrap_mean(values, videos)
         got = [metric(results, "ucf_crime", f"{name}_{part}") for part in ("ci_low", "ci_high", "n")]
@@ -139,7 +133,10 @@ def test_confusion_goes_beside_output_path_or_nowhere(tmp_path, monkeypatch):
     monkeypatch.delenv("LLAMAVID_CONFUSION_DIR", raising=False)
     records = [{"gold": "Abuse", "pred": "Abuse"}, {"gold": "Normal", "pred": UNMAPPED}]
     args = argparse.Namespace(output_path=str(tmp_path / "out"), model="llamavid", model_args="pretrained=x,fps=6")
-    assert accuracy(records, args=args) == 50.0
+    task = SimpleNamespace(config=SimpleNamespace(task="ucf_crime"), values=None)
+    records = [{**r, "video": f"v{i}"} for i, r in enumerate(records)]
+    assert score(records, task, args=args) == 50.0 == task.values["accuracy"]
+    assert task.values["acc_normal"] == 0.0 and task.values["unmapped"] == 1 and math.isnan(task.values["acc_arson"])
     written = next((tmp_path / "out").glob("ucf_crime_confusion_*.json"))
     payload = json.loads(written.read_text())
     assert payload["model_args"] == "pretrained=x,fps=6"
@@ -180,6 +177,8 @@ def test_judged_protocol_excludes_three_classes(prepared, monkeypatch):
     assert metric(results, "ucf_crime_judged", "mean_score") == pytest.approx((5 + 1 + 4 + 5 + 1) / 5)
     assert metric(results, "ucf_crime_judged", "judge_failures") == 1
     assert set(model.prompts) == {JUDGED_PROMPT} and len(received) == 6
+    assert metric(results, "ucf_crime_judged", "accuracy_all") == pytest.approx(100 * 3 / 6)  # the failure as wrong
+    assert metric(results, "ucf_crime_judged", "judged_items") == 6
     # intervals rest on the 5 judged videos: the failure is left out of n
     samples = results["samples"]["ucf_crime_judged"]
     values = [s["accuracy"].get("item_value", math.nan) for s in samples]
@@ -190,3 +189,8 @@ def test_judged_protocol_excludes_three_classes(prepared, monkeypatch):
     assert metric(results, "ucf_crime_judged", "accuracy_ci_high") == pytest.approx(expected.high)
     answers = [s["accuracy"]["answer"] for s in results["samples"]["ucf_crime_judged"]]
     assert answers == ["Abuse", "Abuse", "Arrest", "Road Accident", "Normal Video", "Normal Video"]
+
+
+def test_judged_prompt_offers_exactly_the_judged_classes():
+    offered = JUDGED_PROMPT.split(": ", 1)[1].split("?")[0].split(", ")
+    assert sorted(offered) == sorted(JUDGED_NAMES.values()) and len(offered) == 11

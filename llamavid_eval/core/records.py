@@ -7,6 +7,7 @@ path relative to the data root (``$LLAMAVID_DATA_ROOT``), resolved by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -28,6 +29,14 @@ JUDGEMENT_KEY = "judgement"
 def qa_record(doc_id: Any, question: str, answer: str, prediction: str) -> dict[str, Any]:
     """One open-ended item with the keys of :data:`QA_RECORD_KEYS`."""
     return dict(zip(QA_RECORD_KEYS, (doc_id, question, answer, prediction), strict=True))
+
+
+def scored_results(record: dict[str, Any], metrics: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    """What a task's ``process_results`` returns: ``record`` under the first metric (the task's scorer reads it
+    and computes every metric, ``tasks/common/local_task.py``), None under the rest: the logged sample holds the
+    record once."""
+    first, *rest = metrics
+    return {first: record, **dict.fromkeys(rest)}
 
 
 def conversation_record(record_id: str, video: str, question: str, answer: str) -> dict[str, Any]:

@@ -47,8 +47,8 @@ MEASURES = {
 }
 HEADLINE = tuple(MEASURES)
 COUNTS = ("judge_failures", "judged_items")
-METRICS = (*COUNTS, *HEADLINE, *(f"{m}_{part}" for m in HEADLINE for part in CI_PARTS))
-"""Every metric a judged task reports (its YAML's ``metric_list``, in any order)."""
+METRICS = (*(name for m in HEADLINE for name in (m, *(f"{m}_{part}" for part in CI_PARTS))), *COUNTS)
+"""Every metric a judged task reports, ``accuracy`` first (its YAML's ``metric_list``)."""
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,9 @@ class JudgedScores:
 
     def values(self) -> dict[str, float]:
         """metric name -> value, for every name in :data:`METRICS`; the headline ones NaN over budget."""
-        out: dict[str, float] = {"judge_failures": float(self.failures), "judged_items": float(self.n)}
+        out = {"judge_failures": float(self.failures), "judged_items": float(self.n)}
         for metric, iv in self.intervals.items():
-            parts = {metric: iv.estimate, f"{metric}_ci_low": iv.low, f"{metric}_ci_high": iv.high}
-            out.update({k: math.nan if self.over_budget else v for k, v in parts.items()})
-            out[f"{metric}_n"] = float(iv.n)
+            out.update(interval_values(metric, iv, withheld=self.over_budget))
         return out
 
     def budget_error(self, task: str) -> str | None:
@@ -117,22 +115,32 @@ class JudgedScores:
         )
 
 
-def judged_scores(
-    verdicts: Sequence[Verdict],
-    max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE,
-    *,
-    resamples: int = DEFAULT_RESAMPLES,
-) -> JudgedScores:
+def judged_scores(verdicts: Sequence[Verdict], max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE) -> JudgedScores:
     """Values and 95% intervals of every judged metric over ``verdicts`` (see the module docstring)."""
     clusters = [v.cluster for v in verdicts]
-    intervals = {}
-    for metric, (_, _, bounds) in MEASURES.items():
-        values = [math.nan if (x := v.value(metric)) is None else x for v in verdicts]
-        intervals[metric] = cluster_bootstrap_mean(
-            values, clusters, resamples=resamples, seed=SEED, unit="videos", bounds=bounds
-        )
+    intervals = {
+        metric: mean_interval([v.value(metric) for v in verdicts], clusters, bounds)
+        for metric, (_, _, bounds) in MEASURES.items()
+    }
     failed = [v for v in verdicts if v.failed]
     return JudgedScores(len(verdicts), len(failed), max_failure_rate, common_reason(v.error for v in failed), intervals)
+
+
+def mean_interval(
+    values: Sequence[float | None], clusters: Sequence[str], bounds: tuple[float, float] | None = PERCENT
+) -> Interval:
+    """The mean of ``values`` (None left out) with its 95% cluster-bootstrap interval by video: every task's
+    interval, made the same way (:data:`DEFAULT_RESAMPLES` resamples, seed :data:`SEED`)."""
+    floats = [math.nan if v is None else float(v) for v in values]
+    return cluster_bootstrap_mean(
+        floats, clusters, resamples=DEFAULT_RESAMPLES, seed=SEED, unit="videos", bounds=bounds
+    )
+
+
+def interval_values(metric: str, interval: Interval, *, withheld: bool = False) -> dict[str, float]:
+    """``metric``, ``<metric>_ci_low``, ``_ci_high`` and ``_n`` as a task reports them; NaN values if ``withheld``."""
+    shown = {metric: interval.estimate, f"{metric}_ci_low": interval.low, f"{metric}_ci_high": interval.high}
+    return {**{k: math.nan if withheld else v for k, v in shown.items()}, f"{metric}_n": float(interval.n)}
 
 
 def over_budget(failures: float | None, items: float | None, max_failure_rate: float) -> bool:

@@ -4,6 +4,13 @@ lmms-eval's YAML ``dataset_path``/``data_files`` are fixed strings, so a root ch
 variable needs a task class (YAML key ``class``). Here ``dataset_path`` is the task family's folder
 relative to ``$LLAMAVID_DATA_ROOT`` and ``dataset_kwargs`` may hold ``subset_size``/``subset_seed`` to
 evaluate a fixed, seeded subset (the ``*_mini`` tasks).
+
+Metrics are computed once per task and run: lmms-eval calls one aggregation per metric, in the order
+``process_results`` returned the metrics, so each task's first metric is aggregated by its *scorer*
+(e.g. :func:`llamavid_eval.tasks.common.judged.score`), which computes every metric of the task from
+the records and keeps them in :attr:`LocalVideoTask.values`; the aggregation of every other metric is
+:func:`reported`, which returns the value kept there. ``process_results`` returns the item's record
+once, under the first metric (:func:`llamavid_eval.core.records.scored_results`).
 """
 
 from __future__ import annotations
@@ -11,11 +18,11 @@ from __future__ import annotations
 import functools
 import inspect
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets import Dataset, DatasetDict
-from llamavid_eval.tasks.common.judged import JUDGED_AGGREGATIONS, check_judge
+from llamavid_eval.tasks.common import judged
 from lmms_eval.api.task import ConfigurableTask
 
 from llamavid_eval.core.paths import load_split
@@ -31,10 +38,13 @@ def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
 class LocalVideoTask(ConfigurableTask):
     """ConfigurableTask reading ``$LLAMAVID_DATA_ROOT/<dataset_path>/<split>.jsonl``."""
 
+    values: dict[str, float] | None = None
+    """Every metric of this task's run, set by its scorer (the first metric's aggregation); see the module docstring."""
+
     def __init__(self, config: dict[str, Any], model_name: str | None = None) -> None:
         super().__init__(config={k: v for k, v in config.items() if k != "class"}, model_name=model_name)
-        if any(fn in JUDGED_AGGREGATIONS for fn in super().aggregation().values()):
-            check_judge(self.config)
+        if judged.score in super().aggregation().values():
+            judged.check_judge(self.config)
 
     def download(self, dataset_kwargs: dict[str, Any] | None = None) -> None:
         kwargs = dataset_kwargs or {}
@@ -51,11 +61,22 @@ class LocalVideoTask(ConfigurableTask):
         self.dataset_no_image = self.dataset
 
     def aggregation(self) -> dict[str, Callable[..., Any]]:
-        """Bind the task config to aggregations that ask for it (judge settings, task name)."""
-        return {name: _bind_config(fn, self.config) for name, fn in super().aggregation().items()}
+        """Bind the task (``task``), the metric's name (``metric``) and the task config (``task_config``) to the
+        aggregations whose signature asks for them."""
+        return {name: _bind(fn, self, name) for name, fn in super().aggregation().items()}
 
 
-def _bind_config(fn: Callable[..., Any], config: Any) -> Callable[..., Any]:
-    if "task_config" in inspect.signature(fn).parameters:
-        return functools.partial(fn, task_config=config)
-    return fn
+def _bind(fn: Callable[..., Any], task: LocalVideoTask, metric: str) -> Callable[..., Any]:
+    offered = {"task": task, "metric": metric, "task_config": task.config}
+    kwargs = {k: v for k, v in offered.items() if k in inspect.signature(fn).parameters}
+    return functools.partial(fn, **kwargs) if kwargs else fn
+
+
+def reported(items: Sequence[Any], task: LocalVideoTask, metric: str) -> float:
+    """Aggregation of every metric but the first: the value the task's scorer computed for it."""
+    if task.values is None or metric not in task.values:
+        raise RuntimeError(
+            f"[{task.config.task}] {metric} aggregated before the task's scorer ran: process_results must return "
+            "the scorer's metric first (tasks/common/local_task.py)"
+        )
+    return task.values[metric]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llamavid_eval.tasks.common.judged import judged_process_results
+from llamavid_eval.tasks.common.judged import judged_results
 
 from llamavid_eval.core.paths import resolve_video
 from llamavid_eval.core.records import qa_record
@@ -27,8 +27,6 @@ def doc_to_target(doc: dict[str, Any]) -> str:
     return doc["answer"]
 
 
-def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[str, Any]]:
-    """The item's record under every judged metric key, naming its video; judging happens once per task
-    in the aggregation."""
-    record = qa_record(doc["id"], doc["question"], doc["answer"], results[0])
-    return judged_process_results(record, doc["video"])
+def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[str, Any] | None]:
+    """The item's record (naming its video) for the judge; judging happens once per task, in the aggregation."""
+    return judged_results(qa_record(doc["id"], doc["question"], doc["answer"], results[0]), doc["video"])

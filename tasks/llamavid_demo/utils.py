@@ -9,21 +9,25 @@ not beat chance). Metrics are 0-100: ``accuracy`` and ``accuracy_<question type>
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.judges import JudgeRequest, get_judge
-from llamavid_eval.judges.backends.exact import words
-from llamavid_eval.tasks.common import intervals
+from llamavid_eval.judges.backends.exact import ExactMatchJudge, words
+from llamavid_eval.judges.base import JudgeRequest
 from llamavid_eval.tasks.common.local_task import LocalVideoTask
 from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, QUESTIONS
 
 from llamavid_eval.core.paths import DATA_ROOT_ENV, DatasetNotPreparedError, data_root, resolve_video, split_file
+from llamavid_eval.core.records import scored_results
+from llamavid_eval.core.scores import interval_values, mean_interval
 
 FAMILY = "llamavid_demo"
-EXACT = {"judge": "exact"}
 Record = dict[str, Any]
+SCORE_KEY = "item_value"
+"""Each record's 0/100 (lmms-eval's Stderr_CLT / Stderr_Clustered columns read it)."""
+METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_n", *(f"accuracy_{q}" for q in QUESTIONS))
+"""The demo's metrics, ``accuracy`` (its scorer: :func:`score`) first."""
 
 
 def make_data_command(root: Path | None = None) -> str:
@@ -66,9 +70,9 @@ def doc_to_target(doc: Record) -> str:
     return doc["answer"]
 
 
-def process_results(doc: Record, results: list[str]) -> dict[str, Record]:
-    """The record under every metric key (one copy each, naming the video); the aggregations score it
-    (and the logs keep it)."""
+def process_results(doc: Record, results: list[str]) -> dict[str, Record | None]:
+    """The record under ``accuracy`` (naming its video); the scorer computes every metric from it (and the
+    logged samples keep it)."""
     record = {
         "id": doc["id"],
         "question": doc["question"],
@@ -76,50 +80,33 @@ def process_results(doc: Record, results: list[str]) -> dict[str, Record]:
         "prediction": results[0],
         "question_type": doc["question_type"],
         "choices": list(doc["choices"]),
+        "video": doc["video"],
     }
-    return intervals.metric_records(record, doc["video"], METRICS)
+    return scored_results(record, METRICS)
 
 
-def score(records: Sequence[Record]) -> list[bool]:
+def mark(records: Sequence[Record]) -> list[bool]:
     """Exact-match verdict per record (through the ``exact`` judge), hedged answers counted wrong.
 
     The verdict is also written into the record, so logged samples show why an item counted."""
-    judge = get_judge(EXACT, overrides={"backend": "exact"})
+    judge = ExactMatchJudge()
     judgements = judge.judge_many([JudgeRequest(r["question"], r["answer"], r["prediction"]) for r in records])
     verdicts = []
     for record, judgement in zip(records, judgements, strict=True):
         named = set(words(record["prediction"])) & {c.casefold() for c in record["choices"]}
         hedged = len(named) > 1
         correct = bool(judgement.verdict) and not hedged
-        record.update(correct=correct, hedged=hedged, judge=judge.name)
+        record.update(correct=correct, hedged=hedged, judge=judge.name, **{SCORE_KEY: 100.0 * correct})
         verdicts.append(correct)
     return verdicts
 
 
-def _values(records: Sequence[Record], task_config: Any = None, qtype: str | None = None) -> list[float | None]:
-    """100 per correct answer, 0 per wrong one; None for questions not of type ``qtype``."""
-    return [
-        100.0 * correct if qtype is None or r["question_type"] == qtype else None
-        for r, correct in zip(records, score(records), strict=True)
-    ]
-
-
-def accuracy(records: Sequence[Record]) -> float:
-    """Exact-match accuracy (0-100) over all questions."""
-    return intervals.mark_mean(records, _values(records))
-
-
-def _type_accuracy(qtype: str) -> Callable[[Sequence[Record]], float]:
-    def type_accuracy(records: Sequence[Record]) -> float:
-        return intervals.mark_mean(records, _values(records, qtype=qtype))
-
-    type_accuracy.__doc__ = f"Exact-match accuracy (0-100) on {qtype!r} questions (nan when none were asked)."
-    type_accuracy.__name__ = f"accuracy_{qtype}"
-    return type_accuracy
-
-
-PER_TYPE = {f"accuracy_{qtype}": _type_accuracy(qtype) for qtype in QUESTIONS}
-globals().update(PER_TYPE)  # the YAML names them: !function utils.accuracy_colour, ...
-INTERVALS = intervals.ci_aggregations("accuracy", _values)
-globals().update(INTERVALS)  # !function utils.accuracy_ci_low, ...
-METRICS = ("accuracy", *PER_TYPE, *INTERVALS)
+def score(records: Sequence[Record], task: Any) -> float:
+    """Aggregation of ``accuracy``: exact-match accuracy (0-100) with its interval, and per question type (nan
+    when none was asked), kept on ``task.values``."""
+    values = [100.0 * correct for correct in mark(records)]
+    task.values = interval_values("accuracy", mean_interval(values, [str(r["video"]) for r in records]))
+    for qtype in QUESTIONS:
+        typed = [v for r, v in zip(records, values, strict=True) if r["question_type"] == qtype]
+        task.values[f"accuracy_{qtype}"] = sum(typed) / len(typed) if typed else float("nan")
+    return task.values["accuracy"]

@@ -18,9 +18,10 @@ from llamavid_eval.tasks.prepare.common import (
     require_dir,
     write_split,
 )
-from llamavid_eval.tasks.ucf_crime.labels import MC_PROMPT, NORMAL, class_from_filename, mc_answer
+from llamavid_eval.tasks.ucf_crime.labels import MC_PROMPT, mc_answer
 
 from llamavid_eval.core.records import conversation_record
+from llamavid_eval.core.ucf import NORMAL, class_from_filename
 
 FAMILY = "ucf_crime"
 LIST_FIX = "Lines must start with a video file name such as Abuse028_x264.mp4 or Abuse/Abuse028_x264.mp4, whose prefix is a UCF-Crime class."

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import re
 
-from llamavid_eval.core.ucf import ANOMALY_CLASSES, CLASSES, NORMAL, UNMAPPED, class_from_filename
+from llamavid_eval.core.ucf import CLASSES, UNMAPPED
 
-__all__ = ["ANOMALY_CLASSES", "CLASSES", "NORMAL", "UNMAPPED", "class_from_filename", "map_answer", "mc_answer"]
 LETTERS = {chr(ord("A") + i): c for i, c in enumerate(CLASSES)}
 DISPLAY = {"RoadAccidents": "Road Accidents"}
 
@@ -24,26 +23,22 @@ MC_PROMPT = (
 )
 
 # The study's protocol: 10 anomaly classes + "Normal Video"; Shoplifting, Stealing, Vandalism are not offered.
+NOT_IN_JUDGED_PROMPT = ("Shoplifting", "Stealing", "Vandalism")
 JUDGED_NAMES = {
-    "Abuse": "Abuse", "Arrest": "Arrest", "Arson": "Arson", "Assault": "Assault", "Burglary": "Burglary",
-    "Explosion": "Explosion", "Fighting": "Fighting", "Robbery": "Robbery", "RoadAccidents": "Road Accident",
-    "Shooting": "Shooting", "Normal": "Normal Video",
-}  # fmt: skip
-JUDGED_PROMPT = (
-    "Which one of the following categories describes what happens in this video: "
-    + ", ".join(JUDGED_NAMES.values())
-    + "? Answer with the category."
+    c: {"RoadAccidents": "Road Accident", "Normal": "Normal Video"}.get(c, c)
+    for c in CLASSES
+    if c not in NOT_IN_JUDGED_PROMPT
+}
+JUDGED_PROMPT = (  # the study's words, in its order (Robbery before Road Accident)
+    "Which one of the following categories describes what happens in this video: Abuse, Arrest, Arson, Assault, "
+    "Burglary, Explosion, Fighting, Robbery, Road Accident, Shooting, Normal Video? Answer with the category."
 )
 
-_NAME_PATTERNS = {
-    c: re.compile(rf"\b{p}\b", re.IGNORECASE)
-    for c, p in {
-        "Abuse": "abuse", "Arrest": "arrest", "Arson": "arson", "Assault": "assault", "Burglary": "burglary",
-        "Explosion": "explosions?", "Fighting": "fighting", "RoadAccidents": r"road[\s_-]*accidents?",
-        "Robbery": "robbery", "Shooting": "shooting", "Shoplifting": r"shop[\s_-]*lifting", "Stealing": "stealing",
-        "Vandalism": "vandalism", "Normal": r"normal(?:[\s_-]*videos?)?",
-    }.items()
+_SPELLINGS = {  # beyond the class name itself (any case)
+    "Explosion": "explosions?", "RoadAccidents": r"road[\s_-]*accidents?", "Shoplifting": r"shop[\s_-]*lifting",
+    "Normal": r"normal(?:[\s_-]*videos?)?",
 }  # fmt: skip
+_NAME_PATTERNS = {c: re.compile(rf"\b{_SPELLINGS.get(c, c.lower())}\b", re.IGNORECASE) for c in CLASSES}
 _PREFIX = r"(?:(?:the\s+)?(?:correct\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
 _LETTER = re.compile(rf"^[\s\"'*]*{_PREFIX}(?:\((?P<paren>[a-n])\)|(?P<bare>[a-n])(?=[.):]|\s*$))", re.IGNORECASE)
 
