@@ -125,11 +125,22 @@ def _ranking_lines(report: dict[str, Any]) -> list[str]:
         orders = "; ".join(f"{j}: {_order_text(o, r['accuracy'][j])}" for j, o in r["order"].items())
         lines.append(f"- {r['task']}: {'same order' if r['same_order'] else 'ORDER CHANGES'} ({orders})")
         for t in r["tau"]:
-            text = t["note"] if t["tau"] is None else f"tau = {t['tau']:.2f} (p = {t['p']:.3g})"
-            lines.append(f"  - {t['a']} vs {t['b']}: {text}")
+            lines.append(f"  - {t['a']} vs {t['b']}: {_tau_text(t, r['accuracy'])}")
         if r.get("unranked"):
             lines.append(f"  - not ranked (a judge has no accuracy for them: all failed): {', '.join(r['unranked'])}")
     return lines
+
+
+def _tau_text(tau: dict[str, Any], accuracy: dict[str, dict[str, float | None]]) -> str:
+    """Kendall's tau in words where it is undefined: a judge that gives every run the same accuracy
+    ranks nothing, and scipy's ``nan`` would say so to nobody."""
+    if tau["tau"] is None:
+        return tau["note"]
+    if math.isfinite(tau["tau"]):
+        return f"tau = {tau['tau']:.2f} (p = {tau['p']:.3g})"
+    flat = [j for j in (tau["a"], tau["b"]) if len(set(accuracy.get(j, {}).values())) <= 1]
+    who = " and ".join(flat) if flat else "a judge"
+    return f"undefined: {who} gives every run the same accuracy, so there is no ranking to correlate"
 
 
 def _order_text(order: list[str], accuracy: dict[str, float | None]) -> str:
@@ -256,9 +267,22 @@ def write(report: dict[str, Any], out: Path, *, plots: bool = True) -> list[Path
     markdown = to_markdown(report)
     paths = [out / "swap_report.md", out / "swap_report.json", out / "swap_report.html"]
     paths[0].write_text(markdown, encoding="utf-8")
-    paths[1].write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    data = json.dumps(_no_nan(report), indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    paths[1].write_text(data + "\n", encoding="utf-8")
     paths[2].write_text(_html_page(markdown, figures), encoding="utf-8")
     return paths + [p for _, ps in figures for p in ps]
+
+
+def _no_nan(value: Any) -> Any:
+    """``value`` with every non-finite float as ``null``: ``NaN`` is not JSON, and an undefined number
+    (Kendall's tau against a judge that ties every run) is said in words in the Markdown."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def _html_page(markdown: str, figures: list[tuple[str, list[Path]]]) -> str:
