@@ -32,6 +32,7 @@ log = logging.getLogger("judges")
 
 EXACT_NOTE = "not examined: exact match is a floor, not a judge (it fails paraphrases by design)"
 OFF_NOTE = "not examined: the judge exam was switched off (LLAMAVID_JUDGE_EXAM=0)"
+EXAM_KEY = "exam"  # the exam record's key in a task's metadata (keys starting with "judge" are judge options)
 _REPORTS: dict[str, dict[str, Any]] = {}  # report key -> exam report, for this process
 
 

@@ -13,10 +13,11 @@ task; every other judged metric's aggregation reads its value from there
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from llamavid_eval.judges.base import JudgeRequest
+from llamavid_eval.judges.exam_gate import EXAM_KEY, examine
 from llamavid_eval.judges.factory import build_judge, resolve_settings
 from llamavid_eval.judges.preflight import check_once
 from loguru import logger
@@ -72,7 +73,14 @@ def score(records: Sequence[dict[str, Any]], task: Any) -> float:
 def check_judge(task_config: Any) -> None:
     """Build the judge and check it against its server (``judges.preflight``) when the task is built, so a
     judge that cannot work stops the run in seconds, before the video model runs, not after it at aggregation.
-    Raises ``JudgeUnavailable`` naming backend, URL, model, the server's reason and the fix."""
+    Raises ``JudgeUnavailable`` naming backend, URL, model, the server's reason and the fix. Then the judge
+    sits the exam (``judges.exam_gate``): an unfit one stops the run (``JudgeUnfit``: its figures and the way
+    out); the exam record (figures, or why not examined) goes into the task's metadata (results.json)."""
     settings = resolve_settings(_judge_config(task_config))
     build_judge(settings).close()  # settings errors (unknown backend, no API key) before any request
     check_once(settings)
+    record = examine(settings)
+    if getattr(task_config, "metadata", None) is None:
+        task_config.metadata = {}
+    if isinstance(task_config.metadata, MutableMapping):
+        task_config.metadata[EXAM_KEY] = record
