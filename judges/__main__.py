@@ -25,7 +25,11 @@ Subcommands:
     items the judges disagree on most.
 
 All three exit non-zero when they fail or when more judgements failed than ``--max-failure-rate``
-(default 0) allows, with the count and the reason in the last line.
+(default 0) allows - for any one judge on any one task - with the count and the reason in the last lines.
+Each verdict is cached as it arrives: Ctrl-C or SIGTERM stops ``rejudge`` and ``swap`` at once, keeps
+every verdict received, says how many items are left, and exits 130 / 143; the same command then asks
+only those. The preflight's outcome (the format the server honours, the model it answers as) and a
+progress bar (a line every 30 s when stderr is not a terminal) go to stderr.
 
 Environment: LLAMAVID_JUDGE (openai|local|hf|exact), LLAMAVID_JUDGE_MODEL, LLAMAVID_JUDGE_BASE_URL,
 LLAMAVID_JUDGE_CONCURRENCY, LLAMAVID_JUDGE_TIMEOUT, LLAMAVID_JUDGE_MAX_RETRIES,
@@ -43,9 +47,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.judges import exam_cli
+from llamavid_eval.judges import exam_cli, progress
 from llamavid_eval.judges.exam_gate import JudgeUnfit, examine
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
+from llamavid_eval.judges.interrupt import Interrupted, stop_on_signals
 from llamavid_eval.judges.preflight import JudgeUnavailable, check_once
 
 from llamavid_eval.core import failures
@@ -100,9 +105,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger(progress.log.name).setLevel(logging.INFO)  # "n of N judged" lines where no bar shows
     commands = {"rejudge": _rejudge, "agree": _agree, "swap": _swap, "exam": exam_cli.run}
     try:
-        return commands[args.command](args)
+        with stop_on_signals():
+            return commands[args.command](args)
+    except Interrupted as stopped:  # every verdict received is in the cache; say what a rerun will ask
+        print(stopped.last_line(), file=sys.stderr)
+        return stopped.exit_code
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -130,13 +140,19 @@ def _tasks(args: argparse.Namespace) -> list[str] | None:
     return [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
 
 
-def _status(failed: int, total: int, max_rate: float, reason: str | None = None) -> int:
-    """0, or 1 with the count and the reason as the last line on stderr."""
-    message = failures.excess(failed, total, max_rate, reason)
-    if message:
-        print(message, file=sys.stderr)
-        return 1
-    return 0
+def _status(tallies: list[failures.Tally], max_rate: float) -> int:
+    """0, or 1 with one line per judge/task over the budget (count and reason) last on stderr."""
+    lines = failures.over_budget(tallies, max_rate)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 1 if lines else 0
+
+
+def _checked(settings: JudgeSettings) -> None:
+    """The preflight (a judge that cannot work stops here, before any item is sent), its outcome printed."""
+    report = check_once(settings)
+    if report is not None:
+        print(report.summary(), file=sys.stderr)
 
 
 def _rejudge(args: argparse.Namespace) -> int:
@@ -144,7 +160,7 @@ def _rejudge(args: argparse.Namespace) -> int:
 
     overrides = {"backend": args.judge, "model": args.judge_model, **_transport(args)}
     settings = resolve_settings(overrides=overrides)
-    check_once(settings)  # a judge that cannot work stops here, before any item is sent
+    _checked(settings)
     exam = examine(settings, allow_unfit=args.allow_unfit)  # and an unfit one here
     judge = build_judge(settings)
     try:
@@ -153,13 +169,15 @@ def _rejudge(args: argparse.Namespace) -> int:
     finally:
         judge.close()
     print(format_overview(overview))
-    counts = [m for run in overview["runs"] for m in run["results"].values()]
-    failed, total = sum(m["failures"] for m in counts), sum(m["n"] for m in counts)
-    return _status(failed, total, args.max_failure_rate, overview["failure_reason"])
+    tallies = [
+        failures.Tally(f"judge {overview['judge']} on {task}", f["failed"], f["total"], f["reason"])
+        for task, f in overview["failures"].items()
+    ]
+    return _status(tallies, args.max_failure_rate)
 
 
 def _agree(args: argparse.Namespace) -> int:
-    from llamavid_eval.judges.agreement import compare, failure_count, to_markdown
+    from llamavid_eval.judges.agreement import compare, to_markdown
 
     report = compare(args.a, args.b, examples=args.examples)
     print(
@@ -173,8 +191,16 @@ def _agree(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    reason = failures.common_reason(s["error"] for r in report["failed_items"] for s in (r["a"], r["b"]) if s["failed"])
-    return _status(*failure_count(report), args.max_failure_rate, reason)
+    tallies = [
+        failures.Tally(
+            f"judge {side.upper()} ({getattr(args, side)})",
+            report[f"failed_{side}"],
+            report["matched"],
+            failures.common_reason(r[side]["error"] for r in report["failed_items"] if r[side]["failed"]),
+        )
+        for side in ("a", "b")
+    ]
+    return _status(tallies, args.max_failure_rate)
 
 
 def _swap(args: argparse.Namespace) -> int:
@@ -185,7 +211,7 @@ def _swap(args: argparse.Namespace) -> int:
     exams: list[dict[str, Any]] = []
 
     def check(settings: JudgeSettings) -> None:  # every judge checked and examined before any is asked
-        check_once(settings)
+        _checked(settings)
         exams.append(examine(settings, allow_unfit=args.allow_unfit))
 
     rows = swap.run_swap(args.runs, specs, args.out, tasks=_tasks(args), common=_transport(args), check=check)
@@ -197,8 +223,7 @@ def _swap(args: argparse.Namespace) -> int:
     written = swap_report.write(report, args.out, plots=not args.no_plots)
     print(swap_report.to_markdown(report))
     print(f"wrote {', '.join(str(p) for p in written if p.suffix != '.svg')}", file=sys.stderr)
-    reason = failures.common_reason(r.get("error") for rs in rows.values() for r in rs if r.get("failed"))
-    return _status(*swap.failure_count(report), args.max_failure_rate, reason)
+    return _status(swap.failure_tallies(rows), args.max_failure_rate)
 
 
 if __name__ == "__main__":

@@ -114,7 +114,13 @@ def rejudge(
 
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", judge.name).strip("-")
     errors = [j.error for j in judgements if j.failed]
-    overview: dict[str, Any] = {"judge": judge.name, "runs": [], "failure_reason": common_reason(errors)}
+    overview: dict[str, Any] = {
+        "judge": judge.name,
+        "runs": [],
+        "failure_reason": common_reason(errors),
+        "failures": _failures_by_task(everything, judgements),
+    }
+    server_messages = dict(getattr(judge, "server_messages", {}))  # each long server error once, items cite it
     for (folder, date_id), items in run_items.items():
         if not items:
             continue
@@ -134,6 +140,7 @@ def rejudge(
             "rejudge": {
                 "judge": judge.name,
                 "settings": settings or {},
+                "server_messages": server_messages,
                 "prompt_version": PROMPT_VERSION,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "sources": sorted(f.path.name for f in runs[(folder, date_id)]),
@@ -147,6 +154,21 @@ def rejudge(
         _write_jsonl(items_path, rows)
         overview["runs"].append({"summary": str(summary_path), "items": str(items_path), **summary})
     return overview
+
+
+def _failures_by_task(items: list[Item], judgements: list[Judgement]) -> dict[str, dict[str, Any]]:
+    """Per task over every run: failed, total and the most common reason (the budget applies per task)."""
+    by_task: dict[str, list[Judgement]] = defaultdict(list)
+    for it, j in zip(items, judgements, strict=True):
+        by_task[it.task].append(j)
+    return {
+        task: {
+            "failed": sum(j.failed for j in js),
+            "total": len(js),
+            "reason": common_reason(j.error for j in js if j.failed),
+        }
+        for task, js in by_task.items()
+    }
 
 
 def _row(it: Item, j: Judgement) -> dict[str, Any]:

@@ -24,10 +24,12 @@ from typing import Any
 from llamavid_eval.judges.agreement import clusters_of, compare, ok
 from llamavid_eval.judges.base import Judge
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
+from llamavid_eval.judges.interrupt import Interrupted
 from llamavid_eval.judges.parse import SCORE_RANGE
 from llamavid_eval.judges.preflight import check_once
 from llamavid_eval.judges.rejudge import rejudge
 
+from llamavid_eval.core.failures import Tally, common_reason
 from llamavid_eval.core.outputs import iter_samples
 from llamavid_eval.core.stats import PERCENT, cluster_bootstrap_mean, kendall_tau
 
@@ -38,7 +40,8 @@ Rows = list[dict[str, Any]]
 @dataclass(frozen=True)
 class JudgeSpec:
     """One ``--judges`` entry: ``backend[:model][@base_url][#prompt=FILE]`` (``exact``, ``openai:gpt-4.1-mini``,
-    ``local:meta-llama/Meta-Llama-3-8B-Instruct@http://127.0.0.1:8000/v1``, ``hf:/m.gguf#prompt=/p.yaml``)."""
+    ``local:meta-llama/Meta-Llama-3-8B-Instruct@http://127.0.0.1:8000/v1``, ``hf:/m.gguf#prompt=/p.yaml``).
+    An ``@`` inside the model name is written ``%40``: the first ``@`` must start an http(s) URL."""
 
     text: str
     backend: str
@@ -60,8 +63,16 @@ def parse_spec(entry: str, option: str = "--judges") -> JudgeSpec:
     rest, mark, prompt = entry.partition(PROMPT_MARK)
     if mark and not prompt.strip():
         raise ValueError(f"{option} entry {entry!r}: {PROMPT_MARK} needs a prompt file after it")
-    head, _, url = rest.partition("@")
+    head, at, url = rest.partition("@")
+    if at and not url.startswith(("http://", "https://")):  # e.g. local:/models/smol@v2.gguf@http://...
+        raise ValueError(
+            f"{option} entry {entry!r}: ambiguous '@': it separates the model from the server URL, and the text "
+            f"after the first '@' ({url!r}) is not an http(s) URL. If the model name holds '@', write it as %40 "
+            "(local:/models/smol%40v2.gguf@http://host:8000/v1), or leave the URL out of the entry and give it "
+            "with --base-url"
+        )
     backend, _, model = head.partition(":")
+    model = model.replace("%40", "@")
     if backend not in BACKENDS:
         raise ValueError(
             f"{option} entry {entry!r}: unknown backend {backend!r}; use one of {', '.join(BACKENDS)} "
@@ -107,6 +118,9 @@ def run_swap(
                 for run in overview["runs"]:
                     label = _run_label(source, run["rejudge"], len(sources))
                     found += [{**row, "run": label} for row in iter_samples(Path(run["items"]))]
+        except Interrupted as stopped:  # the judges after this one never started: the last line says so
+            stopped.not_started = [later.text for later in specs[list(specs).index(spec) + 1 :]]
+            raise
         finally:
             judge.close()
         if judge.name in rows:
@@ -285,6 +299,19 @@ def most_disputed(rows: dict[str, Rows], limit: int) -> list[dict[str, Any]]:
     return [t[-1] for t in ranked[:limit]]
 
 
-def failure_count(report: dict[str, Any]) -> tuple[int, int]:
-    """(failed judgements, judgements) over all judges: what the exit status is decided on."""
-    return (sum(f["failed"] for f in report["failures"].values()), sum(f["total"] for f in report["failures"].values()))
+def failure_tallies(rows: dict[str, Rows]) -> list[Tally]:
+    """Failures per judge and task, each with its most common reason: what the exit status is decided on
+    (a judge failing every item must not hide behind another judge's successes)."""
+    groups: dict[tuple[str, str], Rows] = defaultdict(list)
+    for judge, rs in rows.items():
+        for r in rs:
+            groups[(judge, r["task"])].append(r)
+    return [
+        Tally(
+            f"judge {judge} on {task}",
+            sum(not ok(r) for r in rs),
+            len(rs),
+            common_reason(r.get("error") for r in rs if not ok(r)),
+        )
+        for (judge, task), rs in groups.items()
+    ]

@@ -112,9 +112,11 @@ def test_cli_markdown_and_json(tmp_path, capsys):
     a, b = judged_sets()
     fa = write(tmp_path / "20250101_000000_rejudge_openai-gpt-3.5-turbo_items.jsonl", a)
     fb = write(tmp_path / "20250101_000000_rejudge_local-llama3_items.jsonl", b)
-    assert main(["agree", str(fa), str(fb)]) == 1  # 2 of 12 matched items failed: refused by default
+    assert main(["agree", str(fa), str(fb)]) == 1  # each judge failed 1 of 12 matched items: refused by default
     captured = capsys.readouterr()
-    assert captured.err.strip().splitlines()[-1].startswith("error: 2 of 12 judgements failed")
+    last = captured.err.strip().splitlines()[-2:]  # the budget applies to each judge on its own
+    assert last[0].startswith(f"error: judge A ({fa}): 1 of 12 judgements failed")
+    assert last[1].startswith(f"error: judge B ({fb}): 1 of 12 judgements failed")
     assert main(["agree", str(fa), str(fb), "--max-failure-rate", "0.2"]) == 0
     md = capsys.readouterr().out
     assert "| Cohen's kappa | 0.400 |" in md and "| agreement on yes/no (%) | 70.00 |" in md

@@ -146,7 +146,11 @@ def test_rejudge_counts_failures_in_the_results(output_dir, tmp_path, monkeypatc
     # exit 1 with the count and the server's reason in the last line
     assert rc == 1 and calls == 2 * 2  # 2 distinct items (runs share predictions) x 2 tries
     last = capsys.readouterr().err.strip().splitlines()
-    assert any(line.startswith("error: 4 of 4 judgements failed") and "down" in line for line in last)
+    assert any(
+        line.startswith("error: judge local:meta-llama/Meta-Llama-3-8B-Instruct on msrvtt_qa: 4 of 4 judgements failed")
+        and "down" in line
+        for line in last
+    )
     summary = json.loads(next((tmp_path / "re").rglob("20250101_120000_*_summary.json")).read_text())
     assert without_ci(summary["results"]) == {
         "msrvtt_qa": {

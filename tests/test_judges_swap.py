@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from llamavid_eval.judges import swap
 from llamavid_eval.judges.__main__ import main
+from llamavid_eval.judges.preflight import PROBE
 from llamavid_eval.judges.testing import Call, FakeChatServer, Response, error, word_judge
 
 FAIL = "JUDGE_FAIL"
@@ -77,8 +78,8 @@ def test_swap_report_with_a_failing_judge(tmp_path, capsys):
         # 18 items per judge; the flaky judge failed on 1: refused by default, count and reason last
         assert rc == 1
         assert captured.err.strip().splitlines()[-1] == (
-            "error: 1 of 54 judgements failed (1.9% > --max-failure-rate 0); most common reason: "
-            + next(r for r in _rows(out, "local-flaky") if r["failed"])["error"]
+            "error: judge local:flaky on msvd_qa: 1 of 18 judgements failed (5.6% > --max-failure-rate 0); "
+            "most common reason: " + next(r for r in _rows(out, "local-flaky") if r["failed"])["error"]
         )
         assert "model crashed on this item" in captured.err.strip().splitlines()[-1]
         # 12 distinct (question, answer, prediction) among the 18 items: each asked once, the failure not retried
@@ -92,7 +93,7 @@ def test_swap_report_with_a_failing_judge(tmp_path, capsys):
                 "--out",
                 str(out),
                 "--max-failure-rate",
-                "0.05",
+                "0.06",
                 "--reference",
                 "exact",
             ]
@@ -163,3 +164,26 @@ def test_fewer_than_three_runs_say_na_and_a_dead_judge_stops_early(tmp_path, cap
     )
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: a judge failed its preflight")
     assert not (tmp_path / "dead" / "swap_report.json").exists()
+
+
+def test_a_judge_failing_every_item_fails_the_swap_whatever_the_other_judge_did(tmp_path, capsys):
+    """Pooled, 18 of 36 failed is within 0.5; per judge, 18 of 18 is not - and the line names the judge."""
+    source = runs_folder(tmp_path)
+
+    def broken(call: Call) -> Response:  # answers the preflight's probe, fails every real item
+        return word_judge(call) if call.field("Predicted Answer") == PROBE.prediction else error(500, "broken")
+
+    with FakeChatServer(broken) as server:
+        judges = f"exact,local:broken@{server.url}"
+        rc = main(["swap", str(source), "--judges", judges, "--out", str(tmp_path / "r"), "--max-failure-rate", "0.5"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1 and last.startswith("error: judge local:broken on msvd_qa: 18 of 18 judgements failed (100.0%")
+
+
+def test_an_at_sign_in_a_model_name_is_an_error_unless_escaped():
+    with pytest.raises(ValueError, match=r"ambiguous '@'.*%40.*--base-url"):
+        swap.parse_spec("local:/models/smol@v2.gguf@http://h:1/v1")
+    with pytest.raises(ValueError, match="ambiguous '@'"):
+        swap.parse_spec("local:/models/smol@v2.gguf")
+    spec = swap.parse_spec("local:/models/smol%40v2.gguf@http://u:p@h:1/v1")
+    assert (spec.model, spec.base_url) == ("/models/smol@v2.gguf", "http://u:p@h:1/v1")
