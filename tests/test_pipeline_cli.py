@@ -66,6 +66,7 @@ def test_prepare_evaluate_judge_rejudge_and_tabulate(tiny_release, tmp_path):
     out = tmp_path / "out"
     with FakeChatServer() as judge:
         env.update(LLAMAVID_JUDGE="local", LLAMAVID_JUDGE_BASE_URL=judge.url, LLAMAVID_JUDGE_MODEL="test-judge")
+        env.update(LLAMAVID_JUDGE_EXAM="0")  # the word-matching test judge is unfit by design (judge exam)
         model_args = (
             f"pretrained={tiny_release.checkpoint},qformer_tokenizer={tiny_release.bert_tokenizer},dtype=fp32,fps=1"
         )

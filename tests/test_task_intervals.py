@@ -174,7 +174,8 @@ def test_lmms_eval_cli_prints_and_writes_intervals_for_a_judged_task(tiny_releas
                "--tasks", "msvd_qa", "--batch_size", "4", "--output_path", str(out), "--log_samples"]  # fmt: skip
     with FakeChatServer(_alternating_judge) as server:
         env = {**os.environ, "LLAMAVID_DATA_ROOT": str(tmp_path / "root"), "LLAMAVID_JUDGE": "local",
-               "LLAMAVID_JUDGE_BASE_URL": server.url, "LLAMAVID_JUDGE_CACHE": "off"}  # fmt: skip
+               "LLAMAVID_JUDGE_BASE_URL": server.url, "LLAMAVID_JUDGE_CACHE": "off",
+               "LLAMAVID_JUDGE_EXAM": "0"}  # fmt: skip
         run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     payload = json.loads(next(out.rglob("*_results.json")).read_text())["results"]["msvd_qa"]

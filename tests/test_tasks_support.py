@@ -49,7 +49,7 @@ def judge_server(monkeypatch) -> Iterator[list[Call]]:
     with FakeChatServer(_scripted_judge) as server:
         env = {"LLAMAVID_JUDGE": "local", "LLAMAVID_JUDGE_BASE_URL": server.url, "LLAMAVID_JUDGE_CACHE": "off",
                "LLAMAVID_JUDGE_PARSE_RETRIES": "0", "LLAMAVID_JUDGE_MAX_RETRIES": "0",
-               "LLAMAVID_JUDGE_MAX_FAILURE_RATE": "0.5"}  # fmt: skip
+               "LLAMAVID_JUDGE_MAX_FAILURE_RATE": "0.5", "LLAMAVID_JUDGE_EXAM": "0"}  # fmt: skip
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         yield server.calls
