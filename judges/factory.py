@@ -65,6 +65,7 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "prompt": ("judge_prompt", "LLAMAVID_JUDGE_PROMPT", str),
     "exam": ("judge_exam", "LLAMAVID_JUDGE_EXAM", _flag),
     "max_failure_rate": ("judge_max_failure_rate", MAX_FAILURE_RATE_ENV, float),
+    "decoding": ("judge_decoding", "LLAMAVID_JUDGE_DECODING", str),
 }
 #: Read by the ``local`` backend only (the OpenAI key is never sent to a local server).
 API_KEY_ENV = "LLAMAVID_JUDGE_API_KEY"
@@ -89,6 +90,7 @@ class JudgeSettings:
     prompt: str = ""  # a judge prompt file (judges.prompt); "": the built-in prompt
     exam: bool = True  # examine the judge before its verdicts count (judges.exam_gate); off: records say so
     max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE  # share of failed items above which judged metrics are NaN
+    decoding: str = "constrained"  # hf judge: choose yes/no and a score in a forced frame; "free": write a reply
 
     def public(self) -> dict[str, Any]:
         from llamavid_eval.judges.backends.openai_compat import safe_url
@@ -145,6 +147,11 @@ def resolve_settings(
         raise ValueError(
             f"unknown response_format {merged['response_format']!r}; valid: {', '.join(RESPONSE_FORMAT_CHOICES)}"
         )
+    if "decoding" in merged:  # only then: the hf backend imports torch
+        from llamavid_eval.judges.backends.hf import DECODINGS
+
+        if merged["decoding"] not in DECODINGS:
+            raise ValueError(f"unknown decoding {merged['decoding']!r}; valid: {', '.join(DECODINGS)}")
     return JudgeSettings(**merged)
 
 
@@ -180,7 +187,11 @@ def build_judge(settings: JudgeSettings, env: Mapping[str, str] | None = None) -
         from llamavid_eval.judges.backends.hf import HFJudge
 
         hf = HFJudge(
-            model, batch_size=settings.batch_size, cache=cache_for(settings), parse_retries=settings.parse_retries
+            model,
+            batch_size=settings.batch_size,
+            cache=cache_for(settings),
+            parse_retries=settings.parse_retries,
+            decoding=settings.decoding,
         )
         hf.prompt = load_prompt(settings.prompt)
         return hf

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import openai
+from llamavid_eval.judges.backends import gguf
 from llamavid_eval.judges.backends.openai_compat import OpenAICompatibleJudge, is_json_object, safe_url
 from llamavid_eval.judges.base import JudgeRequest
 from llamavid_eval.judges.errors import Kind, classify
@@ -125,6 +126,12 @@ def _check_in_process(settings: JudgeSettings) -> PreflightReport:
 
     start = time.monotonic()
     model = settings.model or DEFAULT_MODELS["hf"]
+    if gguf.is_gguf(model):  # a .gguf holds no config.json: its own check (headers only)
+        try:
+            log.info("judge hf: %s", gguf.check(model))
+        except (ValueError, FileNotFoundError) as err:  # GGUFError, several .gguf files, no file
+            raise JudgeUnavailable(_message(settings, str(err), None, first=_IN_PROCESS_FIX)) from None
+        return _in_process_ok(settings, model, start)
     try:
         config = AutoConfig.from_pretrained(model)
         AutoTokenizer.from_pretrained(model)
@@ -134,6 +141,10 @@ def _check_in_process(settings: JudgeSettings) -> PreflightReport:
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         reason = f"its config is a {config.model_type!r} model, which transformers cannot load as a causal LM"
         raise JudgeUnavailable(_message(settings, reason, None, first=_IN_PROCESS_FIX))
+    return _in_process_ok(settings, model, start)
+
+
+def _in_process_ok(settings: JudgeSettings, model: str, start: float) -> PreflightReport:
     REMEMBERED_FORMATS[format_key(settings)] = ("text", None, None)
     report = PreflightReport("hf", None, model, None, "text", None, time.monotonic() - start)
     log.info("%s", report.summary())
@@ -211,7 +222,7 @@ _FIRST_FIX = {  # what to try first, by what went wrong; the ways around the jud
 }
 _IN_PROCESS_FIX = (
     "point LLAMAVID_JUDGE_MODEL (--judge-model) at a folder (or hub name) holding a transformers causal LM: "
-    "config.json, tokenizer files and weights"
+    "config.json, tokenizer files and weights; or at a .gguf file"
 )
 
 

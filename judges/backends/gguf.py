@@ -8,8 +8,17 @@ dequantised model as a normal folder for servers that cannot read GGUF (``transf
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 GGUF_SUFFIX = ".gguf"
+INSTALL = 'pip install gguf (or pip install "llamavid-eval[gguf]")'
+_OTHERWISE = (
+    "or give the model's transformers folder or hub id, or serve the file with llama.cpp (LLAMAVID_JUDGE=local)"
+)
+
+
+class GGUFError(ValueError):
+    """A GGUF file transformers cannot load in process; the message names the file and the fix."""
 
 
 def is_gguf(path: str | Path) -> bool:
@@ -53,3 +62,52 @@ def convert_to_folder(path: str | Path, out_dir: str | Path) -> Path:
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def check(path: str | Path) -> str:
+    """Fail early, before any GPU work, for what would fail at load: no ``gguf`` package, a tensor type
+    transformers cannot dequantise (``gguf``'s own dequantisers), an architecture it cannot map to a
+    transformers model. Reads headers only. Returns ``"<file>: <architecture>, tensor types ..."``."""
+    folder, name = locate(path)
+    gguf = _gguf_package()
+    from gguf.quants import _type_traits  # the dequantisers gguf has (no public listing)
+    from transformers import AutoConfig
+
+    file = folder / name
+    readable = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, *_type_traits}
+    types = {t.tensor_type for t in gguf.GGUFReader(file).tensors}
+    unreadable = sorted(t.name for t in types - readable)
+    if unreadable:
+        raise GGUFError(
+            f"{file} holds tensors of type(s) {', '.join(unreadable)}, which transformers cannot dequantise; "
+            f"use a file of another quantisation of the same model (Q8_0, Q6_K, Q4_K_M, F16 load); {_OTHERWISE}"
+        )
+    try:
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    except (ValueError, NotImplementedError, KeyError) as err:
+        raise GGUFError(f"transformers cannot read {file}: {err}; {_OTHERWISE}") from None
+    return f"{file}: {config.model_type}, tensor types {', '.join(sorted(t.name for t in types))}"
+
+
+def load(path: str | Path, device: str) -> tuple[Any, Any]:
+    """Tokenizer and causal LM from the GGUF ``path`` names, dequantised (float32 on a CPU, bfloat16 on a GPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = locate(path)
+    _gguf_package()
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype, device_map=device)
+    except (ValueError, NotImplementedError, KeyError) as err:
+        raise GGUFError(f"transformers cannot load {folder / name}: {err}; {_OTHERWISE}") from None
+    return tok, lm
+
+
+def _gguf_package() -> Any:
+    try:
+        import gguf
+    except ImportError:
+        raise GGUFError(f"reading a .gguf judge needs the gguf package: {INSTALL}") from None
+    return gguf

@@ -1,13 +1,19 @@
-"""``hf`` judge: a local transformers causal LM, in process, greedy, batched.
+"""``hf`` judge: a local transformers causal LM (a folder, a hub id or a ``.gguf``), in process, batched.
 
-For machines without a judge server. Decoding is greedy with an explicit generation config, so a
-checkpoint's own sampling defaults (Llama-3-Instruct ships temperature 0.6 / top-p 0.9, which made
+For machines without a judge server. By default verdicts are constrained
+(:mod:`~llamavid_eval.judges.backends.constrained`): the model only chooses yes/no and a score inside a
+forced reply frame, so nothing is re-asked, a reply always parses, and the probability of ``yes`` is
+recorded. ``decoding="free"`` (``LLAMAVID_JUDGE_DECODING=free``) lets the model write its reply, for
+models the constraint does not suit; it goes through the same parser. A ``.gguf`` file (or a folder
+holding one) loads through transformers' GGUF support (:mod:`~llamavid_eval.judges.backends.gguf`).
+
+Free decoding is greedy with an explicit generation config, so a checkpoint's own sampling defaults (Llama-3-Instruct ships temperature 0.6 / top-p 0.9, which made
 the study's verdicts irreproducible) are ignored. The model loads on first use, not at
 construction, so building a judge from a task YAML costs nothing until something is judged.
 
 Throughput: every judge prompt starts with the same system text and instruction (~60% of its
 tokens); that shared token prefix is run through the model once and its keys/values are copied
-into every row's static cache, so only each item's own tokens are prefilled. Conversations are
+into every row's cache, so only each item's own tokens are prefilled (both decodings). Conversations are
 sorted by length before batching (little padding), and a row stops at the first ``}`` - the
 verdict dictionary is complete there - instead of running to ``max_new_tokens``. Decoding is the
 video model's (``llamavid_eval.generation``): on a GPU each decode step is one replayed CUDA graph,
@@ -19,12 +25,14 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
+from llamavid_eval.judges.backends import constrained, gguf
 from llamavid_eval.judges.cache import JudgementCache
 from llamavid_eval.judges.engine import ConversationJudge, Messages, OnReply, Reply
-from llamavid_eval.judges.prompt import MAX_NEW_TOKENS, render_plain
+from llamavid_eval.judges.prompt import BUILTIN, MAX_NEW_TOKENS, Prompt, render_plain
 
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs
 from llamavid_eval.generation.fusion import fuse_rms_norms
@@ -36,13 +44,19 @@ def _load_pretrained(path: str, device: str | None) -> tuple[Any, Any]:
     an 8B judge should be loaded once per process, not once per task."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if gguf.is_gguf(path):
+        tok, lm = gguf.load(path, device)
+    else:
+        tok = AutoTokenizer.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype="auto", device_map=device)  # straight to device
     tok.padding_side = "left"  # generation continues from the right end of every row
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype="auto", device_map=device).eval()  # straight to device
-    return tok, lm
+    return tok, lm.eval()
+
+
+DECODINGS = ("constrained", "free")
 
 
 class HFJudge(ConversationJudge):
@@ -57,8 +71,13 @@ class HFJudge(ConversationJudge):
         max_new_tokens: int = MAX_NEW_TOKENS,
         cache: JudgementCache | None = None,
         parse_retries: int = 2,
+        decoding: str = "constrained",
+        prompt: Prompt = BUILTIN,
     ) -> None:
-        super().__init__(model, cache=cache, parse_retries=parse_retries)
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+        self.decoding = decoding
+        super().__init__(model, cache=cache, parse_retries=parse_retries, prompt=prompt)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -80,6 +99,18 @@ class HFJudge(ConversationJudge):
             tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
         judge._tok, judge._lm = tokenizer, lm.eval()
         return judge
+
+    @property
+    def prompt(self) -> Prompt:
+        """The prompt; under constrained decoding its version carries the frame's tag, so that verdicts
+        (cache keys, records) of the two decodings are never mixed up."""
+        if self.decoding == "constrained":
+            return replace(self._prompt, version=self._prompt.version + constrained.VERSION_TAG)
+        return self._prompt
+
+    @prompt.setter
+    def prompt(self, prompt: Prompt) -> None:
+        self._prompt = prompt
 
     def close(self) -> None:
         self._tok = self._lm = self._prefix = self._closing = self._decoder = None
@@ -111,13 +142,28 @@ class HFJudge(ConversationJudge):
             for index in range(len(conversations)):
                 on_reply(index, Reply(error=f"could not load {self.model}: {type(err).__name__}: {err}"))
             return
-        prompts = self._encode(tok, conversations)
+        if self.decoding == "constrained":
+            try:
+                frames = constrained.frames(tok, [self._render(tok, messages) for messages in conversations])
+            except constrained.ConstraintError as err:
+                for index in range(len(conversations)):
+                    on_reply(index, Reply(error=str(err)))
+                return
+            prompts = [frame.prefix for frame in frames]
+        else:
+            prompts = self._encode(tok, conversations)
         shared = _shared_length(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths: little padding
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             try:
-                replies = [Reply(text=text) for text in self._generate(tok, lm, [prompts[i] for i in chunk], shared)]
+                if self.decoding == "constrained":
+                    prefix = self._prefix_kv(lm, tuple(prompts[0][:shared])) if shared else None
+                    choices = constrained.choose(lm, [frames[i] for i in chunk], tok.pad_token_id, shared, prefix)
+                    replies = [Reply(constrained.canonical(c.verdict, c.score), metadata=c.metadata()) for c in choices]
+                else:
+                    texts = self._generate(tok, lm, [prompts[i] for i in chunk], shared)
+                    replies = [Reply(text=text, metadata={"decoding": "free"}) for text in texts]
             except Exception as err:  # e.g. out of memory: this chunk fails, the rest still runs
                 hint = (
                     f" (lower LLAMAVID_JUDGE_BATCH_SIZE, now {self.batch_size})"
