@@ -247,7 +247,8 @@ def test_the_real_smollm2_judge_sits_the_exam(smollm2_gguf, tmp_path, capsys):
     rc = main(["exam", "--judge", f"hf:{smollm2_gguf}", "--exam", str(path), "--batch-size", "8"])
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
-    assert "must be yes: " in out and "must be no:  " in out and "(95% CI " in out or "no item answered" in out
+    assert "\nmust be yes: " in out and "\nmust be no:  " in out, out
+    assert "(95% CI " in out or "no item answered" in out, out
     assert lines[-1] == "fit" or lines[-1].startswith("unfit: ")
     assert rc == (0 if lines[-1] == "fit" else 1)
 
