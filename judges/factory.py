@@ -100,6 +100,25 @@ class JudgeSettings:
         return data
 
 
+def task_metadata(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The judge ``settings`` resolved to as a task YAML's ``metadata`` keys (``judge``, ``judge_model``, ...).
+
+    lmms-eval writes a task's metadata into ``results.json``; a task overwrites its YAML's judge keys with
+    these, so the file names the judge that was used, not ``judge: openai`` when ``LLAMAVID_JUDGE`` chose
+    another. Resolving them again (same environment) gives the same judge. A base URL holding credentials
+    is written masked only when the environment names it (the environment wins when the task judges)."""
+    env = os.environ if env is None else env
+    public = settings.public()
+    keys = {opt: key for opt, (key, _, _) in OPTIONS.items()}
+    meta = {keys[opt]: value for opt, value in public.items() if opt in keys and value is not None}
+    if public["base_url"] != settings.base_url and not env.get(OPTIONS["base_url"][1]):
+        meta.pop(keys["base_url"], None)
+    found = remembered_format(settings)
+    if found is not None and found[2]:  # the model name the server answers under (judges.preflight)
+        meta["served_judge_model"] = found[2]
+    return meta
+
+
 def resolve_settings(
     config: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,

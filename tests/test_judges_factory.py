@@ -144,3 +144,16 @@ def test_exact_match_is_offline_and_labelled():
     ]
     assert summarize(out)["judge"] == "exact-match" and judge.name == "exact-match"
     assert set(BACKENDS) == {"openai", "local", "hf", "exact"}
+
+
+def test_task_metadata_names_the_judge_the_environment_chose_and_resolves_to_it_again():
+    from llamavid_eval.judges.factory import task_metadata
+
+    yaml = {"judge": "openai", "judge_model": "gpt-3.5-turbo", "version": 1}
+    env = {"LLAMAVID_JUDGE": "local", "LLAMAVID_JUDGE_MODEL": "smol", "LLAMAVID_JUDGE_BASE_URL": "http://h:1/v1"}
+    settings = resolve_settings(yaml, env=env)
+    meta = task_metadata(settings, env=env)
+    assert (meta["judge"], meta["judge_model"], meta["judge_base_url"]) == ("local", "smol", "http://h:1/v1")
+    assert resolve_settings({**yaml, **meta}, env=env) == settings  # the aggregation builds the same judge
+    secret = resolve_settings({"judge": "local", "judge_base_url": "http://u:pw@h:1/v1"}, env={})
+    assert "judge_base_url" not in task_metadata(secret, env={})  # never written masked where it is read back

@@ -18,7 +18,7 @@ from typing import Any
 
 from llamavid_eval.judges.base import JudgeRequest
 from llamavid_eval.judges.exam_gate import EXAM_KEY, examine
-from llamavid_eval.judges.factory import build_judge, resolve_settings
+from llamavid_eval.judges.factory import build_judge, resolve_settings, task_metadata
 from llamavid_eval.judges.preflight import check_once
 from loguru import logger
 
@@ -78,9 +78,12 @@ def check_judge(task_config: Any) -> None:
     out); the exam record (figures, or why not examined) goes into the task's metadata (results.json)."""
     settings = resolve_settings(_judge_config(task_config))
     build_judge(settings).close()  # settings errors (unknown backend, no API key) before any request
-    check_once(settings)
+    report = check_once(settings)
+    if report is not None:  # the format the server honours, the model it answers as: for the user to see
+        logger.info(report.summary())
     record = examine(settings)
     if getattr(task_config, "metadata", None) is None:
         task_config.metadata = {}
     if isinstance(task_config.metadata, MutableMapping):
         task_config.metadata[EXAM_KEY] = record
+        task_config.metadata.update(task_metadata(settings))  # results.json names the judge used, not the YAML's
