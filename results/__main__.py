@@ -4,7 +4,9 @@ llamavid results table OUT_DIR [OUT_DIR ...] [--out DIR] [--latest|--all] [--sor
 llamavid results compare RUN_A RUN_B [--task NAME] [--metric NAME] [--json]
 
 Both exit non-zero when they fail or when judge failures exceed --max-failure-rate (default 0), with
-the reason in the last line. Judge agreement is ``llamavid judge agree`` / ``llamavid judge swap``.
+the reason in the last line. A judged task whose failures exceed the judge failure budget
+(--max-failure-rate when given, else $LLAMAVID_JUDGE_MAX_FAILURE_RATE, default 0.05) shows no score:
+the table says "judge failed (f of n items)" and compare gives no verdict. Judge agreement is ``llamavid judge agree`` / ``llamavid judge swap``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     tab.add_argument("--title", default="LLaMA-VID leaderboard")
     tab.add_argument("--detail", action="store_true", help="also per-class and diagnostic columns on stdout/.md")
     failures.add_argument(tab)
+    tab.set_defaults(max_failure_rate=None)  # unset: exit on any failure; judged cells use the judge budget
     cmp = sub.add_parser("compare", help="paired comparison of two runs on the same task (B vs A)")
     cmp.add_argument("a", help="run A: lmms-eval output folder (--log_samples) or one *_samples_<task>.jsonl")
     cmp.add_argument("b", help="run B: the same for the other run")
@@ -68,11 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--metric", help="per-item metric (default: accuracy, else exact_match, ..., mean_score)")
     cmp.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     failures.add_argument(cmp)
+    cmp.set_defaults(max_failure_rate=None)
     return parser
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    runs, problems = load_runs(args.paths)
+    runs, problems = load_runs(args.paths, args.max_failure_rate)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     if not runs:
@@ -87,7 +91,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             return 2
     _write(board, args)
     status = _failure_status(
-        *table.judge_failures(board), args.max_failure_rate, "see the judge_failures column (--detail)"
+        *table.judge_failures(board), args.max_failure_rate or 0.0, "see the judge_failures column (--detail)"
     )
     if problems:  # the table shows what could be read, but a named input it could not read is a failure
         print(f"error: {len(problems)} input problem(s), left out of the table: {problems[0]}", file=sys.stderr)
@@ -118,9 +122,11 @@ def _write(board: table.Leaderboard, args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    report = compare_mod.compare_runs(args.a, args.b, task=args.task, metric=args.metric)
+    report = compare_mod.compare_runs(
+        args.a, args.b, task=args.task, metric=args.metric, max_failure_rate=args.max_failure_rate
+    )
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else compare_mod.to_markdown(report))
-    return _failure_status(*compare_mod.failure_rate(report), args.max_failure_rate)
+    return _failure_status(*compare_mod.failure_rate(report), args.max_failure_rate or 0.0)
 
 
 def _failure_status(failed: int, total: int, max_rate: float, reason: str | None = None) -> int:

@@ -5,7 +5,10 @@ averaged and its 95% interval comes from a cluster bootstrap over videos (questi
 are resampled together); for yes/no metrics an exact McNemar test on the discordant items says the
 same thing without resampling. Items are matched by ``doc_id``; an item in one run only, or whose
 question/answer differs between the runs, is listed and left out of the pairing, never dropped
-silently. A judge failure leaves its item out of that run's metric and out of the pairing (counted).
+silently. A judge failure leaves its item out of that run's metric and out of the pairing (counted);
+``--metric accuracy_all`` pairs with failures counted as wrong instead. Each run's judged metrics (VALID and
+ALL, n, failures) come from :func:`llamavid_eval.core.scores.judged_scores` on its recorded verdicts, and a run
+over the judge failure budget (``LLAMAVID_JUDGE_MAX_FAILURE_RATE``) gets no verdict: its numbers say nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.items import MetricItems, metric_items
+from llamavid_eval.judges.factory import resolve_settings
+
+from llamavid_eval.core.items import MetricItems, judged_items, metric_items
 from llamavid_eval.core.outputs import SamplesFile, find_samples, iter_samples
-from llamavid_eval.core.stats import Interval, cluster_bootstrap_mean, mcnemar_exact, paired_difference
+from llamavid_eval.core.scores import HEADLINE, MEASURES, JudgedScores, judged_scores, mean_interval
+from llamavid_eval.core.stats import Interval, mcnemar_exact, paired_difference
 
 #: Metrics tried, in order, when none is named: the task's headline number.
 DEFAULT_METRICS = ("accuracy", "exact_match", "gpt_eval_accuracy", "acc", "mean_score")
@@ -33,6 +39,7 @@ class Side:
     label: str
     samples_file: SamplesFile
     items: MetricItems
+    judged: JudgedScores | None  # every judged metric of the run (None: not a judged task)
 
 
 def pick_file(path: str | Path, task: str | None) -> tuple[SamplesFile, list[str]]:
@@ -50,14 +57,16 @@ def pick_file(path: str | Path, task: str | None) -> tuple[SamplesFile, list[str
     return chosen[-1], notes if len(chosen) > 1 else []
 
 
-def load_side(path: str | Path, task: str | None, metric: str | None) -> tuple[Side, list[str]]:
+def load_side(path: str | Path, task: str | None, metric: str | None, rate: float) -> tuple[Side, list[str]]:
     sf, notes = pick_file(path, task)
-    samples = list(iter_samples(sf.path))
+    samples = [s for s in iter_samples(sf.path) if s.get("task", sf.task) == sf.task]
+    verdicts = [verdict for _, verdict, _ in judged_items(samples)]
+    judged = judged_scores(verdicts, rate) if verdicts else None
     names = [metric] if metric else list(DEFAULT_METRICS)
     for name in names:
         items = metric_items(samples, sf.task, name)
         if items is not None:
-            return Side(str(path), sf, items), notes
+            return Side(str(path), sf, items, judged), notes
     tried = ", ".join(names)
     raise ValueError(f"{sf.path}: no per-item values for {tried} (a metric that is a mean over items, e.g. accuracy)")
 
@@ -67,11 +76,18 @@ def _content(it: Any) -> tuple[Any, ...]:
 
 
 def compare_runs(
-    path_a: str | Path, path_b: str | Path, *, task: str | None = None, metric: str | None = None
+    path_a: str | Path,
+    path_b: str | Path,
+    *,
+    task: str | None = None,
+    metric: str | None = None,
+    max_failure_rate: float | None = None,
 ) -> dict[str, Any]:
-    """The paired comparison report (JSON-ready) of two runs' samples of one task."""
-    a, notes_a = load_side(path_a, task, metric)
-    b, notes_b = load_side(path_b, task or a.samples_file.task, metric or a.items.metric)
+    """The paired comparison report (JSON-ready) of two runs' samples of one task; judge failure budget:
+    ``max_failure_rate`` (default ``$LLAMAVID_JUDGE_MAX_FAILURE_RATE``)."""
+    rate = resolve_settings().max_failure_rate if max_failure_rate is None else max_failure_rate
+    a, notes_a = load_side(path_a, task, metric, rate)
+    b, notes_b = load_side(path_b, task or a.samples_file.task, metric or a.items.metric, rate)
     if a.samples_file.task != b.samples_file.task:
         raise ValueError(f"the runs are of different tasks: A {a.samples_file.task}, B {b.samples_file.task}")
     duplicates = {k for side in (a, b) for k, n in Counter(it.key for it in side.items.items).items() if n > 1}
@@ -102,6 +118,11 @@ def compare_runs(
     }
     binary = a.items.binary and b.items.binary
     bounds = (-100.0, 100.0) if binary else None
+    withheld = [f"{name}: {side.judged.budget_error(side.samples_file.task)}" for name, side in (("A", a), ("B", b))
+                if side.judged is not None and side.judged.over_budget]  # fmt: skip
+    report["withheld"] = withheld
+    if withheld:
+        usable = []
     difference = paired_difference(va, vb, clusters, bounds=bounds) if usable else None
     report["difference"] = difference.to_dict() if difference else None
     mcnemar_p = None
@@ -111,20 +132,27 @@ def compare_runs(
         mcnemar_p = mcnemar_exact(only_a, only_b)
         report["mcnemar"] = {"only_a": only_a, "only_b": only_b, "p": mcnemar_p}
     report["verdict"] = verdict(difference, unit="points" if binary else "", mcnemar_p=mcnemar_p)
+    if withheld:
+        report["verdict"] = "no verdict: the judge failed on too many items (" + "; ".join(withheld) + ")"
     return report
 
 
 def _side_summary(side: Side) -> dict[str, Any]:
-    valid = side.items.valid
-    clusters = [it.cluster for it in valid] if side.items.clustered else None
-    values = [it.value for it in valid]
-    interval = cluster_bootstrap_mean(values, clusters, bounds=side.items.bounds) if valid else None  # type: ignore[arg-type]
+    """The run's compared metric with its interval; for a judged task every judged metric (VALID and ALL)."""
+    name = side.items.metric.split("[")[0]
+    if side.judged is not None and name in MEASURES:
+        interval: Interval | None = side.judged.intervals[name]
+    else:
+        clusters = [it.cluster for it in side.items.items] if side.items.clustered else None
+        interval = mean_interval([it.value for it in side.items.items], clusters, side.items.bounds)
+    judged = {m: side.judged.intervals[m].to_dict() for m in HEADLINE} if side.judged is not None else None
     return {
         "source": side.label,
         "samples": str(side.samples_file.path),
         "items": len(side.items.items),
         "failures": side.items.failures,
-        "interval": interval.to_dict() if interval else None,
+        "interval": interval.to_dict() if interval is not None and interval.n else None,
+        "judged": judged,
     }
 
 
@@ -159,6 +187,16 @@ def failure_rate(report: dict[str, Any]) -> tuple[int, int]:
     return (report["a"]["failures"] + report["b"]["failures"], report["a"]["items"] + report["b"]["items"])
 
 
+def _side_lines(name: str, side: dict[str, Any]) -> list[str]:
+    """``- A: <samples> - <interval>; n items, f judge failure(s)`` and, for a judged task, VALID and ALL."""
+    shown = Interval.from_dict(side["interval"]).describe() if side["interval"] else "n/a"
+    lines = [f"- {name}: {side['samples']} - {shown}; {side['items']} items, {side['failures']} judge failure(s)"]
+    for metric, iv in (side.get("judged") or {}).items():
+        way = "ALL, failures as wrong" if metric.endswith("_all") else "VALID, failures left out"
+        lines.append(f"  - {metric} ({way}): {Interval.from_dict(iv).describe()}")
+    return lines
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The report for people: each run's metric with its interval, the paired difference, the verdict."""
 
@@ -172,10 +210,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"**{report['verdict']}**",
         "",
-        f"- A: {report['a']['samples']} - {interval(report['a']['interval'])}; "
-        f"{report['a']['failures']} judge failure(s)",
-        f"- B: {report['b']['samples']} - {interval(report['b']['interval'])}; "
-        f"{report['b']['failures']} judge failure(s)",
+        *(_side_lines("A", report["a"])),
+        *(_side_lines("B", report["b"])),
         f"- matched items: {report['matched']}, paired: {report['paired']} "
         f"({report['excluded_failures']} left out for a judge failure in either run)",
         f"- B - A (paired): {interval(report['difference'])}",
@@ -195,5 +231,6 @@ def to_markdown(report: dict[str, Any]) -> str:
         if ids:
             more = f" (first {_LIST_LIMIT})" if len(ids) > _LIST_LIMIT else ""
             lines.append(f"- {len(ids)} item(s) {title}{more}: {', '.join(ids[:_LIST_LIMIT])}")
+    lines += [f"- withheld: {w}" for w in report.get("withheld", [])]
     lines += [f"- note: {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"

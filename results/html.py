@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 from llamavid_eval.results.agreement import JudgePair, flat_stats, interval_method, side_by_side
-from llamavid_eval.results.table import Leaderboard, format_interval, format_value, interval_notes, short_source_text
+from llamavid_eval.results.table import Leaderboard, format_cell, format_value, interval_notes, short_source_text
 
 _MAX_ITEMS = 300  # side-by-side rows per judge pair; the CSV has them all
 
@@ -113,7 +113,7 @@ def board_table(board: Leaderboard) -> str:
                     if interval is not None
                     else ("reported: no interval" if row["kind"] == "reported" else "")
                 )
-                cells.append(_cell(value, True, tip, format_interval(value, interval)))
+                cells.append(_cell(value, True, tip, format_cell(board, pos, col, value)))
             elif col == "source":
                 text = short_source_text(str(value)) if row["kind"] == "measured" else str(value)
                 cells.append(f'<td data-v="{escape(text)}" title="{escape(str(value))}">{escape(text)}</td>')

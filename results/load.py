@@ -14,11 +14,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.judges.factory import resolve_settings
 from llamavid_eval.results import intervals as intervals_mod
 from llamavid_eval.results import samples as samples_mod
 
+from llamavid_eval.core.items import judged_items
 from llamavid_eval.core.outputs import (
     find_result_files,
+    iter_samples,
     judge_label,
     number,
     parse_model_args,
@@ -29,6 +32,7 @@ from llamavid_eval.core.outputs import (
     run_date_utc,
     samples_beside,
 )
+from llamavid_eval.core.scores import COUNTS, HEADLINE, MAX_FAILURE_RATE_ENV, judged_scores, over_budget
 from llamavid_eval.core.stats import Interval
 
 __all__ = ["Run", "load_run", "load_runs", "parse_model_args", "parse_task_metrics", "short_checkpoint"]
@@ -62,6 +66,8 @@ class Run:
     samples: dict[str, Path] = field(default_factory=dict)  # task -> samples jsonl
     task_judges: dict[str, str] = field(default_factory=dict)  # task -> judge name ("" = not judged)
     intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)  # task -> metric -> 95% CI
+    #: task -> why its judged metrics are not shown ("judge failed on 36 of 40 items"): over the failure budget
+    withheld: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -128,8 +134,9 @@ def _config_judge(cfg: Any) -> str:
     return ""
 
 
-def load_run(path: Path) -> Run:
-    """Parse one results.json (raises ValueError when it is not an lmms-eval results file)."""
+def load_run(path: Path, max_failure_rate: float | None = None) -> Run:
+    """Parse one results.json (raises ValueError when it is not an lmms-eval results file); judged tasks over
+    the failure budget (default ``$LLAMAVID_JUDGE_MAX_FAILURE_RATE``) are withheld."""
     data = read_results(path)
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
     args = parse_model_args(config.get("model_args", ""))
@@ -168,25 +175,71 @@ def load_run(path: Path) -> Run:
     _annotate(run, config)
     _read_samples(run, data.get("configs") or {})
     run.judge = ", ".join(sorted({j for j in run.task_judges.values() if j}))
-    intervals_mod.attach(run)
+    _finish(run, max_failure_rate)
     return run
 
 
+def _finish(run: Run, max_failure_rate: float | None) -> None:
+    """Judged metrics from the logged verdicts where results.json lacks them, the budget, then the intervals."""
+    rate = resolve_settings().max_failure_rate if max_failure_rate is None else max_failure_rate
+    for task in run.metrics:
+        _from_verdicts(run, task, rate)
+        _apply_budget(run, task, rate)
+    intervals_mod.attach(run)
+
+
+def _from_verdicts(run: Run, task: str, rate: float) -> None:
+    """An older judged run (results.json without ``judged_items``) or a re-judge row: every judged metric (ALL and
+    VALID, failures, items) and its interval from the logged verdicts, by :func:`llamavid_eval.core.scores.judged_scores`,
+    the function the tasks call; numbers results.json holds are kept as lmms-eval printed them."""
+    values = run.metrics[task]
+    if "judged_items" in values or task not in run.samples:
+        return
+    try:
+        found = judged_items(s for s in iter_samples(run.samples[task]) if s.get("task", task) == task)
+    except (OSError, ValueError) as exc:
+        run.notes.append(f"{task}: samples not used ({exc})")
+        return
+    if not found:
+        return
+    result = judged_scores([verdict for _, verdict, _ in found], rate)
+    for metric, value in result.values().items():
+        if metric in (*HEADLINE, *COUNTS) and metric not in values:
+            values[metric] = number(value)
+            run.higher_is_better[task][metric] = metric != "judge_failures"
+    for metric in HEADLINE:
+        written = "ci_low" in run.uncertainty.get(task, {}).get(metric, {})
+        if values.get(metric) is not None and not written:
+            run.intervals.setdefault(task, {})[metric] = result.intervals[metric]
+
+
+def _apply_budget(run: Run, task: str, rate: float) -> None:
+    """Over the judge failure budget, a task's judged metrics are withheld (shown as a judge failure, not ranked)."""
+    values = run.metrics[task]
+    failures, items = values.get("judge_failures"), values.get("judged_items") or run.n_samples.get(task, (None,))[0]
+    if not over_budget(failures, items, rate):
+        return
+    run.withheld[task] = f"judge failed on {int(failures)} of {int(items)} items"  # type: ignore[arg-type]
+    for metric in HEADLINE:
+        if metric in values:
+            values[metric] = None
+            run.intervals.get(task, {}).pop(metric, None)
+    run.notes.append(
+        f"{task}: {run.withheld[task]} (> {MAX_FAILURE_RATE_ENV}={rate:g}): judged metrics withheld; "
+        "re-judge with `llamavid judge rejudge`"
+    )
+
+
 def _read_samples(run: Run, configs: dict[str, Any]) -> None:
-    """Judge names and failure counts from the logged samples; an unreadable file becomes a note, not a crash."""
+    """Judge names from the logged samples; an unreadable file becomes a note, not a crash."""
     for task in run.metrics:
         names: set[str] = set()
         if task in run.samples:
             try:
                 names = samples_mod.judge_names(run.samples[task])
-                failures = samples_mod.count_failures(run.samples[task])
             except (OSError, ValueError) as exc:
                 run.notes.append(f"{task}: samples not used ({exc})")
                 del run.samples[task]
-                failures = None
-            if failures is not None and not any("fail" in m for m in run.metrics[task]):
-                run.metrics[task]["judge_failures"] = float(failures)
-                run.higher_is_better[task]["judge_failures"] = False
         run.task_judges[task] = ", ".join(sorted(names)) or _config_judge(configs.get(task))
 
 
@@ -205,7 +258,7 @@ def _annotate(run: Run, config: dict[str, Any]) -> None:
             run.notes.append(f"{task}: no value for {', '.join(missing)}")
 
 
-def load_rejudge(path: Path, base: Run | None) -> Run:
+def load_rejudge(path: Path, base: Run | None, max_failure_rate: float | None = None) -> Run:
     """A re-judged run as its own row: the original run's configuration, the new judge's metrics."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -231,6 +284,8 @@ def load_rejudge(path: Path, base: Run | None) -> Run:
                 "higher_is_better": {},
                 "samples": {},
                 "task_judges": {},
+                "intervals": {},
+                "withheld": {},
                 "notes": [],
             }
         )
@@ -251,7 +306,7 @@ def load_rejudge(path: Path, base: Run | None) -> Run:
         if items.is_file():
             run.samples[task] = items
     run.notes.append(f"re-judged from {base.date if base else info.get('date_id', '?')} predictions")
-    intervals_mod.attach(run)
+    _finish(run, max_failure_rate)
     return run
 
 
@@ -266,14 +321,15 @@ def _created_utc(created: Any, path: Path) -> str:
     return when.astimezone(timezone.utc).strftime(DATE_FORMAT)
 
 
-def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
-    """Every readable run under ``paths`` plus human-readable warnings for what was skipped."""
+def load_runs(paths: list[str | Path], max_failure_rate: float | None = None) -> tuple[list[Run], list[str]]:
+    """Every readable run under ``paths`` plus human-readable warnings for what was skipped; judged tasks over
+    the failure budget (default ``$LLAMAVID_JUDGE_MAX_FAILURE_RATE``) are withheld."""
     runs: list[Run] = []
     files, problems = find_result_files(paths)
     by_stamp: dict[tuple[Path, str], Run] = {}
     for path in files:
         try:
-            runs.append(load_run(path))
+            runs.append(load_run(path, max_failure_rate))
             by_stamp[(path.parent, results_stamp(path))] = runs[-1]
         except ValueError as exc:
             problems.append(str(exc))
@@ -287,7 +343,8 @@ def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     for path in sorted(summaries):
         match = _REJUDGE_SUMMARY.match(path.name)
         try:
-            runs.append(load_rejudge(path, by_stamp.get((path.parent, match.group("ts"))) if match else None))
+            base = by_stamp.get((path.parent, match.group("ts"))) if match else None
+            runs.append(load_rejudge(path, base, max_failure_rate))
         except ValueError as exc:
             problems.append(str(exc))
     if not files:

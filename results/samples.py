@@ -1,7 +1,7 @@
 """What the leaderboard needs from logged samples, on top of the one reader (:mod:`llamavid_eval.core.outputs`).
 
 ``ucf_crime`` records give (gold, pred) pairs for the confusion plots; judged records give the judge's
-name and failure count; ``judges rejudge`` items files (one flat record per line, with ``task`` and
+name; ``judges rejudge`` items files (one flat record per line, with ``task`` and
 ``doc_id``) are read the same way as samples files.
 """
 
@@ -36,14 +36,3 @@ def judge_names(path: Path) -> set[str]:
             if isinstance(record.get("judge"), str) and record["judge"]:
                 names.add(record["judge"])
     return names
-
-
-def count_failures(path: Path) -> int | None:
-    """Judge failures recorded per item, or None when the records carry no ``failed`` field."""
-    seen, failures = False, 0
-    for sample in iter_samples(path):
-        for _, record in judged_records(sample)[:1]:
-            if "failed" in record:
-                seen = True
-                failures += bool(record["failed"])
-    return failures if seen else None

@@ -19,6 +19,7 @@ import pandas as pd
 from llamavid_eval.results import intervals as intervals_mod
 from llamavid_eval.results.load import Run
 
+from llamavid_eval.core.scores import HEADLINE
 from llamavid_eval.core.stats import Interval
 
 MISSING = "—"
@@ -27,7 +28,7 @@ ID_COLUMNS = ["kind", "model", "checkpoint", "fps", "max_frames", "judge", DATE_
 #: The metric that stands for a task in the headline view, in order of preference (else its first metric).
 MAIN_METRICS = ["accuracy", "exact_match", "gpt_eval_accuracy", "acc", "mean_score"]
 #: Per-class and diagnostic metrics: the detail view, the HTML page and the CSV only.
-DIAGNOSTIC = re.compile(r"^(acc|accuracy)_|^(unmapped|judge_failures|excluded_videos)$")
+DIAGNOSTIC = re.compile(r"^(acc|accuracy)_|_all$|^(unmapped|judge_failures|judged_items|excluded_videos)$")
 #: After the metrics; args/notes only when some row has one.
 OPTIONAL_COLUMNS = ["args", "notes"]
 TRAILING_COLUMNS = ["source"]
@@ -42,6 +43,8 @@ class Leaderboard:
     higher_is_better: dict[str, bool | None] = field(default_factory=dict)
     intervals: dict[tuple[int, str], Interval] = field(default_factory=dict)  # (row position, column) -> 95% CI
     runs: list[Run] = field(default_factory=list)  # row order, for plots
+    #: (row position, column) -> why the cell holds no number: a judge over the failure budget (never a score)
+    withheld: dict[tuple[int, str], str] = field(default_factory=dict)
 
     @property
     def id_columns(self) -> list[str]:
@@ -85,6 +88,7 @@ def _merge_one(members: list[Run], judge: str) -> Run:
             "samples": {},
             "task_judges": {},
             "intervals": {},
+            "withheld": {},
             "notes": [],
         }
     )
@@ -96,6 +100,8 @@ def _merge_one(members: list[Run], judge: str) -> Run:
             out.metrics[task] = run.metrics[task]
             out.stderr[task] = run.stderr.get(task, {})
             out.intervals[task] = run.intervals.get(task, {})
+            if task in run.withheld:
+                out.withheld[task] = run.withheld[task]
             out.higher_is_better[task] = run.higher_is_better.get(task, {})
             out.n_samples[task] = run.n_samples.get(task, (None, None))
             out.task_judges[task] = run.task_judges.get(task, "")
@@ -155,7 +161,7 @@ def build(
     ordered = select_reference(reference or [], measured, reference_mode) + measured
     metric_cols: list[str] = []
     hib: dict[str, bool | None] = {}
-    records, intervals = [], {}
+    records, intervals, withheld = [], {}, {}
     for position, run in enumerate(ordered):
         row: dict[str, object] = {
             "kind": run.kind,
@@ -178,6 +184,8 @@ def build(
                 row[col] = math.nan if value is None else value
                 if (interval := run.intervals.get(task, {}).get(metric)) is not None:
                     intervals[(position, col)] = interval
+                if task in run.withheld and metric in HEADLINE:
+                    withheld[(position, col)] = run.withheld[task]
         records.append(row)
     metric_cols = _order_columns(metric_cols, ordered)
     columns = (
@@ -186,7 +194,7 @@ def build(
     frame = pd.DataFrame(records, columns=columns)
     for col in metric_cols:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    return Leaderboard(frame=frame, metric_columns=metric_cols, higher_is_better=hib, intervals=intervals, runs=ordered)
+    return Leaderboard(frame, metric_cols, hib, intervals, ordered, withheld)
 
 
 def _order_columns(cols: list[str], runs: list[Run]) -> list[str]:
@@ -221,6 +229,7 @@ def sort(board: Leaderboard, name: str, descending: bool | None = None) -> Leade
         higher_is_better=board.higher_is_better,
         intervals={(remap[p], c): v for (p, c), v in board.intervals.items()},
         runs=[board.runs[p] for p in positions],
+        withheld={(remap[p], c): v for (p, c), v in board.withheld.items()},
     )
 
 
@@ -253,6 +262,13 @@ def headline_columns(board: Leaderboard) -> list[str]:
         main = main or next((m for m in metrics if not DIAGNOSTIC.search(m)), metrics[0])
         chosen.append(column_name(task, main))
     return chosen
+
+
+def format_cell(board: Leaderboard, position: int, column: str, value: object) -> str:
+    """A metric cell: ``judge failed (36 of 40 items)`` when withheld, else the value with its interval."""
+    if (why := board.withheld.get((position, column))) is not None:
+        return why.replace("judge failed on ", "judge failed (") + ")"
+    return format_interval(value, board.intervals.get((position, column)))
 
 
 def format_interval(value: object, interval: Interval | None) -> str:
@@ -294,7 +310,7 @@ def to_markdown(board: Leaderboard, short_source: bool = True, detail: bool = Fa
             if h == "source" and short_source and row["kind"] == "measured":
                 value = short_source_text(str(value))
             if h in board.metric_columns:
-                cells.append(_md_escape(format_interval(value, board.intervals.get((position, h)))))
+                cells.append(_md_escape(format_cell(board, position, h, value)))
             else:
                 cells.append(_md_escape(format_value(value, h)))
         lines.append("| " + " | ".join(cells) + " |")
@@ -320,7 +336,7 @@ def judge_failures(board: Leaderboard) -> tuple[int, int]:
                 continue
             judged = max((iv.n for iv in run.intervals.get(task, {}).values()), default=0)
             failed += int(count)
-            total += run.n_samples.get(task, (None, None))[0] or judged + int(count)
+            total += int(values.get("judged_items") or run.n_samples.get(task, (None, None))[0] or judged + count)
     return failed, total
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llamavid_eval.core.items import metric_items, reproduces
+from llamavid_eval.core.items import metric_items
 from llamavid_eval.core.outputs import find_samples, iter_samples, samples_beside, stamp_to_utc
 
 
@@ -76,7 +76,7 @@ def test_item_values_derived_from_record_shapes():
     assert metric_items(samples, "ucf_crime", "macro_accuracy") is None  # not a mean of items
     plain = [{"doc_id": i, "exact_match": v} for i, v in enumerate([1.0, 0.0, 1.0, 1.0])]
     em = metric_items(plain, "gqa", "exact_match")
-    assert reproduces(em, 75.0) == 100.0 and reproduces(em, 0.75) == 1.0 and reproduces(em, 70.0) is None
+    assert [it.value for it in em.items] == [1.0, 0.0, 1.0, 1.0] and em.mean() == 0.75
 
 
 def test_task_written_item_values_are_taken_at_their_word():
@@ -97,6 +97,21 @@ def test_task_written_item_values_are_taken_at_their_word():
     items = metric_items(samples, "msvd_qa", "accuracy")
     assert [(it.key, it.value) for it in items.items] == [("0", 100.0), ("1", None), ("2", 0.0)]
     assert items.failures == 1 and items.clustered and [it.cluster for it in items.valid] == ["a.mp4", "b.mp4"]
+
+
+def test_judged_items_are_the_recorded_verdicts_both_ways():
+    """A judged record is logged once (under accuracy); every judged metric reads its verdict, ALL counts a failure as 0."""
+    judged = [
+        {"doc_id": 0, "accuracy": {"video": "a", "prediction": "p", "judgement": {"verdict": True, "score": 5}}},
+        {"doc_id": 1, "accuracy": {"video": "a", "prediction": "p", "judgement": {"verdict": None, "score": None,
+                                                                                   "failed": True, "error": "prose"}}},
+        {"doc_id": 2, "accuracy": {"video": "b", "prediction": "p", "judgement": {"verdict": False, "score": 2}},
+         "mean_score": None},
+    ]  # fmt: skip
+    assert [it.value for it in metric_items(judged, "msvd_qa", "accuracy").items] == [100.0, None, 0.0]
+    assert [it.value for it in metric_items(judged, "msvd_qa", "mean_score").items] == [5.0, None, 2.0]
+    assert [it.value for it in metric_items(judged, "msvd_qa", "accuracy_all").items] == [100.0, 0.0, 0.0]
+    assert metric_items(judged, "msvd_qa", "judged_items") is None
 
 
 def test_a_subset_metric_skips_other_classes_without_calling_them_judge_failures():

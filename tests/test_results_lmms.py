@@ -206,18 +206,24 @@ def test_layout_is_what_lmms_eval_writes(lmms_output: Path) -> None:
 
 
 def test_runs_parse(lmms_output: Path) -> None:
-    runs, problems = load_runs([lmms_output])
+    runs, problems = load_runs([lmms_output], max_failure_rate=0.5)  # the lenient judge fails 1 of 4 on purpose
     assert problems == []
     assert len(runs) == 4
     first = next(r for r in runs if r.date == "2025-01-01 02:00:00")  # stamp 10:00 UTC+8
     assert first.checkpoint == "llama-vid-7b-full-224-video-fps-1"
     assert (first.fps, first.max_frames, first.judge) == (1.0, 300, "fake:strict")
     assert first.metrics["ucf_crime"]["accuracy"] == pytest.approx(400 / 6)
-    assert first.metrics["msvd_qa"] == {"accuracy": 50.0, "mean_score": 3.0, "judge_failures": 0.0}
+    assert first.metrics["msvd_qa"] == {"accuracy": 50.0, "mean_score": 3.0, "judge_failures": 0.0,
+                                        "accuracy_all": 50.0, "mean_score_all": 3.0, "judged_items": 4.0}  # fmt: skip
     assert first.n_samples["ucf_crime"] == (6, 6)
     lenient = next(r for r in runs if r.judge == "fake:lenient")
     assert lenient.metrics["msvd_qa"]["judge_failures"] == 1.0
     assert lenient.metrics["msvd_qa"]["accuracy"] == pytest.approx(100.0)
+    assert lenient.metrics["msvd_qa"]["accuracy_all"] == pytest.approx(75.0)  # the failure counted as wrong
+    (default,) = [r for r in load_runs([lmms_output])[0] if r.judge == "fake:lenient"]  # budget 5%: withheld
+    assert (
+        default.metrics["msvd_qa"]["accuracy"] is None and default.withheld["msvd_qa"] == "judge failed on 1 of 4 items"
+    )
 
 
 def test_latest_merges_per_task_and_all_keeps_every_run(lmms_output: Path) -> None:
@@ -231,7 +237,10 @@ def test_latest_merges_per_task_and_all_keeps_every_run(lmms_output: Path) -> No
     assert len(table.build(runs, [], latest=False).frame) == 4
 
 
-def test_cli_end_to_end(lmms_output: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_end_to_end(
+    lmms_output: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLAMAVID_JUDGE_MAX_FAILURE_RATE", "0.5")  # the lenient judge fails 1 of 4 on purpose
     out = tmp_path / "board"
     # the lenient judge failed 1 of the 12 judged items shown: refused by default, accepted with a failure rate
     assert main(["table", str(lmms_output), "--out", str(out), "--sort", "msvd_qa/accuracy", "--no-plots"]) == 1

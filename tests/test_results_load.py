@@ -313,12 +313,22 @@ def qa_samples(verdicts: list[bool | None], videos: bool = True) -> list[dict]:
     ]
 
 
-def test_headline_view_shows_intervals_and_detail_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_headline_view_shows_intervals_and_detail_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     verdicts = [True, False, True, True, None, False, True, True, False, True]  # 6 of 9 judged: 66.67
     ucf = {"alias": "ucf_crime", "accuracy,none": 50.0, "acc_abuse,none": 100.0, "unmapped,none": 1}
     qa = {"alias": "msvd_qa", "accuracy,none": 600 / 9, "accuracy_stderr,none": "N/A", "judge_failures,none": 1}
     write_run(tmp_path, "20250101_100000", {"msvd_qa": qa, "ucf_crime": ucf}, samples={"msvd_qa": qa_samples(verdicts)})
+    # 1 judge failure in 10 items: over the default budget (5%) the judged cells are withheld, never a score
+    (withheld,), _ = load_runs([tmp_path])
+    assert withheld.metrics["msvd_qa"]["accuracy"] is None and withheld.withheld["msvd_qa"].endswith("1 of 10 items")
+    board = table.build([withheld], reference_mode="none")
+    assert "| judge failed (1 of 10 items) |" in table.to_markdown(board)
+    monkeypatch.setenv("LLAMAVID_JUDGE_MAX_FAILURE_RATE", "0.2")
     (run,), _ = load_runs([tmp_path])
+    assert run.metrics["msvd_qa"]["accuracy_all"] == pytest.approx(60.0)  # older run: ALL from its logged verdicts
+    assert (run.metrics["msvd_qa"]["judged_items"], run.metrics["msvd_qa"]["judge_failures"]) == (10, 1)
     interval = run.intervals["msvd_qa"]["accuracy"]
     assert interval.n == 9 and interval.clusters == 5 and "cluster bootstrap" in interval.method
     assert interval.low < 600 / 9 < interval.high
@@ -333,6 +343,7 @@ def test_headline_view_shows_intervals_and_detail_the_rest(tmp_path: Path, capsy
     assert main([*table_args, "--detail", "--max-failure-rate", "0.2"]) == 0
     detail = capsys.readouterr().out
     assert "ucf_crime/acc_abuse" in detail and "msvd_qa/judge_failures" in detail and "ucf_crime/unmapped" in detail
+    assert "msvd_qa/accuracy_all" in detail and "msvd_qa/judged_items" in detail and "| 60.0 " in detail
     assert "ucf_crime/acc_abuse" in (out / "leaderboard.html").read_text()
     # one judge failure in 10 items: refused by default, with the count and the reason in the last line
     assert main(table_args) == 1
@@ -346,7 +357,7 @@ def test_unclustered_samples_say_so(tmp_path: Path) -> None:
         tmp_path, "20250101_100000", {"msvd_qa": qa}, samples={"msvd_qa": qa_samples([True, False] * 3, videos=False)}
     )
     (run,), _ = load_runs([tmp_path])
-    assert "items treated as independent" in run.intervals["msvd_qa"]["accuracy"].method
+    assert "bootstrap (percentile) over items" in run.intervals["msvd_qa"]["accuracy"].method  # no video: not clustered
 
 
 def test_task_written_interval_and_clustered_stderr_without_samples(tmp_path: Path) -> None:

@@ -5,12 +5,13 @@ per-item number stands behind a metric follows the record shapes of :mod:`llamav
 a judgement gives ``100 * verdict`` for accuracy metrics and ``score`` for score metrics (a failed
 judgement gives no value: excluded from the denominator, counted apart); ``{gold, pred}`` gives
 ``100 * (gold == pred)``; a ``correct`` flag gives ``100 * correct``; a plain number is taken as it is.
+A judged metric (``accuracy``, ``mean_score`` and their ``_all`` forms) takes each item's recorded verdict as
+:class:`llamavid_eval.core.scores.Verdict` reads it, wherever in the sample the judgement was logged.
 A metric named ``<acc>_<word>`` averages only the items one of whose text fields is ``<word>``
 (``acc_arson`` -> gold ``Arson``; ``accuracy_colour`` -> question_type ``colour``). A record that
 carries ``item_value`` (our tasks write it for lmms-eval's stderr columns) is taken at its word:
 that value, and no value = not an item of this metric (unless its judgement failed). Metrics that are not
-means of items (``macro_accuracy``, counts such as ``unmapped``) give None. Callers check the mean of
-the items against the reported aggregate (:func:`reproduces`) before trusting an interval built on them.
+means of items (``macro_accuracy``, counts such as ``unmapped``) give None.
 
 Items are keyed by ``doc_id`` (the same item in two runs of a task) and clustered by the video they
 are about: the record's ``video`` key, else the logged doc's, else the item itself (unclustered).
@@ -23,7 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llamavid_eval.core.outputs import is_judgement, judgement_failed, normalize_judgement
+from llamavid_eval.core.outputs import is_judgement, judged_records, judgement_failed, normalize_judgement
+from llamavid_eval.core.scores import MEASURES, Verdict, verdict_of
 from llamavid_eval.core.stats import PERCENT
 from llamavid_eval.core.ucf import NORMAL, UNMAPPED
 
@@ -31,7 +33,7 @@ VIDEO_KEY = "video"
 #: Where a task writes each item's value for a metric (lmms-eval's ``score_key``), when it does.
 ITEM_VALUE_KEY = "item_value"
 _ACCURACY_NAMES = ("accuracy", "acc", "exact_match", "gpt_eval_accuracy")
-_NOT_ITEM_MEANS = ("macro_accuracy", "judge_failures", "unmapped", "excluded_videos")
+_NOT_ITEM_MEANS = ("macro_accuracy", "judge_failures", "judged_items", "unmapped", "excluded_videos")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,9 @@ def metric_items(samples: Iterable[dict[str, Any]], task: str, metric: str) -> M
     if name in _NOT_ITEM_MEANS:
         return None
     rows = [s for s in samples if s.get("task", task) == task]
+    if name in MEASURES and (judged := judged_items(rows)):
+        items = [ItemValue(key, v.cluster or f"doc:{key}", v.value(name), record) for key, v, record in judged]
+        return MetricItems(task, metric, items, clustered=any(v.cluster is not None for _, v, _ in judged))
     records = [(s, s if _is_items_line(s) else s.get(name)) for s in rows]
     marked = any(isinstance(r, dict) and ITEM_VALUE_KEY in r for _, r in records)
     _, word = _subset_word(name)
@@ -157,20 +162,19 @@ def metric_items(samples: Iterable[dict[str, Any]], task: str, metric: str) -> M
     return MetricItems(task, metric, items, clustered) if items else None
 
 
+def judged_items(samples: Iterable[dict[str, Any]]) -> list[tuple[str, Verdict, dict[str, Any]]]:
+    """(doc id, verdict, record) of every judged item in logged samples (or re-judge items lines); empty when
+    some sample holds no judgement (not a judged task)."""
+    found = []
+    for position, sample in enumerate(samples):
+        records = judged_records(sample)
+        if not records:
+            return []
+        record = records[0][1]
+        found.append((str(sample.get("doc_id", position)), verdict_of(record, _cluster(sample, record)), record))
+    return found
+
+
 def _is_items_line(sample: dict[str, Any]) -> bool:
     """A ``judges rejudge`` items line: the judgement itself, with ``task`` and ``doc_id``."""
     return "task" in sample and "doc_id" in sample and is_judgement(sample)
-
-
-def reproduces(items: MetricItems, reported: float | None, tolerance: float = 1e-6) -> float | None:
-    """The scale (1 or 100) at which the items' mean equals the reported aggregate, else None.
-
-    Guards against a task whose aggregation is not the mean this module assumes: its interval then
-    comes from lmms-eval's stderr instead."""
-    mean = items.mean()
-    if mean is None or reported is None:
-        return None
-    for scale in (1.0, 100.0, 0.01):
-        if math.isclose(mean * scale, reported, rel_tol=tolerance, abs_tol=tolerance):
-            return scale
-    return None

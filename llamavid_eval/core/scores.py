@@ -55,7 +55,7 @@ METRICS = (*(name for m in HEADLINE for name in (m, *(f"{m}_{part}" for part in 
 class Verdict:
     """One judged item as recorded: its video (the cluster), the verdict and score, or the failure."""
 
-    cluster: str
+    cluster: str | None  # None: the item names no video (items then count as independent)
     verdict: bool | None
     score: float | None
     error: str | None = None
@@ -72,7 +72,7 @@ class Verdict:
         return 100.0 * bool(self.verdict) if quantity == "verdict" else float(self.score)  # type: ignore[arg-type]
 
 
-def verdict_of(record: Mapping[str, Any], cluster: str) -> Verdict:
+def verdict_of(record: Mapping[str, Any], cluster: str | None) -> Verdict:
     """The :class:`Verdict` of a logged record: its judgement flat or nested under ``judgement``."""
     flat = normalize_judgement(dict(record))
     if judgement_failed(flat):
@@ -117,7 +117,7 @@ class JudgedScores:
 
 def judged_scores(verdicts: Sequence[Verdict], max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE) -> JudgedScores:
     """Values and 95% intervals of every judged metric over ``verdicts`` (see the module docstring)."""
-    clusters = [v.cluster for v in verdicts]
+    clusters = [v.cluster for v in verdicts] if all(v.cluster is not None for v in verdicts) else None
     intervals = {
         metric: mean_interval([v.value(metric) for v in verdicts], clusters, bounds)
         for metric, (_, _, bounds) in MEASURES.items()
@@ -127,10 +127,11 @@ def judged_scores(verdicts: Sequence[Verdict], max_failure_rate: float = DEFAULT
 
 
 def mean_interval(
-    values: Sequence[float | None], clusters: Sequence[str], bounds: tuple[float, float] | None = PERCENT
+    values: Sequence[float | None], clusters: Sequence[str] | None, bounds: tuple[float, float] | None = PERCENT
 ) -> Interval:
-    """The mean of ``values`` (None left out) with its 95% cluster-bootstrap interval by video: every task's
-    interval, made the same way (:data:`DEFAULT_RESAMPLES` resamples, seed :data:`SEED`)."""
+    """The mean of ``values`` (None left out) with its 95% cluster-bootstrap interval by video (``clusters``; None:
+    items independent): every task's interval, made the same way (:data:`DEFAULT_RESAMPLES` resamples, seed
+    :data:`SEED`)."""
     floats = [math.nan if v is None else float(v) for v in values]
     return cluster_bootstrap_mean(
         floats, clusters, resamples=DEFAULT_RESAMPLES, seed=SEED, unit="videos", bounds=bounds
