@@ -159,3 +159,20 @@ def _write(path: Path, report: dict[str, Any]) -> None:
     tmp = path.with_suffix(f".{id(report)}.tmp")
     tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
     tmp.replace(path)  # readers never see half a file
+
+
+def exam_notes(configs: dict[str, Any]) -> list[str]:
+    """Leaderboard notes ``<task>: <exam summary>`` from results.json ``configs`` (the record check_judge wrote
+    into each task's metadata); tasks built before the exam existed get none."""
+    notes = []
+    for task, config in sorted(configs.items()):
+        metadata = config.get("metadata") if isinstance(config, dict) else None
+        record = metadata.get(EXAM_KEY) if isinstance(metadata, dict) else None
+        if not isinstance(record, dict):
+            continue
+        if not record.get("examined"):
+            notes.append(f"{task}: judge {record.get('judge', '?')} {record.get('note', 'not examined')}")
+            continue
+        used = " (unfit, used anyway)" if record.get("allowed_unfit") else ""
+        notes.append(f"{task}: {record.get('summary', record.get('verdict', '?'))}{used}")
+    return notes

@@ -19,7 +19,7 @@ from llamavid_eval.judges.backends.exact import ExactMatchJudge
 from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
 from llamavid_eval.judges.exam import Thresholds, run_exam
 from llamavid_eval.judges.exam_data import TOPICS, ExamError, load_exam
-from llamavid_eval.judges.exam_gate import EXACT_NOTE, OFF_NOTE, JudgeUnfit, examine
+from llamavid_eval.judges.exam_gate import EXACT_NOTE, EXAM_KEY, OFF_NOTE, JudgeUnfit, exam_notes, examine
 from llamavid_eval.judges.factory import resolve_settings
 from llamavid_eval.judges.testing import Call, FakeChatServer, Response, reply
 from test_judges_swap import runs_folder
@@ -294,3 +294,20 @@ def test_lmms_eval_with_the_exam_off_runs_and_records_the_judge_as_not_examined(
     }
     samples = next(out.rglob("*_samples_msvd_qa.jsonl")).read_text().splitlines()
     assert len(server.calls) == len(samples) > 0  # every item judged by the unexamined judge, nothing else asked
+
+
+def test_leaderboard_notes_carry_the_exam_record_of_each_task():
+    fit = {"examined": True, "summary": "judge exam exam-v1+x: fit; must be yes 98.8% (93.6-99.8)", "fit": True}
+    unfit = {"examined": True, "summary": "judge exam exam-v1+x: unfit; must be yes 50.0% (39.5-60.5)",
+             "allowed_unfit": True}  # fmt: skip
+    configs = {
+        "msvd_qa": {"metadata": {"judge": "local", EXAM_KEY: fit}},
+        "msrvtt_qa": {"metadata": {EXAM_KEY: unfit}},
+        "llamavid_demo": {"metadata": {EXAM_KEY: {"examined": False, "judge": "exact-match", "note": EXACT_NOTE}}},
+        "ucf_crime": {"metadata": {"judge": "exact"}},  # built before the exam existed: no note
+    }
+    assert exam_notes(configs) == [
+        f"llamavid_demo: judge exact-match {EXACT_NOTE}",
+        "msrvtt_qa: judge exam exam-v1+x: unfit; must be yes 50.0% (39.5-60.5) (unfit, used anyway)",
+        "msvd_qa: judge exam exam-v1+x: fit; must be yes 98.8% (93.6-99.8)",
+    ]
