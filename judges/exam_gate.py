@@ -40,9 +40,11 @@ class JudgeUnfit(JudgeUnavailable):
     """The judge failed the exam; the message gives its figures, why it is unfit and the way out."""
 
 
-def report_key(settings: JudgeSettings, exam: Exam) -> str:
-    """What an exam report depends on: judge backend, model, prompt version and exam version."""
-    payload = [settings.backend, settings.model, load_prompt(settings.prompt).version, exam.version]
+def report_key(judge: Judge, exam: Exam) -> str:
+    """What an exam report depends on: judge backend, model, prompt version (with any decoding tag the
+    backend adds) and exam version."""
+    prompt = getattr(judge, "prompt", None)
+    payload = [judge.backend, judge.model, prompt.version if prompt is not None else None, exam.version]
     return hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()[:24]
 
 
@@ -55,19 +57,21 @@ def exam_report(
     examples: int = 3,
     fresh: bool = False,
 ) -> dict[str, Any]:
-    """The judge's exam report: remembered (process, then disk) unless ``fresh``, else the judge sits it."""
+    """The judge's exam report: remembered (process, then disk) unless ``fresh``, else the judge sits it.
+    Building a judge loads nothing (an ``hf`` model loads when it first judges), so a remembered report
+    costs no model load."""
     exam = exam or load_exam()
-    key = report_key(settings, exam)
-    stored = _stored_path(settings, key)
-    report = None if fresh else _REPORTS.get(key) or _read(stored)
-    if report is None or report.get("thresholds") != asdict(thresholds):
-        judge = build(settings)
-        try:
+    judge = build(settings)
+    try:
+        key = report_key(judge, exam)
+        stored = _stored_path(settings, key)
+        report = None if fresh else _REPORTS.get(key) or _read(stored)
+        if report is None or report.get("thresholds") != asdict(thresholds):
             report = run_exam(judge, exam, thresholds, examples)
-        finally:
-            judge.close()
-        if stored is not None and report["failures"]["failed"] == 0:
-            _write(stored, report)
+            if stored is not None and report["failures"]["failed"] == 0:
+                _write(stored, report)
+    finally:
+        judge.close()
     _REPORTS[key] = report
     return report
 
