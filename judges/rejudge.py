@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
-from llamavid_eval.judges.prompt import PROMPT_VERSION
 from llamavid_eval.judges.summary import summarize
 
 from llamavid_eval.core.failures import common_reason
@@ -141,7 +140,7 @@ def rejudge(
                 "judge": judge.name,
                 "settings": settings or {},
                 "server_messages": server_messages,
-                "prompt_version": PROMPT_VERSION,
+                "prompt_version": getattr(getattr(judge, "prompt", None), "version", None),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "sources": sorted(f.path.name for f in runs[(folder, date_id)]),
                 "model_dir": items[0].model_dir,
@@ -192,7 +191,7 @@ def _row(it: Item, j: Judgement) -> dict[str, Any]:
         "backend": j.backend,
         "model": j.model,
         "judge": judge_label(j.backend, j.model),
-        "prompt_version": PROMPT_VERSION,
+        "prompt_version": j.metadata.get("prompt_version"),  # the exact judge has none
         "metadata": j.metadata,
     }
 
