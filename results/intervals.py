@@ -3,19 +3,16 @@ says how it was made.
 
 In order of preference: the ``<metric>_ci_low/_ci_high/_n`` the task wrote into results.json (made by
 :mod:`llamavid_eval.core.scores` at evaluation time; for an older judged run without them,
-:func:`llamavid_eval.results.load` calls the same function on its logged verdicts); lmms-eval's
+:mod:`llamavid_eval.results.load` calls the same function on its logged verdicts); lmms-eval's
 clustered stderr (``cluster_key``), then its plain stderr (normal approximation); otherwise none.
 Reported (paper/study) rows never get one: their per-item data is not public.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from llamavid_eval.core.stats import Interval
-
-if TYPE_CHECKING:
-    from llamavid_eval.results.load import Run
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 STDERR_METHOD = "normal approximation (value ± 1.96 × lmms-eval's stderr; items treated as independent)"
@@ -41,24 +38,6 @@ def from_results(value: float, found: dict[str, float], n: int | None) -> Interv
     return None
 
 
-def attach(run: Run) -> None:
-    """Fill ``run.intervals`` for every metric that has a value and no interval yet (see the module docstring)."""
-    if run.kind != "measured":
-        return
-    for task, values in run.metrics.items():
-        n = run.n_samples.get(task, (None, None))[0]
-        out = run.intervals.setdefault(task, {})
-        for metric, value in values.items():
-            if value is None or metric in out:
-                continue
-            found = dict(run.uncertainty.get(task, {}).get(metric, {}))
-            if metric in run.stderr.get(task, {}):
-                found.setdefault("stderr", run.stderr[task][metric])
-            if (interval := from_results(value, found, n)) is not None:
-                out[metric] = interval
-
-
-def methods(runs: list[Run]) -> list[str]:
-    """The distinct interval methods used by ``runs``, for the line under each table."""
-    seen = dict.fromkeys(iv.method for run in runs for by_metric in run.intervals.values() for iv in by_metric.values())
-    return list(seen)
+def methods(intervals: Iterable[Interval]) -> list[str]:
+    """The distinct methods of ``intervals``, in order, for the line under each table."""
+    return list(dict.fromkeys(iv.method for iv in intervals))

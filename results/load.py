@@ -185,7 +185,25 @@ def _finish(run: Run, max_failure_rate: float | None) -> None:
     for task in run.metrics:
         _from_verdicts(run, task, rate)
         _apply_budget(run, task, rate)
-    intervals_mod.attach(run)
+    _attach_intervals(run)
+
+
+def _attach_intervals(run: Run) -> None:
+    """An interval for every metric that has a value and none yet, from what results.json holds
+    (:func:`llamavid_eval.results.intervals.from_results`)."""
+    if run.kind != "measured":
+        return
+    for task, values in run.metrics.items():
+        n = run.n_samples.get(task, (None, None))[0]
+        out = run.intervals.setdefault(task, {})
+        for metric, value in values.items():
+            if value is None or metric in out:
+                continue
+            found = dict(run.uncertainty.get(task, {}).get(metric, {}))
+            if metric in run.stderr.get(task, {}):
+                found.setdefault("stderr", run.stderr[task][metric])
+            if (interval := intervals_mod.from_results(value, found, n)) is not None:
+                out[metric] = interval
 
 
 def _from_verdicts(run: Run, task: str, rate: float) -> None:

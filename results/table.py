@@ -287,7 +287,8 @@ def interval_notes(board: Leaderboard) -> list[str]:
         "± = half-width of the 95% confidence interval, or the interval itself in brackets where it is "
         "lopsided (near 0% or 100%); it rests on the items that were judged (judge failures excluded)."
     ]
-    lines += [f"Interval method: {m}." for m in intervals_mod.methods(board.runs)]
+    every = [iv for run in board.runs for by_metric in run.intervals.values() for iv in by_metric.values()]
+    lines += [f"Interval method: {m}." for m in intervals_mod.methods(every)]
     if any(run.kind == "reported" for run in board.runs):
         lines.append(intervals_mod.REPORTED_NOTE[0].upper() + intervals_mod.REPORTED_NOTE[1:] + ".")
     lines.append(

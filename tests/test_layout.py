@@ -1,6 +1,6 @@
-"""The house rules of the layout: one import namespace, every package folder installed, and
-dependencies that point down (core < generation < model, judges < tasks, training, results < CLI, demo,
-plugin)."""
+"""The house rules of the layout: one import namespace, every package folder installed, dependencies
+that point down (core < generation < model, judges < tasks, training, results < CLI, demo, plugin), and
+no import cycles between files (function-local and type-checking imports included)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ LAYERS = {
     "llamavid_eval.cli": 4,
     "llamavid_eval.demo": 4,
     "llamavid_eval.lmms_plugin": 4,
+    # ``llamavid judge`` (its own command line; the one __main__ above its package's layer): ``judge swap``
+    # lays its report out with llamavid_eval.results.swap_report
+    "llamavid_eval.judges.__main__": 4,
 }
 TOP = 4
 
@@ -54,7 +57,8 @@ def source_modules() -> list[tuple[str, Path]]:
 
 
 def imported_modules(path: Path, module: str) -> list[str]:
-    """Our modules that ``path`` imports (absolute and relative imports, at any depth)."""
+    """Our modules that ``path`` imports (absolute and relative imports, at any depth); ``from package import
+    name`` also lists ``package.name`` (a submodule, when it is one)."""
     names = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -62,16 +66,15 @@ def imported_modules(path: Path, module: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-                base = package[: len(package) - node.level + 1]
-                names.append(".".join(base + ([node.module] if node.module else [])))
+                base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
             else:
-                names.append(node.module or "")
+                base = node.module or ""
+            names += [base, *(f"{base}.{alias.name}" for alias in node.names)]
     return [n for n in names if n == "llamavid_eval" or n.startswith("llamavid_eval.")]
 
 
 def layer(module: str, path: Path) -> int:
-    # ``python -m`` entry points are command lines, i.e. the top layer, wherever they sit.
-    return TOP if path.name == "__main__.py" else LAYERS[part_of(module)]
+    return LAYERS[part_of(module)]
 
 
 def test_every_package_folder_is_installed():
@@ -107,6 +110,56 @@ def test_dependencies_point_down(module: str, path: Path):
         if LAYERS[target_part] >= own_layer:
             upward.append(f"{target} (layer {LAYERS[target_part]})")
     assert not upward, f"{module} (layer {own_layer}) imports sideways or upwards: {upward}"
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or round a circle (strongly connected
+    components of more than one module, or a module importing itself), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm; the graph is small enough for recursion
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph.get(node, ()):
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_import_cycles_are_found():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_between_files():
+    modules = dict(source_modules())
+    graph = {
+        name: {target for target in imported_modules(path, name) if target in modules and target != name}
+        for name, path in modules.items()
+    }
+    packages = {name for name, path in modules.items() if path.name == "__init__.py"}
+    for name in graph:  # importing a module runs its packages' __init__ first: that edge is not a choice
+        graph[name] -= {p for p in packages if name.startswith(p + ".")}
+    assert not import_cycles(graph), import_cycles(graph)
 
 
 def test_golden_fixture_is_found_from_the_repository_root(tmp_path):
