@@ -195,6 +195,8 @@ def run_lmms_eval(args: argparse.Namespace, paths: dict, out: Path) -> dict:
         LLAMAVID_JUDGE_BATCH_SIZE=str(args.judge_batch_size),
         LLAMAVID_JUDGE_PARSE_RETRIES="0",
         LLAMAVID_JUDGE_CACHE="off",
+        # a random judge cannot pass the judge exam (its verdicts mean nothing); only its speed counts
+        LLAMAVID_JUDGE_EXAM="0",
     )
     timer = PhaseTimer()
     timer.wrap(lmms_backend.LlamaVid, "__init__", "load video model")
@@ -223,7 +225,10 @@ def run_lmms_eval(args: argparse.Namespace, paths: dict, out: Path) -> dict:
     start = time.perf_counter()
     cli_evaluate()
     wall = time.perf_counter() - start
-    (results_file,) = out.rglob("*_results.json")
+    found = list(out.rglob("*_results.json"))
+    if len(found) != 1:
+        raise SystemExit(f"lmms-eval wrote {len(found)} results files under {out}, expected 1 (its error is above)")
+    results_file = found[0]
     metrics = json.loads(results_file.read_text())["results"]["msvd_qa"]
     results = {
         key: metrics[key] for key in ("accuracy,none", "mean_score,none", "judge_failures,none") if key in metrics

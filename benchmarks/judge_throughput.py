@@ -1,11 +1,14 @@
 """In-process judge throughput: judgements/s of the ``hf`` backend with an 8B Llama-3-shaped judge.
 
-The judge (``random_judge.py``) is at real size and replies with a 12-token verdict, so a row stops
-where a real judge's would; requests are MSVD-QA-like (question, answer, prediction) triples, all
-distinct (identical triples are judged once). Re-asks are off, the verdict cache is off. Each
-batch size is timed on the same requests after an untimed warm-up batch.
+The judge (``random_judge.py``) is at real size. By default its verdicts are constrained (the hf
+judge's default: one batched prefill, then a short extension that scores the verdict and the
+digit); ``--decoding free`` lets it write its 12-token reply, so a row stops where a real judge's
+would. Requests are MSVD-QA-like (question, answer, prediction) triples, all distinct (identical
+triples are judged once). Re-asks are off, the verdict cache is off. Each batch size is timed on
+the same requests after an untimed warm-up batch.
 
-    python benchmarks/judge_throughput.py --items 4096 --batch-sizes 16,256,512
+    python benchmarks/judge_throughput.py --items 4096 --batch-sizes 256,512
+    python benchmarks/judge_throughput.py --size tiny --items 256 --batch-sizes 64   # CPU check
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from llamavid_eval.judges.prompt import build_messages  # noqa: E402
 from random_judge import WORDS, build_judge, build_tokenizer  # noqa: E402
 from record import write_record  # noqa: E402
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 STARTS = ("what is the", "who is", "where is the", "how many", "what does the")
 
 
@@ -45,19 +49,24 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=4096)
     parser.add_argument("--batch-sizes", default="16,256,512")
     parser.add_argument("--small-batch-items", type=int, default=1024, help="items for batch sizes below 64")
+    parser.add_argument("--size", choices=["8b", "tiny"], default="8b", help="tiny: CPU check of the script")
+    parser.add_argument("--decoding", choices=["constrained", "free"], default="constrained")
     args = parser.parse_args()
 
     tok = build_tokenizer(Path(tempfile.mkdtemp(prefix="judge-tok-")))
-    lm = build_judge(tok)
+    lm = build_judge(tok, device=DEVICE, size=args.size)
     items = requests(args.items + 512)
     warm, timed_items = items[:512], items[512:]
     rows = []
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        judge = HFJudge.with_model("random-llama3-8b", tok, lm, batch_size=batch_size, parse_retries=0)
+        judge = HFJudge.with_model(
+            "random-llama3-8b", tok, lm, batch_size=batch_size, parse_retries=0, decoding=args.decoding
+        )
         judge.judge_many(warm[: max(batch_size, 64)])
         subset = timed_items[: args.small_batch_items] if batch_size < 64 else timed_items
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         out = judge.judge_many(subset)
         seconds = time.perf_counter() - start
@@ -73,11 +82,12 @@ def main() -> None:
                 "shared_prefix_tokens": len(judge._prefix[0]) if judge._prefix else 0,
                 "mean_prompt_tokens": sum(prompt_tokens) / len(prompt_tokens),
                 "reply": out[0].raw,
-                "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+                "decoding": judge.decoding,
+                "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0,
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}))
+    print(json.dumps({"rows": rows}))
     write_record("judge_throughput", {"arguments": vars(args), "rows": rows})
 
 

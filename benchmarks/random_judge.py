@@ -68,9 +68,14 @@ WORDS = (
 
 
 def build_tokenizer(out_dir: Path) -> PreTrainedTokenizerFast:
-    """Byte-level BPE over the prompt's words + Llama-3 specials + the reply's pieces as whole tokens."""
+    """Byte-level BPE over the prompt's words + Llama-3 specials + the reply's pieces as whole tokens;
+    digits are single tokens."""
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # digits split from what precedes them, one token each, as Llama-3's pre-tokenizer does (the
+    # constrained judge reads the score off single digit tokens)
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     bpe.decoder = decoders.ByteLevel()
     corpus = [SYSTEM_PROMPT, USER_TEMPLATE, REASK_TEMPLATE, " ".join(WORDS)] * 50
     bpe.train_from_iterator(

@@ -20,7 +20,9 @@ import json
 import shutil
 import tempfile
 import time
-from collections import defaultdict
+import traceback
+import warnings
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
@@ -100,6 +102,27 @@ def analyse(trace: dict, batches: int, min_gap_us: float) -> dict:
     }
 
 
+def sync_sites(runner: LlamaVidRunner, questions: list) -> Counter:
+    """Each place where the host waited for the GPU during a run (torch's sync debug mode), with
+    how often: a wait inside the pipeline leaves the GPU idle while the host catches up."""
+    sites: Counter = Counter()
+
+    def note(*_: object, **__: object) -> None:
+        frames = [f for f in traceback.extract_stack()[:-2] if "warnings" not in f.filename]
+        ours = [f for f in frames if "site-packages/torch" not in f.filename]
+        sites[" <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(ours[-6:]))] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = note
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            runner.answer_ids(questions)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sites
+
+
 def print_report(report: dict, questions: int, wall_s: float) -> None:
     busy, window = report["gpu_busy_ms"], report["window_ms"]
     print(f"\n{questions} questions in {report['batches']} batches, {wall_s:.2f} s under the profiler "
@@ -124,6 +147,7 @@ def main() -> None:
     parser.add_argument("--min-gap-us", type=float, default=20.0, help="shorter gaps are not counted as idle")
     parser.add_argument("--trace", type=Path, help="also keep the trace here (.json.gz)")
     parser.add_argument("--decode", default="graph", help="graph or graph+prefill (see throughput.py)")
+    parser.add_argument("--sync-debug", action="store_true", help="also list where the host waited for the GPU")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llamavid-timeline-"))
     tokenizers = write_tokenizers(work / "tokenizers")
@@ -132,6 +156,9 @@ def main() -> None:
     runner = LlamaVidRunner(loaded, batch_size=args.batch_size, **runner_options(args.decode))
     runner.answer_ids(make_questions(videos[:5], args.questions, args.answer_tokens, shared=True))  # graphs, compiles
     questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
+    syncs = sync_sites(runner, questions) if args.sync_debug else Counter()
+    for site, count in syncs.most_common():
+        print(f"host waited for the GPU {count}x at {site}")
     torch.cuda.synchronize()
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as prof:
@@ -153,6 +180,7 @@ def main() -> None:
             "questions": len(questions),
             "wall_s": wall_s,
             "qps": len(questions) / wall_s,
+            "host_waits": dict(syncs),
             **report,
         },
     )
