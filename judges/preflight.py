@@ -32,7 +32,6 @@ from llamavid_eval.judges.factory import (
     remembered_format,
 )
 from llamavid_eval.judges.parse import ParseError, parse_reply
-from llamavid_eval.judges.prompt import build_messages
 
 log = logging.getLogger("judges")
 
@@ -177,7 +176,7 @@ def _find_format(
 ) -> tuple[str, str | None, str | None]:
     """Step down the judge's response formats until the tiny judgement parses; detect an ignored format.
     Returns the format, a note, and the model name the server answered under."""
-    messages = build_messages(PROBE)
+    messages = judge.prompt.messages(PROBE)  # the wording the run will send
     formats = judge.formats_to_try
     tried: list[str] = []
     for fmt in formats:
