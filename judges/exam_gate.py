@@ -167,12 +167,13 @@ def _write(path: Path, report: dict[str, Any]) -> None:
 
 def exam_notes(configs: dict[str, Any]) -> list[str]:
     """Leaderboard notes ``<task>: <exam summary>`` from results.json ``configs`` (the record check_judge wrote
-    into each task's metadata); tasks built before the exam existed get none."""
+    into each task's metadata); none for tasks built before the exam existed, nor for the exact judge (its
+    name, exact-match, already says it is a floor, not a judge)."""
     notes = []
     for task, config in sorted(configs.items()):
         metadata = config.get("metadata") if isinstance(config, dict) else None
         record = metadata.get(EXAM_KEY) if isinstance(metadata, dict) else None
-        if not isinstance(record, dict):
+        if not isinstance(record, dict) or record.get("note") == EXACT_NOTE:
             continue
         if not record.get("examined"):
             notes.append(f"{task}: judge {record.get('judge', '?')} {record.get('note', 'not examined')}")

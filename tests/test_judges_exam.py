@@ -304,10 +304,11 @@ def test_leaderboard_notes_carry_the_exam_record_of_each_task():
         "msvd_qa": {"metadata": {"judge": "local", EXAM_KEY: fit}},
         "msrvtt_qa": {"metadata": {EXAM_KEY: unfit}},
         "llamavid_demo": {"metadata": {EXAM_KEY: {"examined": False, "judge": "exact-match", "note": EXACT_NOTE}}},
-        "ucf_crime": {"metadata": {"judge": "exact"}},  # built before the exam existed: no note
+        "ucf_crime": {"metadata": {"judge": "local"}},  # built before the exam existed: no note
+        "animal_kingdom": {"metadata": {EXAM_KEY: {"examined": False, "judge": "local:m", "note": OFF_NOTE}}},
     }
     assert exam_notes(configs) == [
-        f"llamavid_demo: judge exact-match {EXACT_NOTE}",
+        f"animal_kingdom: judge local:m {OFF_NOTE}",
         "msrvtt_qa: judge exam exam-v1+x: unfit; must be yes 50.0% (39.5-60.5) (unfit, used anyway)",
         "msvd_qa: judge exam exam-v1+x: fit; must be yes 98.8% (93.6-99.8)",
     ]
