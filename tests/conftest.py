@@ -88,3 +88,12 @@ def smollm2_folder(smollm2_gguf, tmp_path_factory) -> Path:
     from llamavid_eval.judges.backends.gguf import convert_to_folder
 
     return convert_to_folder(smollm2_gguf, tmp_path_factory.mktemp("smollm2"))
+
+
+@pytest.fixture(scope="session")
+def genuine_output(tmp_path_factory) -> Path:
+    """A real lmms-eval 0.7.3 output folder (a scripted model, two runs of two tiny tasks, --log_samples),
+    written once per session (~16 s) for the re-judge tests and the real-judge tests."""
+    from test_judges_rejudge import write_genuine_output
+
+    return write_genuine_output(tmp_path_factory.mktemp("genuine"))

@@ -259,9 +259,9 @@ GENERATE = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(scope="module")
-def genuine_output(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("genuine")
+def write_genuine_output(root: Path) -> Path:
+    """Run :data:`GENERATE` (lmms-eval in a subprocess) under ``root``; the ``genuine_output`` session
+    fixture (conftest) calls it once for every test file that needs real lmms-eval output."""
     script = root / "generate.py"
     script.write_text(GENERATE)
     env = {
