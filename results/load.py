@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.judges.exam_gate import exam_notes
 from llamavid_eval.judges.factory import resolve_settings
 from llamavid_eval.results import intervals as intervals_mod
 from llamavid_eval.results import samples as samples_mod
@@ -174,6 +175,7 @@ def load_run(path: Path, max_failure_rate: float | None = None) -> Run:
         run.n_samples[task] = (_as_int(effective), _as_int(counts.get("original")))
     _annotate(run, config)
     _read_samples(run, data.get("configs") or {})
+    run.notes += exam_notes(data.get("configs") or {})  # the judge exam's figures, or "not examined"
     run.judge = ", ".join(sorted({j for j in run.task_judges.values() if j}))
     _finish(run, max_failure_rate)
     return run
