@@ -22,6 +22,7 @@ from llamavid_eval.judges.exam_data import TOPICS, ExamError, load_exam
 from llamavid_eval.judges.exam_gate import EXACT_NOTE, EXAM_KEY, OFF_NOTE, JudgeUnfit, exam_notes, examine
 from llamavid_eval.judges.factory import resolve_settings
 from llamavid_eval.judges.testing import Call, FakeChatServer, Response, reply
+from llamavid_eval.results.load import load_run
 from test_judges_swap import runs_folder
 from test_tasks_support import video_qa_raw
 
@@ -286,12 +287,14 @@ def test_lmms_eval_with_the_exam_off_runs_and_records_the_judge_as_not_examined(
                "LLAMAVID_JUDGE_CACHE": "off", "LLAMAVID_JUDGE_EXAM": "0"}  # fmt: skip
         run, out = _lmms_eval(tiny_release, tmp_path, env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = json.loads(next(out.rglob("*_results.json")).read_text())
+    results_file = next(out.rglob("*_results.json"))
+    results = json.loads(results_file.read_text())
     assert results["configs"]["msvd_qa"]["metadata"]["exam"] == {
         "examined": False,
         "judge": "local:yes-man",
         "note": OFF_NOTE,
     }
+    assert f"msvd_qa: judge local:yes-man {OFF_NOTE}" in load_run(results_file).notes  # the leaderboard's notes
     samples = next(out.rglob("*_samples_msvd_qa.jsonl")).read_text().splitlines()
     assert len(server.calls) == len(samples) > 0  # every item judged by the unexamined judge, nothing else asked
 
