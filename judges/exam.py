@@ -36,7 +36,8 @@ class Thresholds:
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"exam threshold {name} must be between 0 and 1, got {value}")
+                option = {"min_lower": "--min-lower-bound", "max_failures": "--max-failures"}[name]
+                raise ValueError(f"exam threshold {name} ({option}) must be between 0 and 1, got {value}")
 
 
 DEFAULT_THRESHOLDS = Thresholds()

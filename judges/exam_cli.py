@@ -23,18 +23,8 @@ from llamavid_eval.judges.swap import parse_spec
 _DEFAULT = Thresholds()
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
-def add_parser(sub: Any) -> None:
-    """The ``exam`` subcommand of ``llamavid judge``."""
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``exam`` subcommand of ``llamavid judge`` (the transport options are added by the caller)."""
     e = sub.add_parser("exam", help="examine a judge on clear-cut items: fit or unfit (exit 0 / 1)")
     e.add_argument(
         "--judge", required=True, help="backend[:model][@base_url][#prompt=FILE], as in swap --judges (one judge)"
@@ -42,40 +32,29 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--json", action="store_true", help="print the report as JSON")
     e.add_argument(
         "--min-lower-bound",
-        type=_share,
+        type=float,
         default=_DEFAULT.min_lower,
         help=f"fit needs each side's 95%% lower bound at least this (0-1, default {_DEFAULT.min_lower})",
     )
     e.add_argument(
         "--max-failures",
-        type=_share,
+        type=float,
         default=_DEFAULT.max_failures,
         help=f"fit needs at most this share of failed judgements (0-1, default {_DEFAULT.max_failures})",
     )
     e.add_argument("--exam", help="exam file (default: the built-in exam_v1.yaml)")
     e.add_argument("--examples", type=int, default=3, help="wrong verdicts quoted per kind (default 3)")
-    e.add_argument("--judge-prompt", help="judge prompt file (YAML/JSON) unless the spec names one with #prompt=")
     e.add_argument("--base-url", help="endpoint for a local judge whose spec names none with @")
-    e.add_argument("--concurrency", type=int)
-    e.add_argument("--timeout", type=float, help="seconds per request")
-    e.add_argument("--parse-retries", type=int, help="re-asks after an unparseable reply")
     e.add_argument("--batch-size", type=int, help="hf judge: items per batch")
-    e.add_argument("--cache", help='cache folder, or "off"')
+    return e
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, transport: dict[str, Any]) -> int:
+    """Examine the judge ``--judge`` names; ``transport``: the common judge options (``--timeout`` ...)."""
     spec = parse_spec(args.judge, "--judge")
-    common = {
-        "base_url": args.base_url,
-        "prompt": args.judge_prompt,
-        "concurrency": args.concurrency,
-        "timeout": args.timeout,
-        "parse_retries": args.parse_retries,
-        "batch_size": args.batch_size,
-        "cache": args.cache,
-    }
-    settings = resolve_settings(overrides={**common, **spec.overrides()})
-    thresholds = Thresholds(args.min_lower_bound, args.max_failures)
+    thresholds = Thresholds(args.min_lower_bound, args.max_failures)  # ValueError (exit 2) when out of 0-1
+    overrides = {**transport, "batch_size": args.batch_size, **spec.overrides()}
+    settings = resolve_settings(overrides=overrides)
     exam = load_exam(args.exam)
     check_once(settings)  # a judge that cannot answer stops here (exit 2), not as 168 failures
     report = exam_report(settings, exam=exam, thresholds=thresholds, examples=max(args.examples, 0), fresh=True)
