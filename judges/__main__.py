@@ -56,15 +56,20 @@ from llamavid_eval.judges.preflight import JudgeUnavailable, check_once
 from llamavid_eval.core import failures
 
 
-def _judge_options(parser: argparse.ArgumentParser) -> None:
-    """Transport options shared by rejudge and swap (unset: ``LLAMAVID_JUDGE*``, then the defaults)."""
-    parser.add_argument("--tasks", help="comma-separated task names to re-judge (default: all)")
+def _transport_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every judging command (unset: ``LLAMAVID_JUDGE*``, then the defaults); read by :func:`_transport`."""
     parser.add_argument("--concurrency", type=int)
     parser.add_argument("--timeout", type=float, help="seconds per request")
     parser.add_argument("--max-retries", type=int, help="retries per request on timeouts, 429, 5xx, connection errors")
     parser.add_argument("--parse-retries", type=int, help="re-asks after an unparseable reply")
     parser.add_argument("--cache", help='cache folder, or "off"')
     parser.add_argument("--judge-prompt", help="judge prompt file (YAML/JSON; default: the built-in prompt)")
+
+
+def _judge_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by rejudge and swap: the tasks, the transport, the exam gate, the failure budget."""
+    parser.add_argument("--tasks", help="comma-separated task names to re-judge (default: all)")
+    _transport_options(parser)
     parser.add_argument("--allow-unfit", action="store_true", help="go on with a judge that fails the judge exam")
     failures.add_argument(parser)
 
@@ -98,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--examples", type=int, default=10, help="most disputed items to list (default 10)")
     w.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
     _judge_options(w)
-    exam_cli.add_parser(sub)
+    _transport_options(exam_cli.add_parser(sub))
     return p
 
 
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger(progress.log.name).setLevel(logging.INFO)  # "n of N judged" lines where no bar shows
-    commands = {"rejudge": _rejudge, "agree": _agree, "swap": _swap, "exam": exam_cli.run}
+    commands = {"rejudge": _rejudge, "agree": _agree, "swap": _swap, "exam": lambda a: exam_cli.run(a, _transport(a))}
     try:
         with stop_on_signals():
             return commands[args.command](args)
