@@ -22,7 +22,15 @@ Subcommands:
     cached), then one report (``swap_report.md/.html/.json`` and plots under ``--out``): accuracy
     and score per judge and task with intervals, pairwise kappa and agreement, each judge's shift
     against the reference judge (default: the first), Kendall's tau of the runs' ranking, and the
-    items the judges disagree on most.
+    items the judges disagree on most. A spec may end in ``#prompt=FILE`` (a judge prompt file), so one
+    model under two prompts is one swap.
+
+``llamavid judge exam --judge SPEC [--json] [--min-lower-bound 0.85] [--max-failures 0.02] [--exam FILE]``
+    Is this judge fit? It judges the built-in exam (``judges/exam_v1.yaml``: 168 clear-cut items, half
+    must be yes, half no) and reports each side's accuracy with a 95% Wilson interval, the failure
+    rate and the kinds it gets wrong; the last line is ``fit`` or ``unfit: <side, kinds>`` (exit 0 / 1).
+    ``rejudge``, ``swap`` and judged lmms-eval tasks run it first and stop for an unfit judge
+    (``--allow-unfit``; ``LLAMAVID_JUDGE_EXAM=0`` for lmms-eval); ``exact`` is a floor, not examined.
 
 All three exit non-zero when they fail or when more judgements failed than ``--max-failure-rate``
 (default 0) allows - for any one judge on any one task - with the count and the reason in the last lines.
@@ -35,7 +43,9 @@ Environment: LLAMAVID_JUDGE (openai|local|hf|exact), LLAMAVID_JUDGE_MODEL, LLAMA
 LLAMAVID_JUDGE_CONCURRENCY, LLAMAVID_JUDGE_TIMEOUT, LLAMAVID_JUDGE_MAX_RETRIES,
 LLAMAVID_JUDGE_PARSE_RETRIES, LLAMAVID_JUDGE_RESPONSE_FORMAT, LLAMAVID_JUDGE_BATCH_SIZE,
 LLAMAVID_JUDGE_CACHE (folder, or "off"), LLAMAVID_JUDGE_API_KEY (local servers), OPENAI_API_KEY,
-LLAMAVID_JUDGE_PREFLIGHT (0: no check of the judge when lmms-eval builds a judged task).
+LLAMAVID_JUDGE_PREFLIGHT (0: no check of the judge when lmms-eval builds a judged task),
+LLAMAVID_JUDGE_PROMPT (a judge prompt file; --judge-prompt), LLAMAVID_JUDGE_EXAM (0: the judge is not examined,
+and its records say so).
 """
 
 from __future__ import annotations
