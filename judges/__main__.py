@@ -32,7 +32,7 @@ Subcommands:
     ``rejudge``, ``swap`` and judged lmms-eval tasks run it first and stop for an unfit judge
     (``--allow-unfit``; ``LLAMAVID_JUDGE_EXAM=0`` for lmms-eval); ``exact`` is a floor, not examined.
 
-All three exit non-zero when they fail or when more judgements failed than ``--max-failure-rate``
+``rejudge``, ``agree`` and ``swap`` exit non-zero when they fail or when more judgements failed than ``--max-failure-rate``
 (default 0) allows - for any one judge on any one task - with the count and the reason in the last lines.
 Each verdict is cached as it arrives: Ctrl-C or SIGTERM stops ``rejudge`` and ``swap`` at once, keeps
 every verdict received, says how many items are left, and exits 130 / 143; the same command then asks
