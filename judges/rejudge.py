@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
-from llamavid_eval.judges.summary import summarize
+from llamavid_eval.judges.summary import summarize, verdict
 
 from llamavid_eval.core.failures import common_reason
 from llamavid_eval.core.items import VIDEO_KEY
-from llamavid_eval.core.outputs import SamplesFile, find_samples, is_qa_record, iter_samples, judge_label
+from llamavid_eval.core.outputs import SamplesFile, find_samples, is_qa_record, iter_samples, judge_label, run_results
 from llamavid_eval.core.records import QA_TEXT_KEYS
-from llamavid_eval.core.stats import PERCENT, Interval, cluster_bootstrap_mean
+from llamavid_eval.core.scores import judged_scores
+from llamavid_eval.core.stats import Interval
 
 log = logging.getLogger("judges")
 
@@ -135,7 +136,7 @@ def rejudge(
                 task: {**summarize(js), "accuracy_ci": accuracy_interval([i for i in items if i.task == task], js)}
                 for task, js in per_task.items()
             },
-            "original_results": _original_results(folder, date_id, list(per_task)),
+            "original_results": run_results(folder, date_id, list(per_task)),
             "rejudge": {
                 "judge": judge.name,
                 "settings": settings or {},
@@ -196,16 +197,6 @@ def _row(it: Item, j: Judgement) -> dict[str, Any]:
     }
 
 
-def _original_results(folder: Path, date_id: str, tasks: Iterable[str]) -> dict[str, Any]:
-    """The run's own aggregated metrics for the same tasks, for side-by-side reading (if present)."""
-    path = folder / f"{date_id}_results.json"
-    try:
-        results = json.loads(path.read_text(encoding="utf-8")).get("results", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return {t: results[t] for t in tasks if t in results}
-
-
 def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
@@ -215,11 +206,10 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def accuracy_interval(items: list[Item], judgements: list[Judgement]) -> dict[str, Any]:
-    """95% cluster-bootstrap interval (by video where the records name one) of the % judged a match."""
-    pairs = [(it, j) for it, j in zip(items, judgements, strict=True) if not j.failed]
-    clusters = [it.video or f"doc:{it.doc_id}" for it, _ in pairs]
-    values = [100.0 * bool(j.verdict) for _, j in pairs]
-    return cluster_bootstrap_mean(values, clusters, bounds=PERCENT).to_dict()
+    """95% cluster-bootstrap interval (by video where the records name one) of the % judged a match
+    (:func:`llamavid_eval.core.scores.judged_scores`, failures left out)."""
+    found = [verdict(j, it.video or f"doc:{it.doc_id}") for it, j in zip(items, judgements, strict=True)]
+    return judged_scores(found).intervals["accuracy"].to_dict()
 
 
 def format_overview(overview: dict[str, Any]) -> str:

@@ -1,13 +1,23 @@
-"""Aggregate judgements into the metrics the tasks and the re-judge CLI report."""
+"""Aggregate judgements into the metrics the re-judge CLI reports, through the one function every judged
+number comes from (:func:`llamavid_eval.core.scores.judged_scores`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from llamavid_eval.judges.base import Judgement
 
 from llamavid_eval.core.outputs import judge_label
+from llamavid_eval.core.scores import Verdict, judged_scores
+
+
+def verdict(judgement: Judgement, cluster: str | None = None) -> Verdict:
+    """A judgement as :mod:`llamavid_eval.core.scores` reads it (a failure keeps its reason)."""
+    if judgement.failed or judgement.verdict is None or judgement.score is None:
+        return Verdict(cluster, None, None, judgement.error or "no verdict")
+    return Verdict(cluster, bool(judgement.verdict), float(judgement.score))
 
 
 def summarize(judgements: Iterable[Judgement]) -> dict[str, Any]:
@@ -17,12 +27,17 @@ def summarize(judgements: Iterable[Judgement]) -> dict[str, Any]:
     as "no". With nothing judged successfully, ``accuracy`` and ``mean_score`` are ``None``.
     """
     items = list(judgements)
-    ok = [j for j in items if not j.failed and j.verdict is not None and j.score is not None]
+    scores = judged_scores([verdict(j) for j in items])
     names = sorted({judge_label(j.backend, j.model) for j in items})
+
+    def value(metric: str) -> float | None:
+        estimate = scores.intervals[metric].estimate
+        return None if math.isnan(estimate) else estimate
+
     return {
-        "n": len(items),
-        "accuracy": 100.0 * sum(1 for j in ok if j.verdict) / len(ok) if ok else None,
-        "mean_score": sum(j.score for j in ok) / len(ok) if ok else None,  # type: ignore[misc]
-        "failures": len(items) - len(ok),
+        "n": scores.n,
+        "accuracy": value("accuracy"),
+        "mean_score": value("mean_score"),
+        "failures": scores.failures,
         "judge": ", ".join(names) if names else None,
     }

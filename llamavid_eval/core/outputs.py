@@ -218,6 +218,19 @@ def samples_beside(results_file: Path) -> dict[str, Path]:
     }
 
 
+def run_results(folder: Path, date_id: str, tasks: Iterable[str]) -> dict[str, Any]:
+    """The ``results`` blocks of ``tasks`` in the run's results file (``<folder>/<date_id>_results.json``, or the
+    old ``results_<date_id>.json``); empty when the file is missing or unreadable."""
+    for path in (folder / f"{date_id}_results.json", folder / f"results_{date_id}.json"):
+        if path.is_file():
+            try:
+                results = read_results(path).get("results", {})
+            except ValueError:
+                return {}
+            return {t: results[t] for t in tasks if t in results}
+    return {}
+
+
 def iter_samples(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Logged samples in file order; a line that is not a JSON object raises ValueError naming file and line
     (a crashed run's half line must not be mistaken for a shorter run)."""
