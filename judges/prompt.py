@@ -91,7 +91,8 @@ class Prompt:
         user = self.user.format(
             question=request.question.strip(), answer=request.answer.strip(), prediction=request.prediction.strip()
         )
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        system = self.system.format()  # a template without placeholders: {{ and }} (as the file check asks) send { }
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def reask_messages(self, messages: list[dict[str, str]], reply: str, reason: str) -> list[dict[str, str]]:
         """The conversation extended by the unparseable reply and a request to answer in the format."""
