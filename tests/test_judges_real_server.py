@@ -1,16 +1,24 @@
-"""The local judge against a REAL OpenAI-compatible server: ``transformers serve`` with a tiny model written here.
+"""The local judge against a REAL OpenAI-compatible server: ``transformers serve``.
 
-It ignores ``response_format`` (answers 200, logs "Ignoring unsupported fields"), answers a wrong model
-name with FastAPI's ``{"detail": "Server is pinned to ..."}``, serves one request at a time. The
-last test is the issue's done-when check: ``lmms-eval --model llamavid --tasks msvd_qa`` against a
-closed port or a wrong model stops before the video model generates anything, naming URL, model
-and the server's reason. (llama-cpp-python is covered by a replay in test_judges_preflight.py.)
+Two models behind it: a tiny scripted one written here (exact, fast replies) and the real open-weights
+SmolLM2-135M-Instruct (the ``smollm2_folder`` fixture), whose free-text replies often do not parse -
+those tests assert the machinery (every item recorded, failures counted, nothing received lost), not
+its accuracy. The server ignores ``response_format`` (answers 200, logs "Ignoring unsupported
+fields"), answers a wrong model name with FastAPI's ``{"detail": "Server is pinned to ..."}``, and
+serves one request at a time. ``lmms-eval --model llamavid --tasks msvd_qa`` against a closed port or
+a wrong model stops before the video model generates anything, naming URL, model and the server's
+reason; judged through ``LLAMAVID_JUDGE*``, its results.json names that judge. Ctrl-C and SIGTERM
+stop ``llamavid judge rejudge`` keeping every verdict received. (llama-cpp-python is covered by a
+replay in test_judges_preflight.py.)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,8 +28,9 @@ from pathlib import Path
 import pytest
 from judge_servers import start_transformers_serve, write_verdict_model
 from llamavid_eval.judges import JudgeRequest, resolve_settings
+from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.backends.openai_compat import LocalJudge
-from llamavid_eval.judges.cache import JudgementCache
+from llamavid_eval.judges.cache import DB_NAME, JudgementCache
 from llamavid_eval.judges.preflight import JudgeUnavailable, preflight
 from test_tasks_support import video_qa_raw
 
@@ -133,3 +142,132 @@ def test_lmms_eval_stops_before_the_video_model_runs(case, served, tiny_release,
     assert "Running generate_until requests" not in log and "llamavid generate" not in log, log[-4000:]
     assert not list((tmp_path / "out").rglob("*_samples_*.jsonl"))
     assert time.monotonic() - start < 120
+
+
+#: A prompt SmolLM2-135M answers with a dictionary for 7 of the 8 items below when they carry no question
+#: (the built-in prompt, or any question in view, mostly gets the question answered in prose): for the
+#: test that needs verdicts to arrive. Literal braces are doubled, as prompt files write them.
+SMOL_PROMPT = {
+    "system": "You are a grader. You output only a dictionary like {{'pred': 'no', 'score': 0}} or "
+    "{{'pred': 'yes', 'score': 5}}.",
+    "user": "{question}Correct: {answer}\nPredicted: {prediction}\nDictionary:",
+}
+SMOL_ITEMS = [
+    ("What is the animal doing?", "running", "It runs."),
+    ("What colour is the car?", "red", "blue"),
+    ("Who runs?", "girl", "a boy"),
+    ("Where is this?", "beach", "at the beach"),
+    ("What is he holding?", "cup", "a cup"),
+    ("What animal is shown?", "dog", "a cat"),
+    ("What is the man doing?", "cooking", "he cooks"),
+    ("How many people?", "two", "three"),
+]
+
+
+@pytest.fixture(scope="module")
+def smol(smollm2_folder, tmp_path_factory):
+    """``transformers serve`` with the real SmolLM2-135M-Instruct."""
+    server = start_transformers_serve(smollm2_folder, tmp_path_factory.mktemp("smol") / "serve.log")
+    yield server
+    server.stop()
+
+
+def lmms_run(root: Path, items: list[tuple[str, str, str]]) -> Path:
+    """An lmms-eval output folder with one logged run of judged ``items`` (no video model needed)."""
+    folder = root / "org__model"
+    folder.mkdir(parents=True)
+    lines = []
+    for i, (question, answer, prediction) in enumerate(items):
+        record = {"id": i, "question": question, "answer": answer, "prediction": prediction, "video": f"v{i}"}
+        lines.append({"doc_id": i, "target": answer, "accuracy": record})
+    (folder / "20250101_100000_samples_msvd_qa.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return root
+
+
+def rejudge_args(server, source: Path, out: Path, *extra: str) -> list[str]:
+    return ["rejudge", str(source), "--judge", "local", "--judge-model", server.model, "--base-url", server.url,
+            "--out", str(out), "--max-failure-rate", "1", *extra]  # fmt: skip
+
+
+def cached(folder: Path) -> int:
+    """Verdicts in the cache folder, read as another process would."""
+    try:
+        with sqlite3.connect(folder / DB_NAME) as con:
+            return con.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def answered(server) -> int:
+    """Replies the server has logged; waits until it has finished what it was given (a killed client's
+    requests are still served, one at a time)."""
+    count, stable_since = -1, time.monotonic()
+    while time.monotonic() - stable_since < 2.5:
+        now = len(DONE.findall(server.log_text()))
+        if now != count:
+            count, stable_since = now, time.monotonic()
+        time.sleep(0.2)
+    return count
+
+
+def test_rejudge_through_a_real_model_records_every_item(smol, tmp_path, judge_env, capsys):
+    """Issue 21 item 4, the server half: SmolLM2's free text often does not parse; every item is recorded,
+    verdict or counted failure with its rejected replies, and only verdicts are cached."""
+    cache = tmp_path / "judge-cache"
+    rc = main(rejudge_args(smol, lmms_run(tmp_path / "run", SMOL_ITEMS[:3]), tmp_path / "out", "--parse-retries", "1"))
+    err = capsys.readouterr().err
+    assert rc == 0 and f"judge local:{smol.model} at {smol.url} answers" in err  # the preflight, printed
+    rows = [json.loads(line) for line in next((tmp_path / "out").rglob("*_items.jsonl")).read_text().splitlines()]
+    assert len(rows) == 3 and {r["judge"] for r in rows} == {f"local:{smol.model}"}
+    for row in rows:
+        if row["failed"]:
+            assert row["verdict"] is None and row["error"].startswith(("unparseable reply", "no reply"))
+            assert row["metadata"]["rejected_replies"] or row["metadata"].get("error_kind")
+        else:
+            assert isinstance(row["verdict"], bool) and row["score"] in range(6)
+        if not row["error"] or row["error"].startswith("unparseable"):  # the preflight found it ignores formats
+            assert "ignores response_format" in row["metadata"]["response_format_note"]
+    summary = json.loads(next((tmp_path / "out").rglob("*_summary.json")).read_text())
+    assert summary["results"]["msvd_qa"]["failures"] == sum(r["failed"] for r in rows)
+    assert cached(cache) == sum(not r["failed"] for r in rows)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_keeps_every_verdict_and_the_rerun_asks_only_the_rest(sig, smol, tmp_path, judge_env):
+    prompt = tmp_path / "prompt.json"
+    prompt.write_text(json.dumps(SMOL_PROMPT))
+    cache = tmp_path / "judge-cache"
+    args = rejudge_args(smol, lmms_run(tmp_path / "run", [("", a, p) for _, a, p in SMOL_ITEMS]), tmp_path / "out", "--judge-prompt", str(prompt),
+                        "--parse-retries", "0")  # fmt: skip
+    env = {**os.environ, "LLAMAVID_JUDGE_PREFLIGHT": "0"}  # judge_env's cache folder, no exam, and no preflight
+    before = answered(smol)
+    process = subprocess.Popen([str(Path(sys.executable).parent / "llamavid"), "judge", *args], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while cached(cache) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(sig)
+    sent = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    took = time.monotonic() - sent
+    # at once (the requests in flight are abandoned), no traceback, the shell's exit code for the signal
+    assert process.returncode == 128 + sig and "Traceback" not in err and took < 5, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    found = re.fullmatch(
+        rf"interrupted by {sig.name}: judge local:\S+ has (\d+) verdict\(s\) in the cache and (\d+) item\(s\) "
+        r"left; rerun the same command: it asks only the items without a cached verdict",
+        last,
+    )
+    assert found, last
+    kept, left = int(found[1]), int(found[2])
+    assert kept == cached(cache) and kept >= 2 and kept + left == 8  # every verdict received is in the cache
+    assert not list((tmp_path / "out").rglob("*_items.jsonl"))  # no half-written results
+
+    asked = answered(smol)
+    assert asked - before >= kept
+    judge_env.setenv("LLAMAVID_JUDGE_PREFLIGHT", "0")
+    assert main(args) == 0
+    assert answered(smol) - asked == left  # the rerun asked only what had no verdict
+    rows = [json.loads(line) for line in next((tmp_path / "out").rglob("*_items.jsonl")).read_text().splitlines()]
+    assert len(rows) == 8 and sum(r["cached"] for r in rows) == kept
