@@ -233,7 +233,12 @@ def _swap(args: argparse.Namespace) -> int:
     names = {
         text: name for spec, name in zip(specs, rows, strict=True) for text in (spec.text, spec.text.split("@")[0])
     }
-    report = swap.analyse(rows, names.get(args.reference, args.reference), examples=args.examples)
+    report = swap.analyse(
+        rows,
+        names.get(args.reference, args.reference),
+        examples=args.examples,
+        max_failure_rate=args.max_failure_rate or None,  # unset: the judge budget ($LLAMAVID_JUDGE_MAX_FAILURE_RATE)
+    )
     report["exams"] = {e["judge"]: e for e in exams}
     written = swap_report.write(report, args.out, plots=not args.no_plots)
     print(swap_report.to_markdown(report))

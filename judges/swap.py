@@ -25,13 +25,13 @@ from llamavid_eval.judges.agreement import clusters_of, compare, ok
 from llamavid_eval.judges.base import Judge
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
 from llamavid_eval.judges.interrupt import Interrupted
-from llamavid_eval.judges.parse import SCORE_RANGE
 from llamavid_eval.judges.preflight import check_once
 from llamavid_eval.judges.rejudge import rejudge
 
 from llamavid_eval.core.failures import Tally, common_reason
 from llamavid_eval.core.outputs import iter_samples
-from llamavid_eval.core.stats import PERCENT, cluster_bootstrap_mean, kendall_tau
+from llamavid_eval.core.scores import HEADLINE, JudgedScores, Verdict, judged_scores, verdict_of
+from llamavid_eval.core.stats import kendall_tau
 
 MIN_RUNS_FOR_TAU = 3  # Kendall's tau over two runs is +1 or -1: no information beyond "same order or not"
 Rows = list[dict[str, Any]]
@@ -135,22 +135,26 @@ def _run_label(source: str | Path, info: dict[str, Any], n_sources: int) -> str:
     return name if n_sources == 1 else f"{Path(source).name}:{name}"
 
 
-def _accuracy(rows: Rows) -> dict[str, Any]:
-    """n, failures, accuracy and mean score with 95% intervals over the non-failed rows."""
-    good = [r for r in rows if ok(r)]
-    clusters = clusters_of(good)
-    acc = cluster_bootstrap_mean([100.0 * bool(r["verdict"]) for r in good], clusters, bounds=PERCENT) if good else None
-    score = cluster_bootstrap_mean([float(r["score"]) for r in good], clusters, bounds=SCORE_RANGE) if good else None
-    return {
-        "n": len(rows),
-        "failures": len(rows) - len(good),
-        "accuracy": acc.to_dict() if acc else None,
-        "mean_score": score.to_dict() if score else None,
-    }
+def _verdicts(rows: Rows) -> list[Verdict]:
+    clusters = clusters_of(rows) or [None] * len(rows)
+    return [verdict_of(r, c) for r, c in zip(rows, clusters, strict=True)]
 
 
-def analyse(rows: dict[str, Rows], reference: str | None = None, *, examples: int = 10) -> dict[str, Any]:
-    """The swap report (JSON-ready) from judge -> rows; ``reference`` defaults to the first judge."""
+def _accuracy(result: JudgedScores, withheld: str | None) -> dict[str, Any]:
+    """n, failures, accuracy and mean score with 95% intervals, VALID (failures left out) and ALL (``_all``:
+    failures as wrong), from :func:`llamavid_eval.core.scores.judged_scores`; ``withheld`` (the judge's failures
+    on the task exceed the budget): no numbers, and the reason."""
+    shown = {m: result.intervals[m].to_dict() if result.intervals[m].n and not withheld else None for m in HEADLINE}
+    return {"n": result.n, "failures": result.failures, **shown, "withheld": withheld}
+
+
+def analyse(
+    rows: dict[str, Rows], reference: str | None = None, *, examples: int = 10, max_failure_rate: float | None = None
+) -> dict[str, Any]:
+    """The swap report (JSON-ready) from judge -> rows; ``reference`` defaults to the first judge. A judge whose
+    failures on a task exceed ``max_failure_rate`` (default ``$LLAMAVID_JUDGE_MAX_FAILURE_RATE``) gets no numbers
+    there and ranks no run."""
+    rate = resolve_settings().max_failure_rate if max_failure_rate is None else max_failure_rate
     judges = list(rows)
     reference = reference or judges[0]
     if reference not in rows:
@@ -164,12 +168,21 @@ def analyse(rows: dict[str, Rows], reference: str | None = None, *, examples: in
     per_judge = []
     for task, judge in itertools.product(tasks, judges):
         task_rows = by[(judge, task)]
-        per_judge.append({"task": task, "judge": judge, "run": "all runs", **_accuracy(task_rows)})
+        pooled = judged_scores(_verdicts(task_rows), rate)
+        why = pooled.budget_error(f"{task}, judge {judge}")
+        per_judge.append({"task": task, "judge": judge, "run": "all runs", **_accuracy(pooled, why)})
         if len(runs) > 1:
             for run in runs:
                 run_rows = [r for r in task_rows if r["run"] == run]
                 if run_rows:
-                    per_judge.append({"task": task, "judge": judge, "run": run, **_accuracy(run_rows)})
+                    per_judge.append(
+                        {
+                            "task": task,
+                            "judge": judge,
+                            "run": run,
+                            **_accuracy(judged_scores(_verdicts(run_rows), rate), why),
+                        }
+                    )
     pairs, shifts = [], []
     for task in tasks:
         for a, b in itertools.combinations(judges, 2):

@@ -43,11 +43,16 @@ def _table(header: str, align: str, rows: list[str]) -> list[str]:
 
 def _judge_table(report: dict[str, Any]) -> list[str]:
     return _table(
-        "task | run | judge | items | failures | accuracy (%) | mean score",
-        "---|---|---|---:|---:|---:|---:",
+        "task | run | judge | items | failures | accuracy (%) VALID | accuracy (%) ALL | mean score VALID | mean score ALL",
+        "---|---|---|---:|---:|---:|---:|---:|---:",
         [
             f"{p['task']} | {p['run']} | {p['judge']} | {p['n']} | {p['failures']} | "
-            f"{_ci(p['accuracy'])} | {_ci(p['mean_score'], 2)}"
+            + (
+                "judge failed: not a score | | |"
+                if p.get("withheld")
+                else f"{_ci(p['accuracy'])} | {_ci(p.get('accuracy_all'))} | {_ci(p['mean_score'], 2)} | "
+                f"{_ci(p.get('mean_score_all'), 2)}"
+            )
             for p in report["per_judge"]
         ],
     )
@@ -175,7 +180,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"- judges: {', '.join(f'`{j}`' for j in report['judges'])}",
         f"- runs: {', '.join(report['runs'])}",
-        f"- judge failures (excluded from every number): {failed}",
+        f"- judge failures: {failed} (VALID leaves them out; ALL counts them as wrong; above "
+        "LLAMAVID_JUDGE_MAX_FAILURE_RATE a judge's numbers for a run are withheld and the run is not ranked)",
         f"- intervals: 95%, {method}",
         "",
         "## Judge exam (is each judge fit to judge?)",
