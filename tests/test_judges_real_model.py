@@ -104,3 +104,38 @@ def test_rejudge_agree_and_swap_over_real_lmms_eval_runs(smollm2_gguf, genuine_o
     assert {"estimate", "low", "high"} <= set(shift["accuracy_shift"])
     markdown = (report_dir / "swap_report.md").read_text()
     assert f"hf:{gguf}" in markdown and "nan" not in markdown.lower()
+
+
+def test_preflight_accepts_the_gguf_and_names_what_is_wrong(smollm2_gguf, tmp_path, monkeypatch):
+    """A .gguf passes the in-process preflight (it failed: 'config file ... not a valid JSON file'); a
+    folder of several, a tensor type gguf cannot dequantise, or no gguf package stop it, each saying
+    which file and what to do."""
+    import sys
+
+    import gguf as gguf_package
+    from llamavid_eval.judges.backends import gguf
+    from llamavid_eval.judges.factory import resolve_settings
+    from llamavid_eval.judges.preflight import JudgeUnavailable, preflight
+
+    def check(model):
+        return preflight(resolve_settings(overrides={"backend": "hf", "model": str(model)}, env={}))
+
+    assert check(smollm2_gguf).model == str(smollm2_gguf)
+    assert check(smollm2_gguf.parent).backend == "hf"  # the package folder holds exactly one .gguf
+    several = tmp_path / "several"
+    several.mkdir()
+    for name in ("a.gguf", "b.gguf"):
+        (several / name).symlink_to(smollm2_gguf)
+    with pytest.raises(JudgeUnavailable, match=r"holds several GGUF files \(a.gguf, b.gguf\); name one"):
+        check(several)
+    with pytest.raises(JudgeUnavailable, match="no GGUF file at"):
+        check(tmp_path / "missing.gguf")
+    readable = {t: q for t, q in gguf_package.quants._type_traits.items() if t.name != "Q4_1"}
+    monkeypatch.setattr(gguf_package.quants, "_type_traits", readable)
+    with pytest.raises(
+        JudgeUnavailable, match=r"holds tensors of type\(s\) Q4_1, which transformers cannot dequantise"
+    ):
+        check(smollm2_gguf)
+    monkeypatch.setitem(sys.modules, "gguf", None)  # not installed
+    with pytest.raises(gguf.GGUFError, match=r'pip install gguf \(or pip install "llamavid-eval\[gguf\]"\)'):
+        gguf.check(smollm2_gguf)

@@ -67,26 +67,33 @@ def convert_to_folder(path: str | Path, out_dir: str | Path) -> Path:
 def check(path: str | Path) -> str:
     """Fail early, before any GPU work, for what would fail at load: no ``gguf`` package, a tensor type
     transformers cannot dequantise (``gguf``'s own dequantisers), an architecture it cannot map to a
-    transformers model. Reads headers only. Returns ``"<file>: <architecture>, tensor types ..."``."""
+    transformers model. Reads the file's header only (loading its config would parse it all).
+    Returns ``"<file>: <architecture>, tensor types ..."``."""
     folder, name = locate(path)
     gguf = _gguf_package()
     from gguf.quants import _type_traits  # the dequantisers gguf has (no public listing)
-    from transformers import AutoConfig
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     file = folder / name
+    reader = gguf.GGUFReader(file)
     readable = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, *_type_traits}
-    types = {t.tensor_type for t in gguf.GGUFReader(file).tensors}
+    types = {t.tensor_type for t in reader.tensors}
     unreadable = sorted(t.name for t in types - readable)
     if unreadable:
         raise GGUFError(
             f"{file} holds tensors of type(s) {', '.join(unreadable)}, which transformers cannot dequantise; "
             f"use a file of another quantisation of the same model (Q8_0, Q6_K, Q4_K_M, F16 load); {_OTHERWISE}"
         )
-    try:
-        config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    except (ValueError, NotImplementedError, KeyError) as err:
-        raise GGUFError(f"transformers cannot read {file}: {err}; {_OTHERWISE}") from None
-    return f"{file}: {config.model_type}, tensor types {', '.join(sorted(t.name for t in types))}"
+    field = reader.fields["general.architecture"]
+    architecture = bytes(field.parts[field.data[0]]).decode()
+    known = {_bare(a) for a in GGUF_SUPPORTED_ARCHITECTURES}  # transformers spells qwen2moe as qwen2_moe ...
+    if _bare(architecture) not in known:
+        raise GGUFError(f"{file} is a {architecture!r} model, which transformers cannot read from GGUF; {_OTHERWISE}")
+    return f"{file}: {architecture}, tensor types {', '.join(sorted(t.name for t in types))}"
+
+
+def _bare(architecture: str) -> str:
+    return architecture.lower().replace("-", "").replace("_", "")
 
 
 def load(path: str | Path, device: str) -> tuple[Any, Any]:
