@@ -46,6 +46,8 @@ class Response:
     body: Any = None
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    model: str | None = None  # the model the reply says answered; None: the one asked for
+    finish_reason: str = "stop"  # "length": cut at max_tokens
 
 
 def reply(content: str, delay: float = 0.0) -> Response:
@@ -126,9 +128,13 @@ class FakeChatServer:
                     "id": f"chatcmpl-{call.n}",
                     "object": "chat.completion",
                     "created": int(time.time()),
-                    "model": body.get("model", ""),
+                    "model": body.get("model", "") if resp.model is None else resp.model,
                     "choices": [
-                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": resp.content}}
+                        {
+                            "index": 0,
+                            "finish_reason": resp.finish_reason,
+                            "message": {"role": "assistant", "content": resp.content},
+                        }
                     ],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }

@@ -241,3 +241,52 @@ def test_local_backend_never_sends_the_openai_key(server, monkeypatch, tmp_path)
     monkeypatch.setenv("LLAMAVID_JUDGE_API_KEY", "local-key-123")
     get_judge({"judge": "local", "judge_base_url": server.url}).judge_many(REQS[1:2])
     assert server.calls[1].headers["authorization"] == "Bearer local-key-123"
+
+
+def test_a_server_answering_as_another_model_labels_the_verdicts_with_it(server, tmp_path, caplog, judge_env):
+    """llama.cpp ignores the model name: a typo must not label every verdict and cache entry."""
+    from llamavid_eval.judges.factory import build_judge, resolve_settings
+    from llamavid_eval.judges.preflight import preflight
+
+    server.script = lambda call: dataclasses.replace(word_judge(call), model="smollm2")
+    judge = local(server, cache=JudgementCache(tmp_path))
+    judge.model = "smollm2-typo"
+    out = judge.judge_many(REQS)
+    assert {j.model for j in out} == {"smollm2"} and judge.name == "local:smollm2"
+    assert {j.metadata["requested_model"] for j in out} == {"smollm2-typo"}
+    assert sum("answers as model 'smollm2'" in r.message for r in caplog.records) == 1  # warned once
+    settings = resolve_settings(
+        overrides={"backend": "local", "model": "smollm2-typo", "base_url": server.url, "cache": str(tmp_path)}
+    )
+    report = preflight(settings)
+    assert report.served_model == "smollm2" and "as model 'smollm2'" in report.summary()
+    again = build_judge(settings).judge_many(REQS)  # labelled with the served name from the start: cache hits
+    assert all(j.cached and j.model == "smollm2" for j in again) and len(server.calls) == len(REQS)
+
+
+def test_a_reply_cut_at_the_token_limit_is_truncated_not_an_ignored_format(server):
+    server.script = lambda call: dataclasses.replace(reply('{"pred": "yes", "sc'), finish_reason="length")
+    out = local(server, response_format="json_object", parse_retries=0).judge_many(REQS[:1])
+    meta = out[0].metadata
+    assert out[0].failed and meta["truncated"] is True and meta["response_format"] == "json_object"
+
+
+def test_a_long_server_error_is_kept_once_and_items_cite_it(server, tmp_path, caplog):
+    from llamavid_eval.judges.rejudge import rejudge
+
+    trace = "Traceback (most recent call last):\n" + "".join(
+        f'  File "/srv/app/m{i}.py", line {i}\n' for i in range(30)
+    )
+    server.script = lambda call: error(500, trace + "RuntimeError: boom")
+    run = tmp_path / "run" / "m"
+    run.mkdir(parents=True)
+    lines = [{"doc_id": i, "acc": {"id": i, **dataclasses.asdict(r)}} for i, r in enumerate(REQS)]
+    (run / "20250101_000000_samples_demo.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    judge = local(server, max_retries=0, response_format="none")
+    overview = rejudge(tmp_path / "run", judge)
+    full = judge.server_messages["m1"]
+    assert list(judge.server_messages) == ["m1"] and full.startswith("HTTP 500: Traceback")
+    rows = [json.loads(x) for x in open(overview["runs"][0]["items"])]
+    assert all(r["failed"] and "[server message m1" in r["error"] and len(r["error"]) < 300 for r in rows)
+    assert overview["runs"][0]["rejudge"]["server_messages"] == {"m1": full}
+    assert sum(full in r.message for r in caplog.records) == 1  # logged once, not per item
