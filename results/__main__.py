@@ -16,12 +16,11 @@ import json
 import sys
 from pathlib import Path
 
+from llamavid_eval.core import failures
 from llamavid_eval.results import agreement, html, plots, table
 from llamavid_eval.results import compare as compare_mod
 from llamavid_eval.results.load import load_runs
 from llamavid_eval.results.reference import REFERENCE_CSV, load_reference
-
-from llamavid_eval.core import failures
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+
+from llamavid_eval.core.outputs import judgement_failed
 from llamavid_eval.judges.agreement import compare as judges_compare
 from llamavid_eval.results.load import Run
 from llamavid_eval.results.samples import judgements
-
-from llamavid_eval.core.outputs import judgement_failed
 
 VERDICT_LABELS = ["yes", "no", "failed"]
 

@@ -14,6 +14,7 @@ from html import escape
 from pathlib import Path
 
 import pandas as pd
+
 from llamavid_eval.results.agreement import JudgePair, flat_stats, interval_method, side_by_side
 from llamavid_eval.results.table import Leaderboard, format_cell, format_value, interval_notes, short_source_text
 

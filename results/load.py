@@ -14,11 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.judges.exam_gate import exam_notes
-from llamavid_eval.judges.factory import resolve_settings
-from llamavid_eval.results import intervals as intervals_mod
-from llamavid_eval.results import samples as samples_mod
-
 from llamavid_eval.core.items import judged_items
 from llamavid_eval.core.outputs import (
     find_result_files,
@@ -35,6 +30,10 @@ from llamavid_eval.core.outputs import (
 )
 from llamavid_eval.core.scores import COUNTS, HEADLINE, MAX_FAILURE_RATE_ENV, judged_scores, over_budget
 from llamavid_eval.core.stats import Interval
+from llamavid_eval.judges.exam_gate import exam_notes
+from llamavid_eval.judges.factory import resolve_settings
+from llamavid_eval.results import intervals as intervals_mod
+from llamavid_eval.results import samples as samples_mod
 
 __all__ = ["Run", "load_run", "load_runs", "parse_model_args", "parse_task_metrics", "short_checkpoint"]
 

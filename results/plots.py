@@ -12,12 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from llamavid_eval.results.agreement import VERDICT_LABELS, JudgePair, verdict_matrix
-from llamavid_eval.results.load import Run
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from llamavid_eval.core.ucf import confusion_counts, samples_pairs
+from llamavid_eval.results.agreement import VERDICT_LABELS, JudgePair, verdict_matrix
+from llamavid_eval.results.load import Run
 
 #: Which metric stands for "accuracy" in the accuracy-vs-fps plot, in order of preference.
 ACCURACY_METRICS = ["accuracy", "exact_match", "gpt_eval_accuracy", "acc"]

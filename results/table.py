@@ -16,11 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
-from llamavid_eval.results import intervals as intervals_mod
-from llamavid_eval.results.load import Run
 
 from llamavid_eval.core.scores import HEADLINE
 from llamavid_eval.core.stats import Interval
+from llamavid_eval.results import intervals as intervals_mod
+from llamavid_eval.results.load import Run
 
 MISSING = "—"
 DATE_COLUMN = "date (UTC)"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from llamavid_eval.results import agreement, plots
 from matplotlib.image import imread
 
 from llamavid_eval.core.ucf import confusion_counts
+from llamavid_eval.results import agreement, plots
 
 
 def rec(verdict: bool | None, score: int | None = None, prediction: str = "p", failed: bool | None = None) -> dict:

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from llamavid_eval.results import compare
-from llamavid_eval.results.__main__ import main
-from llamavid_eval.results.compare import compare_runs, verdict
 
 from llamavid_eval.core import stats
 from llamavid_eval.core.stats import Interval
+from llamavid_eval.results import compare
+from llamavid_eval.results.__main__ import main
+from llamavid_eval.results.compare import compare_runs, verdict
 
 
 def write_samples(path: Path, correct: list[bool | None], videos: bool = True, answers: str = "a") -> Path:
@@ -114,11 +114,12 @@ lmms_eval = pytest.importorskip("lmms_eval")
 
 def _evaluate_and_save(out: Path, answers: dict[str, str], stamp: str, limit: int | None = None) -> None:
     """What ``lmms-eval --tasks msvd_qa --log_samples --output_path out`` does, with a scripted model."""
-    from llamavid_eval.tasks import TASKS_DIR
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.loggers.evaluation_tracker import EvaluationTracker
     from lmms_eval.tasks import TaskManager
     from test_tasks_support import ScriptedModel
+
+    from llamavid_eval.tasks import TASKS_DIR
 
     tracker = EvaluationTracker(output_path=str(out))
     results = simple_evaluate(
@@ -139,8 +140,9 @@ def _evaluate_and_save(out: Path, answers: dict[str, str], stamp: str, limit: in
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from llamavid_eval.tasks.prepare import main as prepare
     from test_tasks_support import FAIL, judge_server, video_qa_raw
+
+    from llamavid_eval.tasks.prepare import main as prepare
 
     root = tmp_path_factory.mktemp("compare")
     qa, videos = video_qa_raw(root / "raw")

@@ -13,8 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from llamavid_eval.results.__main__ import main
 from matplotlib.image import imread
+
+from llamavid_eval.results.__main__ import main
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(

@@ -15,13 +15,14 @@ import pytest
 
 lmms_eval = pytest.importorskip("lmms_eval")
 
-from llamavid_eval.results import table  # noqa: E402
-from llamavid_eval.results.__main__ import main  # noqa: E402
-from llamavid_eval.results.load import load_runs  # noqa: E402
 from lmms_eval.api.model import lmms  # noqa: E402
 from lmms_eval.evaluator import simple_evaluate  # noqa: E402
 from lmms_eval.loggers.evaluation_tracker import EvaluationTracker  # noqa: E402
 from lmms_eval.tasks import TaskManager  # noqa: E402
+
+from llamavid_eval.results import table  # noqa: E402
+from llamavid_eval.results.__main__ import main  # noqa: E402
+from llamavid_eval.results.load import load_runs  # noqa: E402
 
 UCF_DOCS = [
     ("Abuse", "Abuse"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from llamavid_eval.results import table
 from llamavid_eval.results.__main__ import main
 from llamavid_eval.results.load import load_runs, parse_model_args, parse_task_metrics, short_checkpoint

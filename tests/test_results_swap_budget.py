@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llamavid_eval.judges import swap
 from llamavid_eval.results import swap_report
 

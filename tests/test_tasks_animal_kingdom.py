@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from test_tasks_support import ScriptedModel, animal_kingdom_raw, evaluate, judge_server, metric
+
 from llamavid_eval.tasks.prepare import main
 from llamavid_eval.tasks.prepare.animal_kingdom import QUESTION, to_sentence
-from test_tasks_support import ScriptedModel, animal_kingdom_raw, evaluate, judge_server, metric
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from llamavid_eval.judges.testing import Call, FakeChatServer, Response, reply
-from llamavid_eval.tasks import TASKS_DIR
 from lmms_eval.api.model import lmms
 from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 from media import write_video
+
+from llamavid_eval.judges.testing import Call, FakeChatServer, Response, reply
+from llamavid_eval.tasks import TASKS_DIR
 
 FAIL = "JUDGE_FAIL"  # a prediction containing this gets an unparseable judge reply
 

@@ -12,14 +12,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from llamavid_eval.tasks.prepare import main
-from llamavid_eval.tasks.ucf_crime import confusion
-from llamavid_eval.tasks.ucf_crime.labels import JUDGED_NAMES, JUDGED_PROMPT, MC_PROMPT, map_answer
-from llamavid_eval.tasks.ucf_crime.utils import score
 from test_tasks_support import FAIL, ScriptedModel, evaluate, judge_server, metric, ucf_raw
 
 from llamavid_eval.core import stats
 from llamavid_eval.core.ucf import CLASSES, UNMAPPED, class_from_filename
+from llamavid_eval.tasks.prepare import main
+from llamavid_eval.tasks.ucf_crime import confusion
+from llamavid_eval.tasks.ucf_crime.labels import JUDGED_NAMES, JUDGED_PROMPT, MC_PROMPT, map_answer
+from llamavid_eval.tasks.ucf_crime.utils import score
 
 # video -> (scripted answer, class it maps to)
 MC = {

@@ -8,12 +8,12 @@ import random
 import pytest
 import yaml
 from datasets import Dataset
-from llamavid_eval.tasks import TASKS_DIR
-from llamavid_eval.tasks.common.local_task import seeded_subset
-from llamavid_eval.tasks.prepare import main
 from test_tasks_support import FAIL, ScriptedModel, evaluate, judge_server, metric, video_qa_raw
 
 from llamavid_eval.core.paths import DatasetNotPreparedError
+from llamavid_eval.tasks import TASKS_DIR
+from llamavid_eval.tasks.common.local_task import seeded_subset
+from llamavid_eval.tasks.prepare import main
 
 # id -> scripted answer, and what the test judge makes of it against the reference
 ANSWERS = {"0": "dancing", "1": "a woman", "2": "blue", "3": FAIL}  # yes/5, yes/4, no/1, failure

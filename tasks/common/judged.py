@@ -16,14 +16,14 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
-from llamavid_eval.judges.base import JudgeRequest
-from llamavid_eval.judges.exam_gate import EXAM_KEY, examine
-from llamavid_eval.judges.factory import build_judge, resolve_settings, task_metadata
-from llamavid_eval.judges.preflight import check_once
 from loguru import logger
 
 from llamavid_eval.core.records import JUDGEMENT_KEY, scored_results
 from llamavid_eval.core.scores import HEADLINE, METRICS, judged_scores, verdict_of
+from llamavid_eval.judges.base import JudgeRequest
+from llamavid_eval.judges.exam_gate import EXAM_KEY, examine
+from llamavid_eval.judges.factory import build_judge, resolve_settings, task_metadata
+from llamavid_eval.judges.preflight import check_once
 
 SCORE_KEY = "item_value"
 """Each record's accuracy (0/100, failures left out): lmms-eval's Stderr_CLT / Stderr_Clustered columns

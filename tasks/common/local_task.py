@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets import Dataset, DatasetDict
-from llamavid_eval.tasks.common import judged
 from lmms_eval.api.task import ConfigurableTask
 
 from llamavid_eval.core.paths import load_split
+from llamavid_eval.tasks.common import judged
 
 
 def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:

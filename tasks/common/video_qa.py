@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from llamavid_eval.tasks.common.judged import judged_results
-
 from llamavid_eval.core.paths import resolve_video
 from llamavid_eval.core.records import qa_record
+from llamavid_eval.tasks.common.judged import judged_results
 
 
 def doc_to_visual(doc: dict[str, Any]) -> list[str]:

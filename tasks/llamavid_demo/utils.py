@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.core.paths import DATA_ROOT_ENV, DatasetNotPreparedError, data_root, resolve_video, split_file
+from llamavid_eval.core.records import scored_results
+from llamavid_eval.core.scores import interval_values, mean_interval
 from llamavid_eval.judges.backends.exact import ExactMatchJudge, words
 from llamavid_eval.judges.base import JudgeRequest
 from llamavid_eval.tasks.common.local_task import LocalVideoTask
 from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, QUESTIONS
-
-from llamavid_eval.core.paths import DATA_ROOT_ENV, DatasetNotPreparedError, data_root, resolve_video, split_file
-from llamavid_eval.core.records import scored_results
-from llamavid_eval.core.scores import interval_values, mean_interval
 
 FAMILY = "llamavid_demo"
 Record = dict[str, Any]

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.core.records import conversation_record
 from llamavid_eval.tasks.prepare.common import (
     SplitReport,
     VideoLinker,
@@ -22,8 +23,6 @@ from llamavid_eval.tasks.prepare.common import (
     require_dir,
     write_split,
 )
-
-from llamavid_eval.core.records import conversation_record
 
 FAMILY = "animal_kingdom"
 QUESTION = (

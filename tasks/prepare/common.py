@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.model.video import VideoDecodeError, count_frames
-
 from llamavid_eval.core.exits import one_line
+from llamavid_eval.model.video import VideoDecodeError, count_frames
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.core.records import conversation_record
+from llamavid_eval.core.ucf import NORMAL, class_from_filename
 from llamavid_eval.tasks.prepare.common import (
     VIDEO_EXTENSIONS,
     SplitReport,
@@ -19,9 +21,6 @@ from llamavid_eval.tasks.prepare.common import (
     write_split,
 )
 from llamavid_eval.tasks.ucf_crime.labels import MC_PROMPT, mc_answer
-
-from llamavid_eval.core.records import conversation_record
-from llamavid_eval.core.ucf import NORMAL, class_from_filename
 
 FAMILY = "ucf_crime"
 LIST_FIX = "Lines must start with a video file name such as Abuse028_x264.mp4 or Abuse/Abuse028_x264.mp4, whose prefix is a UCF-Crime class."

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.core.records import conversation_record
 from llamavid_eval.tasks.prepare.common import (
     PrepareError,
     SplitReport,
@@ -17,8 +18,6 @@ from llamavid_eval.tasks.prepare.common import (
     require_file,
     write_split,
 )
-
-from llamavid_eval.core.records import conversation_record
 
 REQUIRED_KEYS = ("video_id", "question", "id", "answer")
 

@@ -9,6 +9,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from datasets import Dataset
+from loguru import logger
+
+from llamavid_eval.core.paths import resolve_video
+from llamavid_eval.core.records import qa_record, scored_results
+from llamavid_eval.core.scores import interval_values, mean_interval
+from llamavid_eval.core.ucf import CLASSES, NORMAL, UNMAPPED
 from llamavid_eval.tasks.common.judged import judged_results
 from llamavid_eval.tasks.ucf_crime import confusion
 from llamavid_eval.tasks.ucf_crime.labels import (
@@ -19,12 +25,6 @@ from llamavid_eval.tasks.ucf_crime.labels import (
     map_answer,
     mc_answer,
 )
-from loguru import logger
-
-from llamavid_eval.core.paths import resolve_video
-from llamavid_eval.core.records import qa_record, scored_results
-from llamavid_eval.core.scores import interval_values, mean_interval
-from llamavid_eval.core.ucf import CLASSES, NORMAL, UNMAPPED
 
 Record = dict[str, Any]
 SCORE_KEY = "item_value"
