@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from llamavid_eval.judges.parse import ParsedReply, ParseError, parse_reply
 
 ACCEPTED = [

@@ -15,13 +15,14 @@ import pytest
 
 pytest.importorskip("gguf")
 
+from test_judges_hf import reference_choice  # noqa: E402
+
 from llamavid_eval.judges import JudgeRequest  # noqa: E402
 from llamavid_eval.judges.__main__ import main  # noqa: E402
 from llamavid_eval.judges.backends import constrained  # noqa: E402
 from llamavid_eval.judges.backends.hf import HFJudge  # noqa: E402
 from llamavid_eval.judges.cache import JudgementCache  # noqa: E402
 from llamavid_eval.judges.parse import parse_reply  # noqa: E402
-from test_judges_hf import reference_choice  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("judge_env")
 
@@ -113,6 +114,7 @@ def test_preflight_accepts_the_gguf_and_names_what_is_wrong(smollm2_gguf, tmp_pa
     import sys
 
     import gguf as gguf_package
+
     from llamavid_eval.judges.backends import gguf
     from llamavid_eval.judges.factory import resolve_settings
     from llamavid_eval.judges.preflight import JudgeUnavailable, preflight

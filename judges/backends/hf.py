@@ -29,13 +29,13 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+
+from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs
+from llamavid_eval.generation.fusion import fuse_rms_norms
 from llamavid_eval.judges.backends import constrained, gguf
 from llamavid_eval.judges.cache import JudgementCache
 from llamavid_eval.judges.engine import ConversationJudge, Messages, OnReply, Reply
 from llamavid_eval.judges.prompt import BUILTIN, MAX_NEW_TOKENS, Prompt, render_plain
-
-from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs
-from llamavid_eval.generation.fusion import fuse_rms_norms
 
 
 @functools.lru_cache(maxsize=1)
