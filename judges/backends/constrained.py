@@ -97,7 +97,7 @@ def frames(tok: Any, rendered: Sequence[tuple[str, bool]]) -> list[Frame]:
     if not rendered:
         return []
     texts = [(text + separator(text), flag) for text, flag in rendered]
-    full = _encode(tok, [(text + CANDIDATE.format(verdict="yes", score=0), flag) for text, flag in texts])
+    full = encode(tok, [(text + CANDIDATE.format(verdict="yes", score=0), flag) for text, flag in texts])
     first = _frame(tok, *texts[0])
     out = []
     for ids, (text, flag) in zip(full, texts, strict=True):
@@ -111,9 +111,9 @@ def frames(tok: Any, rendered: Sequence[tuple[str, bool]]) -> list[Frame]:
 
 def _frame(tok: Any, text: str, flag: bool) -> Frame:
     keys = [(v, s) for v in VERDICTS for s in SCORES]
-    encoded = _encode(tok, [(text + CANDIDATE.format(verdict=v, score=s), flag) for v, s in keys])
+    encoded = encode(tok, [(text + CANDIDATE.format(verdict=v, score=s), flag) for v, s in keys])
     cands = dict(zip(keys, encoded, strict=True))
-    word_ids = dict(zip(VERDICTS, _encode(tok, [(text + WORD.format(verdict=v), flag) for v in VERDICTS]), strict=True))
+    word_ids = dict(zip(VERDICTS, encode(tok, [(text + WORD.format(verdict=v), flag) for v in VERDICTS]), strict=True))
     common = _common(encoded)
     words, then, scores = [], [], []
     for verdict in VERDICTS:
@@ -138,8 +138,8 @@ def _frame(tok: Any, text: str, flag: bool) -> Frame:
     return Frame(list(encoded[0][:common]), (words[0], words[1]), (then[0], then[1]), (scores[0], scores[1]))
 
 
-def _encode(tok: Any, texts: Sequence[tuple[str, bool]]) -> list[list[int]]:
-    """Ids of every text, one tokenizer call per value of the add-special-tokens flag."""
+def encode(tok: Any, texts: Sequence[tuple[str, bool]]) -> list[list[int]]:
+    """Ids of every ``(text, add special tokens)``: one tokenizer call per value of the flag."""
     ids: list[list[int]] = [[] for _ in texts]
     for flag in (False, True):
         chosen = [i for i, (_, f) in enumerate(texts) if f == flag]

@@ -179,15 +179,7 @@ class HFJudge(ConversationJudge):
 
     def _encode(self, tok: Any, conversations: Sequence[Messages]) -> list[list[int]]:
         """Prompt ids; the texts go to the tokenizer in one call (a fast tokenizer encodes them in parallel)."""
-        rendered = [self._render(tok, messages) for messages in conversations]
-        ids: list[list[int]] = [[] for _ in rendered]
-        for add_special in (False, True):
-            chosen = [i for i, (_, flag) in enumerate(rendered) if flag == add_special]
-            if chosen:
-                encoded = tok([rendered[i][0] for i in chosen], add_special_tokens=add_special)["input_ids"]
-                for index, row in zip(chosen, encoded, strict=True):
-                    ids[index] = row
-        return ids
+        return constrained.encode(tok, [self._render(tok, messages) for messages in conversations])
 
     def _generate(self, tok: Any, lm: Any, prompts: list[list[int]], shared: int) -> list[str]:
         """Greedy replies for one batch; the first ``shared`` ids of every prompt are the same."""
