@@ -57,13 +57,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.core import failures
 from llamavid_eval.judges import exam_cli, progress
 from llamavid_eval.judges.exam_gate import JudgeUnfit, examine
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
 from llamavid_eval.judges.interrupt import Interrupted, stop_on_signals
 from llamavid_eval.judges.preflight import JudgeUnavailable, check_once
-
-from llamavid_eval.core import failures
 
 
 def _transport_options(parser: argparse.ArgumentParser) -> None:

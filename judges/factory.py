@@ -18,11 +18,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.core.scores import DEFAULT_MAX_FAILURE_RATE, MAX_FAILURE_RATE_ENV
 from llamavid_eval.judges.base import Judge
 from llamavid_eval.judges.cache import DEFAULT_CACHE_DIR, JudgementCache
 from llamavid_eval.judges.prompt import load_prompt
-
-from llamavid_eval.core.scores import DEFAULT_MAX_FAILURE_RATE, MAX_FAILURE_RATE_ENV
 
 BACKENDS = ("openai", "local", "hf", "exact")
 DEFAULT_MODELS = {

@@ -21,17 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.core.failures import Tally, common_reason
+from llamavid_eval.core.outputs import iter_samples
+from llamavid_eval.core.scores import HEADLINE, JudgedScores, Verdict, judged_scores, verdict_of
+from llamavid_eval.core.stats import kendall_tau
 from llamavid_eval.judges.agreement import clusters_of, compare, ok
 from llamavid_eval.judges.base import Judge
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
 from llamavid_eval.judges.interrupt import Interrupted
 from llamavid_eval.judges.preflight import check_once
 from llamavid_eval.judges.rejudge import rejudge
-
-from llamavid_eval.core.failures import Tally, common_reason
-from llamavid_eval.core.outputs import iter_samples
-from llamavid_eval.core.scores import HEADLINE, JudgedScores, Verdict, judged_scores, verdict_of
-from llamavid_eval.core.stats import kendall_tau
 
 MIN_RUNS_FOR_TAU = 3  # Kendall's tau over two runs is +1 or -1: no information beyond "same order or not"
 Rows = list[dict[str, Any]]

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+
 from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.agreement import compare, pearson, spearman
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llamavid_eval.judges import BACKENDS, Judgement, JudgeRequest, get_judge, resolve_settings, summarize
 from llamavid_eval.judges.backends.exact import ExactMatchJudge
 from llamavid_eval.judges.backends.hf import HFJudge

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+
 from llamavid_eval.judges.flow import AdaptiveLimit, CircuitBreaker, run_each
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+
 from llamavid_eval.judges import JudgeRequest, get_judge, summarize
 from llamavid_eval.judges.backends.openai_compat import LocalJudge, OpenAIJudge
 from llamavid_eval.judges.cache import JudgementCache

@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+
 from llamavid_eval.judges import JudgeRequest, get_judge, resolve_settings
 from llamavid_eval.judges.backends.openai_compat import LocalJudge
 from llamavid_eval.judges.cache import JudgementCache

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import pytest
 from judge_servers import start_transformers_serve, write_verdict_model
+from test_tasks_support import video_qa_raw
+
 from llamavid_eval.judges import JudgeRequest, resolve_settings
 from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.backends.openai_compat import LocalJudge
 from llamavid_eval.judges.cache import DB_NAME, JudgementCache
 from llamavid_eval.judges.preflight import JudgeUnavailable, preflight
-from test_tasks_support import video_qa_raw
 
 pytestmark = pytest.mark.slow
 REQS = [JudgeRequest(f"What is the animal doing in clip {i}?", "running", f"It runs, take {i}.") for i in range(16)]
@@ -271,3 +272,25 @@ def test_a_signal_mid_run_keeps_every_verdict_and_the_rerun_asks_only_the_rest(s
     assert answered(smol) - asked == left  # the rerun asked only what had no verdict
     rows = [json.loads(line) for line in next((tmp_path / "out").rglob("*_items.jsonl")).read_text().splitlines()]
     assert len(rows) == 8 and sum(r["cached"] for r in rows) == kept
+
+
+def test_lmms_eval_results_name_the_judge_the_environment_chose(smol, tiny_release, tmp_path):
+    """The msvd_qa YAML says judge: openai / gpt-3.5-turbo; judged through LLAMAVID_JUDGE*, results.json
+    must name the judge that was used (real SmolLM2 behind transformers serve)."""
+    env = {**os.environ, "LLAMAVID_DATA_ROOT": str(tmp_path / "data"), "LLAMAVID_JUDGE_CACHE": str(tmp_path / "cache"),
+           "LLAMAVID_JUDGE": "local", "LLAMAVID_JUDGE_BASE_URL": smol.url, "LLAMAVID_JUDGE_MODEL": smol.model,
+           "LLAMAVID_JUDGE_EXAM": "0", "LLAMAVID_JUDGE_PARSE_RETRIES": "0"}  # fmt: skip
+    qa, videos = video_qa_raw(tmp_path / "raw")
+    bin_dir = Path(sys.executable).parent
+    prepare = [str(bin_dir / "llamavid"), "prepare", "msvd_qa", "--qa", str(qa), "--videos", str(videos)]
+    subprocess.run(prepare, env=env, check=True, capture_output=True, timeout=300)
+    model_args = f"pretrained={tiny_release.checkpoint},qformer_tokenizer={tiny_release.bert_tokenizer},dtype=fp32"
+    command = [str(bin_dir / "lmms-eval"), "--model", "llamavid", "--model_args", model_args, "--tasks", "msvd_qa",
+               "--batch_size", "2", "--output_path", str(tmp_path / "out")]  # fmt: skip
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    log = run.stdout + run.stderr
+    assert f"judge local:{smol.model} at {smol.url} answers" in log, log[-4000:]  # the preflight, in lmms-eval's log
+    results = json.loads(next((tmp_path / "out").rglob("*_results.json")).read_text())
+    meta = results["configs"]["msvd_qa"]["metadata"]
+    assert (meta["judge"], meta["judge_model"], meta["judge_base_url"]) == ("local", smol.model, smol.url)
+    assert "gpt-3.5-turbo" not in json.dumps(meta)

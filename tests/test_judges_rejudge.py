@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.testing import FakeChatServer
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from llamavid_eval.judges import swap
 from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.preflight import PROBE

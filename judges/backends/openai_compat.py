@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
+
 from llamavid_eval.judges.base import Judgement, JudgeRequest
 from llamavid_eval.judges.cache import JudgementCache
 from llamavid_eval.judges.engine import ConversationJudge, Messages, OnReply, Reply, Secrets
