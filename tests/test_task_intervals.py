@@ -5,6 +5,7 @@ headline metrics are NaN and the log says why."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -16,12 +17,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from llamavid_eval.judges.testing import Call, FakeChatServer, Response, reply
-from llamavid_eval.tasks.prepare import main as prepare
 from lmms_eval.utils import make_table
 from test_tasks_support import FAIL, ScriptedModel, evaluate, judge_server, metric, tiny_video, video_qa_raw
 
 from llamavid_eval.core import scores, stats
+from llamavid_eval.judges.testing import Call, FakeChatServer, Response, reply
+from llamavid_eval.results import compare
+from llamavid_eval.tasks.prepare import main as prepare
 
 ANSWERS = {"0": "dancing", "1": "a woman", "2": "blue", "3": FAIL}  # yes/5, yes/4, no/1, failure
 VIDEOS = {"0": "vid1", "1": "vid1", "2": "vid2", "3": "vid2"}
@@ -147,20 +149,29 @@ def test_demo_accuracy_values_per_type_and_interval():
     assert task.values["accuracy_n"] == 12
 
 
-def _alternating_judge(call: Call) -> Response:
-    """A deterministic judge for the CLI run: yes/4 for even-numbered reference answers, no/1 otherwise."""
+def _answer_number(call: Call) -> int | None:
+    """The N of ``Correct Answer: answer N`` in a judge request; None for a request not about our items
+    (the judge preflight's probe)."""
     numbers = re.findall(r"^Correct Answer: answer (\d+)$", call.user_text, re.MULTILINE)
-    even = not numbers or int(numbers[-1]) % 2 == 0  # not one of ours (a judge preflight probe): yes
+    return int(numbers[-1]) if numbers else None
+
+
+def _alternating_judge(call: Call) -> Response:
+    """A deterministic judge for the CLI run: yes/4 for even-numbered reference answers, no/1 otherwise,
+    and prose (no verdict, however often it is asked) for answer 7."""
+    number = _answer_number(call)
+    if number == 7:
+        return reply("The predicted answer seems plausible given the question.")
+    even = number is None or number % 2 == 0
     return reply("{'pred': 'yes', 'score': 4}" if even else "{'pred': 'no', 'score': 1}")
 
 
-@pytest.mark.slow
-def test_lmms_eval_cli_prints_and_writes_intervals_for_a_judged_task(tiny_release, tmp_path, monkeypatch):
-    """``lmms-eval --model llamavid --tasks msvd_qa`` from the command line: the printed table and
-    results.json carry the stderr columns and the interval rows of the judged accuracy."""
+def _run_lmms_eval(tiny_release, tmp_path: Path, n: int, script) -> tuple[subprocess.CompletedProcess, Path]:
+    """``lmms-eval --model llamavid --tasks msvd_qa`` from the command line on ``n`` questions (3 per video),
+    judged by ``script`` on a loopback server; returns the finished process and its output folder."""
     qa = [
         {"video_id": f"vid{i // 3}", "question": f"what happens in part {i}?", "id": i, "answer": f"answer {i}"}
-        for i in range(9)
+        for i in range(n)
     ]
     raw = tmp_path / "raw"
     for name in sorted({row["video_id"] for row in qa}):
@@ -171,23 +182,95 @@ def test_lmms_eval_cli_prints_and_writes_intervals_for_a_judged_task(tiny_releas
     out = tmp_path / "out"
     args = f"pretrained={tiny_release.checkpoint},qformer_tokenizer={tiny_release.bert_tokenizer},dtype=fp32,fps=1"
     command = [str(Path(sys.executable).parent / "lmms-eval"), "--model", "llamavid", "--model_args", args,
-               "--tasks", "msvd_qa", "--batch_size", "4", "--output_path", str(out), "--log_samples"]  # fmt: skip
-    with FakeChatServer(_alternating_judge) as server:
+               "--tasks", "msvd_qa", "--batch_size", "8", "--output_path", str(out), "--log_samples"]  # fmt: skip
+    with FakeChatServer(script) as server:
         env = {**os.environ, "LLAMAVID_DATA_ROOT": str(tmp_path / "root"), "LLAMAVID_JUDGE": "local",
-               "LLAMAVID_JUDGE_BASE_URL": server.url, "LLAMAVID_JUDGE_CACHE": "off",
-               "LLAMAVID_JUDGE_EXAM": "0"}  # fmt: skip
+               "LLAMAVID_JUDGE_BASE_URL": server.url, "LLAMAVID_JUDGE_CACHE": "off", "LLAMAVID_JUDGE_EXAM": "0"}  # fmt: skip
+        env.pop("LLAMAVID_JUDGE_MAX_FAILURE_RATE", None)  # the default budget
         run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run, out
+
+
+@pytest.mark.slow
+def test_lmms_eval_cli_one_failure_in_40_and_every_view_shows_the_same_numbers(
+    tiny_release, tmp_path, monkeypatch, capsys
+):
+    """``lmms-eval --model llamavid --tasks msvd_qa`` from the command line, one judge failure in 40 (within
+    the budget): the printed table and results.json carry the judged metrics both ways, their stderr
+    columns and interval rows; ``llamavid results table`` and ``compare`` show the same numbers."""
+    from llamavid_eval.results.__main__ import main as results_main
+
+    run, out = _run_lmms_eval(tiny_release, tmp_path, 40, _alternating_judge)
     payload = json.loads(next(out.rglob("*_results.json")).read_text())["results"]["msvd_qa"]
-    values = [100.0 * (i % 2 == 0) for i in range(9)]
-    expected = stats.cluster_bootstrap_mean(values, [f"vid{i // 3}" for i in range(9)])
-    assert payload["accuracy,none"] == pytest.approx(expected.estimate)
+    valid = [None if i == 7 else 100.0 * (i % 2 == 0) for i in range(40)]
+    expected = scores.mean_interval(valid, [f"vid{i // 3}" for i in range(40)])
+    assert payload["accuracy,none"] == pytest.approx(expected.estimate) == pytest.approx(100 * 20 / 39)
     assert payload["accuracy_ci_low,none"] == pytest.approx(expected.low)
     assert payload["accuracy_ci_high,none"] == pytest.approx(expected.high)
-    assert payload["accuracy_n,none"] == 9
-    assert payload["accuracy_stderr_clt,none"] == pytest.approx(np.std(values, ddof=1) / 3)
+    assert (payload["accuracy_n,none"], payload["judge_failures,none"], payload["judged_items,none"]) == (39, 1, 40)
+    assert payload["accuracy_all,none"] == pytest.approx(100 * 20 / 40)  # the failure counted as wrong
+    assert payload["accuracy_stderr_clt,none"] == pytest.approx(
+        np.std([v for v in valid if v is not None], ddof=1) / math.sqrt(39)
+    )
     assert isinstance(payload["accuracy_stderr_clustered,none"], float)
+    assert "judge failed on" not in run.stdout + run.stderr  # within the budget: no ERROR line
     row = _table_row(run.stdout, "accuracy")
     assert row["Stderr_CLT"] == f"{payload['accuracy_stderr_clt,none']:.4f}"
     assert row["Stderr_Clustered"] == f"{payload['accuracy_stderr_clustered,none']:.4f}"
-    assert _table_row(run.stdout, "accuracy_ci_high")["Value"] == f"{expected.high:.4f}"
+    printed = {
+        m: float(_table_row(run.stdout, m)["Value"]) for m in ("accuracy", "accuracy_ci_low", "accuracy_ci_high")
+    }
+    assert printed["accuracy_ci_high"] == pytest.approx(expected.high, abs=5e-5)
+
+    # the leaderboard: the same value and interval (CSV raw, Markdown rounded as lmms-eval's table rounds)
+    monkeypatch.delenv("LLAMAVID_JUDGE_MAX_FAILURE_RATE", raising=False)
+    board = tmp_path / "board"
+    args = ["table", str(out), "--out", str(board), "--no-plots", "--reference", "none", "--detail"]
+    assert results_main([*args, "--max-failure-rate", "0.05"]) == 0
+    shown = capsys.readouterr().out
+    with (board / "leaderboard.csv").open() as handle:
+        (csv_row,) = list(csv.DictReader(handle))
+    for name, value in printed.items():
+        assert float(csv_row[f"msvd_qa/{name}"]) == pytest.approx(value, abs=5e-5), name
+    assert f"| {printed['accuracy']:.1f} ± {(expected.high - expected.low) / 2:.1f} |" in shown
+    assert float(csv_row["msvd_qa/accuracy_all"]) == pytest.approx(
+        float(_table_row(run.stdout, "accuracy_all")["Value"]), abs=5e-5
+    )
+    # compare: the same numbers from the same verdicts
+    report = compare.compare_runs(out, out)
+    assert report["a"]["interval"]["estimate"] == pytest.approx(printed["accuracy"], abs=5e-5)
+    assert (report["a"]["interval"]["low"], report["a"]["interval"]["high"]) == (
+        pytest.approx(printed["accuracy_ci_low"], abs=5e-5), pytest.approx(printed["accuracy_ci_high"], abs=5e-5))  # fmt: skip
+    assert report["a"]["judged"]["accuracy_all"]["estimate"] == pytest.approx(payload["accuracy_all,none"])
+    assert (report["a"]["items"], report["a"]["failures"]) == (40, 1)
+
+
+@pytest.mark.slow
+def test_lmms_eval_cli_a_judge_that_turns_to_prose_gives_no_score(tiny_release, tmp_path, capsys):
+    """The judge answers the first items and then only prose: no finite accuracy in results.json, an ERROR line
+    naming the task, the count, the reason and the re-judge command, and the leaderboard says so."""
+    from llamavid_eval.results.__main__ import main as results_main
+
+    answered: list[int] = []
+
+    def tiring_judge(call: Call) -> Response:
+        if _answer_number(call) is None or len(answered) < 3:  # the preflight's probe, then 3 items
+            answered.append(1)
+            return reply("{'pred': 'yes', 'score': 4}")
+        return reply("Sure! Here is my assessment of the answer in detail.")
+
+    run, out = _run_lmms_eval(tiny_release, tmp_path, 9, tiring_judge)
+    payload = json.loads(next(out.rglob("*_results.json")).read_text())["results"]["msvd_qa"]
+    for name in scores.HEADLINE:
+        assert not math.isfinite(payload[f"{name},none"]), name
+    failed = int(payload["judge_failures,none"])
+    assert failed >= 6 and payload["judged_items,none"] == 9
+    log = run.stdout + run.stderr  # lmms-eval's CLI logs to stdout
+    error = next(line for line in log.splitlines() if "judge failed on" in line)
+    assert "ERROR" in error and f"[msvd_qa] judge failed on {failed} of 9 items" in error
+    assert "LLAMAVID_JUDGE_MAX_FAILURE_RATE=0.05" in error and "llamavid judge rejudge" in error
+    assert "Most common reason:" in error
+    args = ["table", str(out), "--out", str(tmp_path / "board"), "--no-plots", "--reference", "none"]
+    assert results_main(args) == 1  # judge failures: the exit status says so too
+    assert f"| judge failed ({failed} of 9 items) |" in capsys.readouterr().out
