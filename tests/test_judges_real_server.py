@@ -294,3 +294,15 @@ def test_lmms_eval_results_name_the_judge_the_environment_chose(smol, tiny_relea
     meta = results["configs"]["msvd_qa"]["metadata"]
     assert (meta["judge"], meta["judge_model"], meta["judge_base_url"]) == ("local", smol.model, smol.url)
     assert "gpt-3.5-turbo" not in json.dumps(meta)
+
+
+def test_swap_fails_when_one_judge_fails_every_item_whatever_the_other_did(smol, tmp_path, judge_env, capsys):
+    """Pooled, 4 of 8 judgements failed is within --max-failure-rate 0.5; the judge asking for a model the
+    server does not serve failed all 4 of its own, so the swap exits 1 and the last line names it."""
+    judge_env.setenv("LLAMAVID_JUDGE_PREFLIGHT", "0")  # else the preflight stops the wrong model at once
+    source = lmms_run(tmp_path / "run", SMOL_ITEMS[:4])
+    judges = f"exact,local:smollm2-typo@{smol.url}"
+    rc = main(["swap", str(source), "--judges", judges, "--out", str(tmp_path / "r"), "--max-failure-rate", "0.5"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1 and last.startswith("error: judge local:smollm2-typo on msvd_qa: 4 of 4 judgements failed"), last
+    assert "Server is pinned to" in last  # the server's own reason
