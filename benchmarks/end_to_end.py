@@ -30,7 +30,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -38,12 +37,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from llamavid_eval.model.random_init import build_random  # noqa: E402
-from llamavid_eval.model.saving import save_released  # noqa: E402
-from llamavid_eval.model.tiny import lavis_qformer_state, lavis_vision_state, write_tiny_release  # noqa: E402
 from random_judge import WORDS, build_judge, build_tokenizer  # noqa: E402
 from record import write_record  # noqa: E402
 from throughput import write_tokenizers, write_videos  # noqa: E402
+
+from llamavid_eval.model.random_init import build_random  # noqa: E402
+from llamavid_eval.model.saving import save_released  # noqa: E402
+from llamavid_eval.model.tiny import lavis_qformer_state, lavis_vision_state, write_tiny_release  # noqa: E402
 
 STARTS = ("what is the", "who is", "where is the", "how many", "what does the")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -130,28 +130,24 @@ def write_judge(work: Path, size: str) -> Path:
 
 
 def set_up(args: argparse.Namespace, work: Path) -> tuple[dict, dict[str, float]]:
-    """Data, video model and judge on disk; the videos are encoded (CPU processes) while the
-    checkpoints are built on the GPU and written. Returns the paths and seconds per part."""
+    """Data, video model and judge on disk, each part timed. The videos come first, encoded by one
+    process per core before this process touches the GPU (forking beside a thread that drives the
+    GPU hung a run on the H200)."""
     seconds: dict[str, float] = {}
-    data: dict = {}
 
-    def dataset() -> None:
+    def timed(part: str, write):
         start = time.perf_counter()
-        counts = questions_per_video(args.videos, args.questions, args.total_questions)
-        data["data"] = write_dataset(work, counts, args.seconds)
-        seconds["videos_and_dataset_s"] = time.perf_counter() - start
+        out = write()
+        seconds[part] = time.perf_counter() - start
+        print(f"set-up: {part} {seconds[part]:.1f}", flush=True)
+        return out
 
-    start = time.perf_counter()
-    writer = threading.Thread(target=dataset)
-    writer.start()
-    data["checkpoint"], data["tower"], data["qformer"], data["bert"] = write_video_model(work, args.size)
-    seconds["video_model_s"] = time.perf_counter() - start
-    data["judge"] = write_judge(work, args.size)
-    seconds["judge_model_s"] = time.perf_counter() - start - seconds["video_model_s"]
-    writer.join()
-    if "data" not in data:
-        raise RuntimeError("writing the videos or preparing the dataset failed (see the error above)")
-    seconds["setup_s"] = time.perf_counter() - start
+    counts = questions_per_video(args.videos, args.questions, args.total_questions)
+    data = {"data": timed("videos_and_dataset_s", lambda: write_dataset(work, counts, args.seconds))}
+    names = ("checkpoint", "tower", "qformer", "bert")
+    data.update(zip(names, timed("video_model_s", lambda: write_video_model(work, args.size)), strict=True))
+    data["judge"] = timed("judge_model_s", lambda: write_judge(work, args.size))
+    seconds["setup_s"] = sum(seconds.values())
     return data, seconds
 
 
@@ -184,9 +180,10 @@ class PhaseTimer:
 
 def run_lmms_eval(args: argparse.Namespace, paths: dict, out: Path) -> dict:
     """``lmms-eval`` in this process with the phase timers installed; returns the timings."""
+    from lmms_eval.__main__ import cli_evaluate
+
     import llamavid_eval.judges.backends.hf as hf
     from llamavid_eval.model import lmms_backend
-    from lmms_eval.__main__ import cli_evaluate
 
     os.environ.update(
         LLAMAVID_DATA_ROOT=str(paths["data"]),

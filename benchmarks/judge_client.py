@@ -19,10 +19,11 @@ import argparse
 import multiprocessing as mp
 import time
 
+from record import write_record
+
 from llamavid_eval.judges.backends.openai_compat import LocalJudge
 from llamavid_eval.judges.base import JudgeRequest
 from llamavid_eval.judges.testing import Call, FakeChatServer, Response, error, reply
-from record import write_record
 
 
 class DelayedVerdict:

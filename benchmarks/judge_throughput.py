@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from random_judge import WORDS, build_judge, build_tokenizer  # noqa: E402
+from record import write_record  # noqa: E402
+
 from llamavid_eval.judges import JudgeRequest  # noqa: E402
 from llamavid_eval.judges.backends.hf import HFJudge  # noqa: E402
 from llamavid_eval.judges.prompt import build_messages  # noqa: E402
-from random_judge import WORDS, build_judge, build_tokenizer  # noqa: E402
-from record import write_record  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 STARTS = ("what is the", "who is", "where is the", "how many", "what does the")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from throughput import add_batch_arguments, one_batch_workload
+
 from llamavid_eval.model.batching import prepare_batch
 from llamavid_eval.model.inference import LlamaVidRunner, generation_kwargs
 from llamavid_eval.model.processing import qformer_text, qformer_tokenizer_inputs
-from throughput import add_batch_arguments, one_batch_workload
 
 
 def kernels(name: str, fn, repeats: int = 3, rows: int = 12) -> None:

@@ -18,10 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from judge_throughput import requests  # noqa: E402
-from llamavid_eval.judges.backends.hf import HFJudge, _shared_length  # noqa: E402
-from llamavid_eval.judges.prompt import build_messages  # noqa: E402
 from profile_batch import kernels  # noqa: E402
 from random_judge import build_judge, build_tokenizer  # noqa: E402
+
+from llamavid_eval.judges.backends.hf import HFJudge, _shared_length  # noqa: E402
+from llamavid_eval.judges.prompt import build_messages  # noqa: E402
 
 
 def main() -> None:

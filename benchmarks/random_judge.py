@@ -14,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from llamavid_eval.judges.prompt import REASK_TEMPLATE, SYSTEM_PROMPT, USER_TEMPLATE
-from llamavid_eval.judges.scripted import script_reply
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from llamavid_eval.judges.prompt import REASK_TEMPLATE, SYSTEM_PROMPT, USER_TEMPLATE
+from llamavid_eval.judges.scripted import script_reply
 
 LLAMA3_8B = {
     "vocab_size": 128256,

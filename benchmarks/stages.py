@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from record import write_record
+from throughput import add_batch_arguments, one_batch_workload
+
 from llamavid_eval.model.batching import prepare_batch
 from llamavid_eval.model.inference import LlamaVidRunner, generation_kwargs
 from llamavid_eval.model.processing import (
@@ -23,8 +26,6 @@ from llamavid_eval.model.processing import (
     tokenize_with_image,
     vicuna_v1_prompt,
 )
-from record import write_record
-from throughput import add_batch_arguments, one_batch_workload
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:

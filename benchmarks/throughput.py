@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from record import write_record
+
 from llamavid_eval.model.batching import plan_batches
 from llamavid_eval.model.inference import LlamaVidRunner, Question
 from llamavid_eval.model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
@@ -36,7 +38,6 @@ from llamavid_eval.model.processing import image_processor_for, qformer_tokenize
 from llamavid_eval.model.random_init import build_random
 from llamavid_eval.model.tiny import BASE_CORPUS, write_bert_tokenizer, write_sentencepiece_tokenizer
 from llamavid_eval.model.video import load_visuals
-from record import write_record
 
 QUESTIONS = (
     "what is the man doing?",

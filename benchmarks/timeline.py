@@ -26,7 +26,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
-from llamavid_eval.model.inference import LlamaVidRunner
 from record import write_record
 from throughput import (
     add_batch_arguments,
@@ -36,6 +35,8 @@ from throughput import (
     write_tokenizers,
     write_videos,
 )
+
+from llamavid_eval.model.inference import LlamaVidRunner
 
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 RANGE_PREFIXES = ("llamavid.", "generation.")

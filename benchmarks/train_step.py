@@ -15,11 +15,11 @@ import json
 import time
 
 import torch
-from llamavid_eval.training import TrainConfig, build_random_model
-from llamavid_eval.training.params import module_base
 from record import write_record
 
 from llamavid_eval.core.tokens import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llamavid_eval.training import TrainConfig, build_random_model
+from llamavid_eval.training.params import module_base
 
 
 def make_batch(args: argparse.Namespace, device: torch.device, vocab: int) -> dict:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from llamavid_eval.model.processing import preprocess_frames
 from torch.utils.data import DataLoader, Dataset
+
+from llamavid_eval.model.processing import preprocess_frames
 
 
 @dataclass

@@ -13,15 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from llamavid_eval.model.batching import Batch, Question, plan_batches, prepare_batch, prepared_batches
-from llamavid_eval.model.loading import LoadedLlamaVid, decode_answer
-from llamavid_eval.model.processing import (
-    qformer_text,
-    qformer_tokenizer_inputs,
-    question_with_placeholder,
-    tokenize_with_image,
-    vicuna_v1_prompt,
-)
 from torch.profiler import record_function
 
 from llamavid_eval.core.tokens import IMAGE_TOKEN_INDEX
@@ -35,6 +26,15 @@ from llamavid_eval.generation.decoding import (
 )
 from llamavid_eval.generation.fusion import fuse_rms_norms
 from llamavid_eval.generation.transfer import to_device
+from llamavid_eval.model.batching import Batch, Question, plan_batches, prepare_batch, prepared_batches
+from llamavid_eval.model.loading import LoadedLlamaVid, decode_answer
+from llamavid_eval.model.processing import (
+    qformer_text,
+    qformer_tokenizer_inputs,
+    question_with_placeholder,
+    tokenize_with_image,
+    vicuna_v1_prompt,
+)
 
 
 class LlamaVidRunner:

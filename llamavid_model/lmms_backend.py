@@ -20,13 +20,14 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+
 from llamavid_eval.model.inference import LlamaVidRunner, Question
 from llamavid_eval.model.loading import load_llamavid, torch_dtype
 from llamavid_eval.model.lora import apply_lora
 from llamavid_eval.model.video import load_visuals
-from lmms_eval.api.instance import Instance
-from lmms_eval.api.model import lmms
-from tqdm import tqdm
 
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 

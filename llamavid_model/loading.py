@@ -13,16 +13,6 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
-from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
-from llamavid_eval.model.processing import image_processor_for, image_size_from_processor_name
-from llamavid_eval.model.weights import (
-    WeightFileError,
-    checkpoint_key_to_model,
-    read_checkpoint,
-    read_lavis_qformer,
-    read_lavis_vision,
-)
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.instructblip.configuration_instructblip import (
@@ -33,6 +23,16 @@ from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
 from transformers.utils import is_flash_attn_2_available
 
 from llamavid_eval.core.dtypes import dtype_name
+from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
+from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
+from llamavid_eval.model.processing import image_processor_for, image_size_from_processor_name
+from llamavid_eval.model.weights import (
+    WeightFileError,
+    checkpoint_key_to_model,
+    read_checkpoint,
+    read_lavis_qformer,
+    read_lavis_vision,
+)
 
 QFORMER_PREFIX = "visual_tokenizer.qformer."
 EVA_HEAD_DIM = 88  # EVA-ViT-G: 1408 wide, 16 heads

@@ -7,6 +7,7 @@ the GPU instead of loading 14-26 GB of released weights.
 from __future__ import annotations
 
 import torch
+
 from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
 from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
 

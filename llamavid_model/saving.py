@@ -12,9 +12,10 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+
 from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
 from llamavid_eval.model.weights import VISION_PREFIX, model_key_to_checkpoint
-from safetensors.torch import save_file
 
 TOKENIZER_FILES = (
     "tokenizer.model",

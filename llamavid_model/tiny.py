@@ -22,6 +22,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 import torch
+
 from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
 from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
 from llamavid_eval.model.processing import VICUNA_V1_SYSTEM

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.instructblip.modeling_instructblip import (
@@ -27,6 +26,7 @@ from transformers.models.instructblip.modeling_instructblip import (
 )
 
 from llamavid_eval.generation.transfer import to_device
+from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
 
 
 def build_content_projector(config: LlamaVidConfig) -> nn.Module:
@@ -102,9 +102,10 @@ class VisualTokenizer(nn.Module):
         # backward, after this method returned, and must see the same index. Every call sets it first.
         for module in self._cross_attentions:
             module.frame_index = frame_index
+        mask = torch.cat([query_mask, attention_mask], dim=1)
         qformer_out = self.qformer(
             input_ids=input_ids,
-            attention_mask=torch.cat([query_mask, attention_mask], dim=1),
+            attention_mask=_prepared_mask(mask, self.qformer.config._attn_implementation, queries.dtype),
             query_embeds=queries,
             encoder_hidden_states=self.qformer_input_norm(features),  # once per frame
         ).last_hidden_state[:, : queries.shape[1]]
@@ -149,6 +150,19 @@ class VisualTokenizer(nn.Module):
         content = self.content_tokens(features)[frame_index]
         tokens = torch.cat([context, content], dim=1)
         return [chunk.flatten(0, 1) for chunk in tokens.split(counts)]
+
+
+def _prepared_mask(mask: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """The Q-Former's padding mask in the 4D form its attention takes, as transformers would build
+    it: given the 2D mask, transformers first asks whether any position is padded (``mask.all()``),
+    which makes the host wait for the GPU in every batch (``benchmarks/timeline.py --sync-debug``)."""
+    if implementation == "sdpa":
+        return mask[:, None, None, :].bool()
+    if implementation == "eager":
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask == 0, torch.finfo(dtype).min)[
+            :, None, None, :
+        ]
+    return mask  # flash attention takes the 2D mask
 
 
 class FrameSharedCrossAttention(InstructBlipQFormerMultiHeadAttention):

@@ -6,12 +6,12 @@ import warnings
 
 import pytest
 import torch
-from llamavid_eval.model.batching import prepare_batch
-from llamavid_eval.model.inference import LlamaVidRunner, Question
-from llamavid_eval.model.loading import decode_answer, load_llamavid
 from media import coloured_frames
 
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
+from llamavid_eval.model.batching import prepare_batch
+from llamavid_eval.model.inference import LlamaVidRunner, Question
+from llamavid_eval.model.loading import decode_answer, load_llamavid
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,21 @@ def test_a_loop_reused_with_other_stop_tokens_stops_only_at_the_current_ones(loa
         plain = decoder.generate(inputs, eos_token_id=eos, **settings)
     assert len(decoder._states) == 1 and stopped[0] == eager[0][:2]
     assert plain == eager and len(eager[0]) > 2
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_the_qformer_mask_built_here_gives_the_library_masks_tokens(loaded, implementation, monkeypatch):
+    """The Q-Former gets its padding mask already in 4D form (so transformers never asks the GPU
+    whether anything is padded); its tokens equal those from the 2D mask transformers expands."""
+    import llamavid_eval.model.visual_tokens as visual_tokens
+
+    questions = _questions({})
+    runner = LlamaVidRunner(loaded, batch_size=3, decode_workers=0)
+    batch = prepare_batch(questions, [0, 1, 2], loaded.image_processor)
+    qformer_config = loaded.model.visual_tokenizer.qformer.config
+    monkeypatch.setattr(qformer_config, "_attn_implementation_internal", implementation)
+    with torch.inference_mode():
+        ours = runner.visual_tokens(questions, batch)
+        monkeypatch.setattr(visual_tokens, "_prepared_mask", lambda mask, *_: mask)
+        library = runner.visual_tokens(questions, batch)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours, library, strict=True))

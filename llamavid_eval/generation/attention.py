@@ -11,6 +11,8 @@ key/value head are stacked instead, so K and V are read once and never copied; f
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -50,3 +52,24 @@ def grouped_attention(
 
 
 AttentionInterface.register(GROUPED_ATTENTION, grouped_attention)
+
+
+@contextlib.contextmanager
+def attention_implementation(config: Any, implementation: str) -> Iterator[None]:
+    """Run the language model with another attention implementation. Set on this config only, not
+    through the ``_attn_implementation`` property, which would also switch the sub-configs (the
+    video model's vision tower and Q-Former)."""
+    previous = config._attn_implementation_internal
+    config._attn_implementation_internal = implementation
+    try:
+        yield
+    finally:
+        config._attn_implementation_internal = previous
+
+
+def grouped_attention_for(config: Any) -> contextlib.AbstractContextManager[None]:
+    """:func:`grouped_attention` while a grouped-query model (Llama-3) runs, the model's own
+    implementation otherwise. Given a mask, SDPA and ``eager`` copy every key/value head once per
+    query head (``repeat_kv``): 6% of a Llama-3-8B judge batch on an H200 (benchmarks/RESULTS.md)."""
+    grouped = getattr(config, "num_key_value_heads", None) not in (None, config.num_attention_heads)
+    return attention_implementation(config, GROUPED_ATTENTION if grouped else config._attn_implementation_internal)

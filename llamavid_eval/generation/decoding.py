@@ -19,11 +19,10 @@ judge's verdicts both decode here.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,7 @@ import torch
 from torch.profiler import record_function
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
-from llamavid_eval.generation.attention import GROUPED_ATTENTION
+from llamavid_eval.generation.attention import GROUPED_ATTENTION, attention_implementation, grouped_attention_for
 from llamavid_eval.generation.transfer import to_device
 
 PrefixKV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
@@ -307,7 +306,7 @@ class _StaticLoop:
         embeds = self.model.get_input_embeddings()(self.tokens[:, None])
         # One query per row against the whole cache: batched matrix-vector products that read K/V
         # once (attention.py says why not SDPA or eager).
-        with _attention(self.model.config, GROUPED_ATTENTION):
+        with attention_implementation(self.model.config, GROUPED_ATTENTION):
             logits = self.model(
                 inputs_embeds=embeds,
                 attention_mask=self._for_attention(self.mask),
@@ -409,11 +408,7 @@ class _StaticLoop:
         # row with nothing to attend to gives finite values instead of NaN
         mask = (self.mask & (keys <= queries[:, None])) | (keys == queries[:, None])
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        config = self.model.config
-        # SDPA given a mask copies each key/value head once per query head (repeat_kv) over the whole
-        # static cache: 6% of a Llama-3-8B judge batch on an H200 (benchmarks/profile_judge.py)
-        grouped = getattr(config, "num_key_value_heads", None) not in (None, config.num_attention_heads)
-        with _attention(config, GROUPED_ATTENTION if grouped else config._attn_implementation_internal):
+        with grouped_attention_for(self.model.config):  # K/V read once, not copied per query head
             logits = self.model(
                 inputs_embeds=new_embeds,
                 attention_mask=self._for_attention(mask),
@@ -465,19 +460,6 @@ class _PrefillGraph:
         else:
             self.loop._at(self.start)
             self.graph.replay()
-
-
-@contextlib.contextmanager
-def _attention(config: Any, implementation: str) -> Iterator[None]:
-    """Run the language model with another attention implementation. Set on this config only, not
-    through the ``_attn_implementation`` property, which would also switch the sub-configs (the
-    video model's vision tower and Q-Former)."""
-    previous = config._attn_implementation_internal
-    config._attn_implementation_internal = implementation
-    try:
-        yield
-    finally:
-        config._attn_implementation_internal = previous
 
 
 def _extend(model: PreTrainedModel, inputs: LlmInputs, rows: list[int], generated: torch.Tensor) -> LlmInputs:
