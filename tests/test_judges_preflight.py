@@ -186,12 +186,13 @@ def test_a_server_that_answers_one_at_a_time_is_not_swamped():
 
     def serial(call: Call) -> Response:
         with lock:  # one reply at a time, as transformers serve on a CPU
-            time.sleep(0.05)
+            time.sleep(0.1)
         return reply('{"pred": "yes", "score": 5}')
 
     with FakeChatServer(serial) as server:
-        out = local(server.url).judge_many([JudgeRequest(f"q{i}", "a", "p") for i in range(60)])
-    assert all(not j.failed for j in out) and server.max_active <= 6
+        out = local(server.url).judge_many([JudgeRequest(f"q{i}", "a", "p") for i in range(40)])
+    # replies queue up at once, so the limit stops growing within a slot or two of its start (4), not at 64
+    assert all(not j.failed for j in out) and server.max_active <= 8
 
 
 def test_429s_shrink_the_concurrency_and_everything_still_completes():
