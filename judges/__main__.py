@@ -105,7 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     failures.add_argument(a)
     w = sub.add_parser("swap", help="re-judge runs with several judges and report what the swap changes")
     w.add_argument("runs", nargs="+", help="lmms-eval output folders (--log_samples) or *_samples_<task>.jsonl files")
-    w.add_argument("--judges", required=True, help="comma-separated backend[:model][@base_url], at least two")
+    w.add_argument(
+        "--judges",
+        required=True,
+        help="comma-separated backend[:model][@base_url] (an @ in a model name: %%40), at least two",
+    )
     w.add_argument("--reference", help="judge the others are compared against (default: the first)")
     w.add_argument("--out", type=Path, default=Path("judge_swap"), help="report folder (default: ./judge_swap)")
     w.add_argument("--base-url", help="endpoint for local judges that name none with @")
