@@ -264,8 +264,12 @@ def main() -> None:
         "judge_per_s": questions / phases["judge"],
         "command_s": time.perf_counter() - started,
     }
+    failures = int(timing["results"].get("judge_failures,none", 0) or 0)
+    report["valid"] = failures == 0
     print(json.dumps(report, indent=2, default=float))
     write_record("end_to_end", report)
+    if failures:
+        raise SystemExit(f"{failures} of {questions} judgements failed (reason above): the timing is not a judged run")
 
 
 if __name__ == "__main__":
