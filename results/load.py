@@ -2,19 +2,26 @@
 
 Reading the files (names, metric keys, samples, time stamps) is :mod:`llamavid_eval.core.outputs`;
 this module turns them into rows: configuration from ``model_args``, judge per task, judge failures,
-dates in UTC, and an interval for every metric (:mod:`llamavid_eval.results.intervals`).
+dates in UTC, the judge failure budget, and a 95% interval for every metric as the run recorded it.
+
+Intervals, in order of preference: the ``<metric>_ci_low/_ci_high/_n`` the task wrote into results.json
+(made by :mod:`llamavid_eval.core.scores` at evaluation time; for an older judged run without them, the
+same function on its logged verdicts); lmms-eval's clustered stderr (``cluster_key``), then its plain
+stderr (normal approximation); otherwise none. Reported (paper/study) rows never get one: their per-item
+data is not public.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.items import judged_items
+from llamavid_eval.core.items import judge_names, judged_items
 from llamavid_eval.core.outputs import (
     find_result_files,
     iter_samples,
@@ -32,10 +39,37 @@ from llamavid_eval.core.scores import COUNTS, HEADLINE, MAX_FAILURE_RATE_ENV, ju
 from llamavid_eval.core.stats import Interval
 from llamavid_eval.judges.exam_gate import exam_notes
 from llamavid_eval.judges.factory import resolve_settings
-from llamavid_eval.results import intervals as intervals_mod
-from llamavid_eval.results import samples as samples_mod
 
 __all__ = ["Run", "load_run", "load_runs", "parse_model_args", "parse_task_metrics", "short_checkpoint"]
+
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+STDERR_METHOD = "normal approximation (value ± 1.96 × lmms-eval's stderr; items treated as independent)"
+CLUSTERED_METHOD = "normal approximation (value ± 1.96 × lmms-eval's clustered stderr, by video)"
+RESULTS_METHOD = "cluster bootstrap over videos, 2000 resamples, seed 0, written by the task at evaluation time"
+REPORTED_NOTE = "reported rows (paper/study) carry no interval: their per-item results are not public"
+
+
+def from_stderr(value: float, stderr: float, n: int | None, method: str = STDERR_METHOD) -> Interval:
+    count = n or 0
+    return Interval(value, value - Z_95 * stderr, value + Z_95 * stderr, count, count, method)
+
+
+def from_results(value: float, found: dict[str, float], n: int | None) -> Interval | None:
+    """The interval results.json holds for a metric (task-written CI, else a stderr), or None."""
+    if "ci_low" in found and "ci_high" in found:
+        count = int(found.get("n", n or 0))
+        return Interval(value, found["ci_low"], found["ci_high"], count, count, RESULTS_METHOD)
+    if "stderr_clustered" in found:
+        return from_stderr(value, found["stderr_clustered"], n, CLUSTERED_METHOD)
+    if "stderr" in found:
+        return from_stderr(value, found["stderr"], n)
+    return None
+
+
+def methods(intervals: Iterable[Interval]) -> list[str]:
+    """The distinct methods of ``intervals``, in order, for the line under each table."""
+    return list(dict.fromkeys(iv.method for iv in intervals))
+
 
 #: ``llamavid judge rejudge`` output beside a run (judges/rejudge.py): same predictions, another judge.
 _REJUDGE_SUMMARY = re.compile(r"^(?P<ts>.*?)_?rejudge_(?P<judge>.+)_summary\.json$")
@@ -191,7 +225,7 @@ def _finish(run: Run, max_failure_rate: float | None) -> None:
 
 def _attach_intervals(run: Run) -> None:
     """An interval for every metric that has a value and none yet, from what results.json holds
-    (:func:`llamavid_eval.results.intervals.from_results`)."""
+    (:func:`from_results`)."""
     if run.kind != "measured":
         return
     for task, values in run.metrics.items():
@@ -203,7 +237,7 @@ def _attach_intervals(run: Run) -> None:
             found = dict(run.uncertainty.get(task, {}).get(metric, {}))
             if metric in run.stderr.get(task, {}):
                 found.setdefault("stderr", run.stderr[task][metric])
-            if (interval := intervals_mod.from_results(value, found, n)) is not None:
+            if (interval := from_results(value, found, n)) is not None:
                 out[metric] = interval
 
 
@@ -255,7 +289,7 @@ def _read_samples(run: Run, configs: dict[str, Any]) -> None:
         names: set[str] = set()
         if task in run.samples:
             try:
-                names = samples_mod.judge_names(run.samples[task])
+                names = judge_names(run.samples[task])
             except (OSError, ValueError) as exc:
                 run.notes.append(f"{task}: samples not used ({exc})")
                 del run.samples[task]

@@ -19,8 +19,7 @@ import pandas as pd
 
 from llamavid_eval.core.scores import HEADLINE
 from llamavid_eval.core.stats import Interval
-from llamavid_eval.results import intervals as intervals_mod
-from llamavid_eval.results.load import Run
+from llamavid_eval.results.load import REPORTED_NOTE, Run, methods
 
 MISSING = "—"
 DATE_COLUMN = "date (UTC)"
@@ -288,9 +287,9 @@ def interval_notes(board: Leaderboard) -> list[str]:
         "lopsided (near 0% or 100%); it rests on the items that were judged (judge failures excluded)."
     ]
     every = [iv for run in board.runs for by_metric in run.intervals.values() for iv in by_metric.values()]
-    lines += [f"Interval method: {m}." for m in intervals_mod.methods(every)]
+    lines += [f"Interval method: {m}." for m in methods(every)]
     if any(run.kind == "reported" for run in board.runs):
-        lines.append(intervals_mod.REPORTED_NOTE[0].upper() + intervals_mod.REPORTED_NOTE[1:] + ".")
+        lines.append(REPORTED_NOTE[0].upper() + REPORTED_NOTE[1:] + ".")
     lines.append(
         "Dates are UTC, converted from lmms-eval's file-name stamps (written in UTC+8 unless --timezone said otherwise)."
     )

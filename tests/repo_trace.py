@@ -1,7 +1,8 @@
 """Which repository files a run enters: the measure of issue 23 ("a judged question's trip from lmms-eval's
 request to the leaderboard row enters at most 32 repository files").
 
-A file counts when code of it ran: a function (``functions``) or the module body on import (``modules``).
+A file counts when code of it ran: a function (``functions``: anything with a frame of its own - functions,
+methods, lambdas, comprehensions) or only definitions on import (``modules``: module and class bodies).
 ``sys.setprofile`` / ``threading.setprofile`` see every Python frame that starts, in every thread (the judge
 runs requests on threads); tests/ are left out. Use in a test (``with Trace() as trace: ...``) or around a
 console entry point in another process:
@@ -13,6 +14,7 @@ writes ``{"functions": [...], "modules": [...]}`` (paths relative to the reposit
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import threading
@@ -31,6 +33,7 @@ class Trace:
     def __init__(self) -> None:
         self.functions: set[str] = set()
         self.modules: set[str] = set()
+        self.calls: dict[str, set[str]] = {}  # file -> names of the functions that ran there
         self._known: dict[str, str | None] = {}
 
     def _relative(self, filename: str) -> str | None:
@@ -45,7 +48,11 @@ class Trace:
 
     def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
         if event == "call" and (relative := self._relative(frame.f_code.co_filename)) is not None:
-            (self.modules if frame.f_code.co_name == "<module>" else self.functions).add(relative)
+            if not frame.f_code.co_flags & inspect.CO_NEWLOCALS:  # a module or class body: definitions
+                self.modules.add(relative)
+            else:
+                self.functions.add(relative)
+                self.calls.setdefault(relative, set()).add(frame.f_code.co_qualname)
 
     def __enter__(self) -> Trace:
         sys.setprofile(self._profile)
@@ -61,8 +68,9 @@ class Trace:
         """Every file entered: a function ran in it or it was imported."""
         return self.functions | self.modules
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"functions": sorted(self.functions), "modules": sorted(self.modules)}
+    def to_dict(self) -> dict[str, Any]:
+        calls = {file: sorted(names) for file, names in sorted(self.calls.items())}
+        return {"functions": sorted(self.functions), "modules": sorted(self.modules), "calls": calls}
 
 
 def main(argv: list[str]) -> int:

@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.outputs import is_judgement, judged_records, judgement_failed, normalize_judgement
+from llamavid_eval.core.outputs import is_judgement, iter_samples, judged_records, judgement_failed, normalize_judgement
 from llamavid_eval.core.scores import MEASURES, Verdict, verdict_of
 from llamavid_eval.core.stats import PERCENT
 from llamavid_eval.core.ucf import NORMAL, UNMAPPED
@@ -178,3 +179,27 @@ def judged_items(samples: Iterable[dict[str, Any]]) -> list[tuple[str, Verdict, 
 def _is_items_line(sample: dict[str, Any]) -> bool:
     """A ``judges rejudge`` items line: the judgement itself, with ``task`` and ``doc_id``."""
     return "task" in sample and "doc_id" in sample and is_judgement(sample)
+
+
+def judgements(path: Path, task: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """judge name -> item id -> judgement record of a samples (or re-judge items) file; items are keyed by
+    ``doc_id`` (stable across runs)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for position, sample in enumerate(iter_samples(path)):
+        if task is not None and sample.get("task", task) != task:
+            continue
+        item_id = str(sample.get("doc_id", position))
+        for key, record in judged_records(sample):
+            judge = str(record.get("judge") or key or "judge")
+            out.setdefault(judge, {}).setdefault(item_id, record)
+    return out
+
+
+def judge_names(path: Path, peek: int = 50) -> set[str]:
+    """Judges named in the first ``peek`` lines of a samples file (enough: one run uses one judge per task)."""
+    names = set()
+    for sample in iter_samples(path, limit=peek):
+        for _, record in judged_records(sample):
+            if isinstance(record.get("judge"), str) and record["judge"]:
+                names.add(record["judge"])
+    return names
