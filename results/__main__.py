@@ -19,8 +19,7 @@ from pathlib import Path
 from llamavid_eval.core import failures
 from llamavid_eval.results import agreement, html, plots, table
 from llamavid_eval.results import compare as compare_mod
-from llamavid_eval.results.load import load_runs
-from llamavid_eval.results.reference import REFERENCE_CSV, load_reference
+from llamavid_eval.results.load import REFERENCE_CSV, load_reference, load_runs
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -2,7 +2,8 @@
 
 Reading the files (names, metric keys, samples, time stamps) is :mod:`llamavid_eval.core.outputs`;
 this module turns them into rows: configuration from ``model_args``, judge per task, judge failures,
-dates in UTC, the judge failure budget, and a 95% interval for every metric as the run recorded it.
+dates in UTC, the judge failure budget, and a 95% interval for every metric as the run recorded it; and
+the reported numbers (paper, reproduction study) of ``reference.csv`` as rows of their own.
 
 Intervals, in order of preference: the ``<metric>_ci_low/_ci_high/_n`` the task wrote into results.json
 (made by :mod:`llamavid_eval.core.scores` at evaluation time; for an older judged run without them, the
@@ -13,6 +14,7 @@ data is not public.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Iterable
@@ -40,7 +42,16 @@ from llamavid_eval.core.stats import Interval
 from llamavid_eval.judges.exam_gate import exam_notes
 from llamavid_eval.judges.factory import resolve_settings
 
-__all__ = ["Run", "load_run", "load_runs", "parse_model_args", "parse_task_metrics", "short_checkpoint"]
+__all__ = [
+    "REFERENCE_CSV",
+    "Run",
+    "load_reference",
+    "load_run",
+    "load_runs",
+    "parse_model_args",
+    "parse_task_metrics",
+    "short_checkpoint",
+]
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 STDERR_METHOD = "normal approximation (value ± 1.96 × lmms-eval's stderr; items treated as independent)"
@@ -403,3 +414,39 @@ def load_runs(paths: list[str | Path], max_failure_rate: float | None = None) ->
     if not files:
         problems.append("no lmms-eval results files (*_results.json) found")
     return runs, problems
+
+
+# --- reported numbers (paper, reproduction study), kept as data (reference.csv): a new paper number is a
+# one-line change reviewed like any other.
+
+REFERENCE_CSV = Path(__file__).with_name("reference.csv")
+_MODEL = "LLaMA-VID"
+
+
+def load_reference(path: Path = REFERENCE_CSV) -> list[Run]:
+    """One reported Run per (source, checkpoint, fps, judge); notes collect each value's caveats."""
+    lines = [
+        line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")
+    ]
+    runs: dict[tuple[str, str, str, str], Run] = {}
+    for row in csv.DictReader(lines):
+        key = (row["source"], row["checkpoint"], row["fps"], row["judge"])
+        run = runs.get(key)
+        if run is None:
+            run = runs[key] = Run(
+                kind="reported",
+                source=row["source"],
+                model=_MODEL,
+                checkpoint=row["checkpoint"],
+                checkpoint_path=row["checkpoint"],
+                fps=float(row["fps"]) if row["fps"] else None,
+                judge=row["judge"],
+            )
+        task, metric = row["task"], row["metric"]
+        run.metrics.setdefault(task, {})[metric] = float(row["value"])
+        run.higher_is_better.setdefault(task, {})[metric] = True
+        run.task_judges[task] = row["judge"]
+        note = (row.get("note") or "").strip()
+        if note and f"{task}: {note}" not in run.notes:
+            run.notes.append(f"{task}: {note}")
+    return list(runs.values())

@@ -11,8 +11,7 @@ import pytest
 
 from llamavid_eval.results import table
 from llamavid_eval.results.__main__ import main
-from llamavid_eval.results.load import load_runs, parse_model_args, parse_task_metrics, short_checkpoint
-from llamavid_eval.results.reference import load_reference
+from llamavid_eval.results.load import load_reference, load_runs, parse_model_args, parse_task_metrics, short_checkpoint
 
 CKPT = "pretrained=YanweiLi/llama-vid-7b-full-224-video-fps-1"
 

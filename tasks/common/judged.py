@@ -1,5 +1,9 @@
-"""Judged metrics of an lmms-eval task: every item judged once, its verdict recorded once, every number
-from :func:`llamavid_eval.core.scores.judged_scores`.
+"""Open-ended, LLM-judged video QA (``msvd_qa``, ``msrvtt_qa``, ``animal_kingdom``; the scorer also serves
+``ucf_crime_judged``): the hooks the YAMLs name, and the judged metrics - every item judged once, its verdict
+recorded once, every number from :func:`llamavid_eval.core.scores.judged_scores`.
+
+The prompt is the question alone, as LLaMA-VID's evaluation used it; the ``llamavid`` backend adds
+``<image>\\n`` and the ``vicuna_v1`` conversation template itself.
 
 ``process_results`` returns the item's record ``{id, question, answer, prediction, video}`` under
 ``accuracy`` (:func:`judged_results`). lmms-eval aggregates ``accuracy`` first; its aggregation is
@@ -18,7 +22,8 @@ from typing import Any
 
 from loguru import logger
 
-from llamavid_eval.core.records import JUDGEMENT_KEY, scored_results
+from llamavid_eval.core.paths import resolve_video
+from llamavid_eval.core.records import JUDGEMENT_KEY, qa_record, scored_results
 from llamavid_eval.core.scores import HEADLINE, METRICS, judged_scores, verdict_of
 from llamavid_eval.judges.base import JudgeRequest
 from llamavid_eval.judges.exam_gate import EXAM_KEY, examine
@@ -34,6 +39,24 @@ def _judge_config(task_config: Any) -> Mapping[str, Any] | None:
     """The judge settings a task's YAML gives in its ``metadata`` (None: defaults and environment only)."""
     metadata = getattr(task_config, "metadata", None)
     return metadata if isinstance(metadata, Mapping) else None
+
+
+def doc_to_visual(doc: dict[str, Any]) -> list[str]:
+    return [resolve_video(doc["video"])]
+
+
+def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict[str, Any] | None = None) -> str:
+    kwargs = lmms_eval_specific_kwargs or {}
+    return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', '')}"
+
+
+def doc_to_target(doc: dict[str, Any]) -> str:
+    return doc["answer"]
+
+
+def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[str, Any] | None]:
+    """The item's record (naming its video) for the judge; judging happens once per task, in the aggregation."""
+    return judged_results(qa_record(doc["id"], doc["question"], doc["answer"], results[0]), doc["video"])
 
 
 def judged_results(record: dict[str, Any], video: str) -> dict[str, dict[str, Any] | None]:
