@@ -286,7 +286,7 @@ def test_lmms_eval_results_name_the_judge_the_environment_chose(smol, tiny_relea
     subprocess.run(prepare, env=env, check=True, capture_output=True, timeout=300)
     model_args = f"pretrained={tiny_release.checkpoint},qformer_tokenizer={tiny_release.bert_tokenizer},dtype=fp32"
     command = [str(bin_dir / "lmms-eval"), "--model", "llamavid", "--model_args", model_args, "--tasks", "msvd_qa",
-               "--batch_size", "2", "--output_path", str(tmp_path / "out")]  # fmt: skip
+               "--batch_size", "1", "--limit", "1", "--output_path", str(tmp_path / "out")]  # fmt: skip
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     log = run.stdout + run.stderr
     assert f"judge local:{smol.model} at {smol.url} answers" in log, log[-4000:]  # the preflight, in lmms-eval's log
