@@ -134,7 +134,7 @@ def test_cli_markdown_and_json(tmp_path, capsys):
     assert "several judges" in err and fa.name in err
 
 
-def test_agree_on_two_rejudge_output_folders(tmp_path, capsys):
+def test_agree_on_two_rejudge_output_folders(tmp_path, capsys, judge_env):
     from llamavid_eval.judges.testing import FakeChatServer, reply
 
     samples = tmp_path / "run" / "m"
