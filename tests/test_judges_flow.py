@@ -125,3 +125,20 @@ def test_run_each_reports_in_the_callers_thread_and_an_exception_there_stops_the
     time.sleep(0.3)
     # the caller did not wait for the requests in flight, and nothing was started after the stop
     assert stop.is_set() and time.monotonic() - begin < 1.0 and len(started) <= 4
+
+
+def test_progress_is_logged_where_no_bar_shows(monkeypatch, caplog):
+    import logging
+
+    from llamavid_eval.judges import progress
+
+    monkeypatch.setattr(progress, "EVERY", 0.0)
+    caplog.set_level(logging.INFO, logger="judges.progress")
+    bar = progress.Progress("local:x", total=3, done=1)  # one cached
+    bar.update(False)
+    bar.update(True)
+    bar.close()
+    assert [r.message for r in caplog.records] == [
+        "judge local:x: 2 of 3 items judged (0 failed)",
+        "judge local:x: 3 of 3 items judged (1 failed)",
+    ]

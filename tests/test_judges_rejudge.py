@@ -340,3 +340,46 @@ def test_rejudge_a_genuine_lmms_eval_output(genuine_output, tmp_path):
         "failures": 0,
         "judge": "local:meta-llama/Meta-Llama-3-8B-Instruct",
     }
+
+
+def test_ctrl_c_keeps_every_verdict_received_and_the_rerun_asks_only_the_rest(tmp_path, capsys):
+    """Without a real server (the slow tests use one): a Ctrl-C mid-run returns 130 at once with the count."""
+    import signal
+    import sqlite3
+    import threading
+    import time
+
+    from llamavid_eval.judges.testing import reply
+
+    lines = [sample_line(i, f"q{i}", "a", f"p{i}") for i in range(20)]
+    write_samples(tmp_path / "run" / "m", "20250101_000000", "demo", lines)
+    cache = tmp_path / "cache"
+
+    def stored() -> int:
+        try:
+            with sqlite3.connect(cache / "judgements.sqlite3") as con:
+                return con.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    def ctrl_c() -> None:  # once two verdicts are cached, while 18 are still to come
+        while stored() < 2:
+            time.sleep(0.01)
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    sent: list[float] = []
+    with FakeChatServer(lambda call: reply("{'pred': 'yes', 'score': 5}", delay=0.3)) as server:
+        args = ["rejudge", str(tmp_path / "run"), "--judge", "local", "--base-url", server.url, "--cache", str(cache),
+                "--concurrency", "2", "--out", str(tmp_path / "out")]  # fmt: skip
+        threading.Thread(target=ctrl_c, daemon=True).start()
+        assert main(args) == 130
+        took = time.monotonic() - sent[0]
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        kept = stored()
+        assert took < 1.0 and kept >= 2 and last.startswith("interrupted by SIGINT: judge local:")
+        assert f"has {kept} verdict(s) in the cache and {20 - kept} item(s) left; rerun the same command" in last
+        assert not list((tmp_path / "out").rglob("*_items.jsonl"))
+        time.sleep(0.4)  # the abandoned requests end on the server
+        asked = len(server.calls)
+        assert main(args) == 0 and len(server.calls) - asked == 20 - kept
