@@ -135,3 +135,18 @@ def test_two_processes_write_concurrently(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs
     assert [o[0].strip() for o in outs] == ["150", "150"]
     assert len(JudgementCache(tmp_path)) == 150 * 3
+
+
+def test_each_verdict_is_cached_as_it_arrives_not_when_the_batch_ends(tmp_path):
+    cache = JudgementCache(tmp_path)
+    seen: list[int] = []
+
+    class Watching(Scripted):
+        def _complete(self, conversations, on_reply):
+            for index, _ in enumerate(conversations):
+                seen.append(len(cache))  # what the cache holds before this reply arrives
+                on_reply(index, Reply(text="{'pred': 'yes', 'score': 5}"))
+
+    reqs = [JudgeRequest(f"q{i}", "a", "p") for i in range(3)]
+    Watching("m", [], cache=cache).judge_many(reqs)
+    assert seen == [0, 1, 2] and len(cache) == 3
