@@ -3,7 +3,7 @@
 Every benchmark ends with :func:`write_record`. A record holds what a reader needs to trust and
 repeat the figure: the benchmark's name, the device torch ran on (its GPU's name, or ``cpu``), the
 commit of the code that ran, the exact command, the UTC date, and the figures under the names the
-script prints. Records go to ``benchmarks/results/`` unless ``BENCH_RECORD_DIR`` names another
+script prints, plus the environment variables that change a run. Records go to ``benchmarks/results/`` unless ``BENCH_RECORD_DIR`` names another
 folder (on the lent GPU machine: ``$OUT``, copied back and committed). That machine gets a copy
 of the working tree without ``.git``, so the commit comes from ``BENCH_COMMIT`` when git cannot
 tell; a record whose commit is unknown says ``unknown`` rather than guessing.
@@ -49,6 +49,11 @@ def command() -> str:
     return shlex.join([Path(sys.executable).name, *sys.argv])
 
 
+def settings() -> dict[str, str]:
+    """The environment variables that change what a run does (judge settings, transformers' hub kernels)."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(("LLAMAVID_", "USE_HUB_KERNELS"))}
+
+
 def write_record(benchmark: str, figures: dict[str, Any], folder: Path | None = None) -> Path:
     """Write ``figures`` with the run's identity as ``<date>_<benchmark>_<device>.json``; returns the path."""
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -58,6 +63,7 @@ def write_record(benchmark: str, figures: dict[str, Any], folder: Path | None = 
         "commit": commit(),
         "command": command(),
         "date": now.isoformat(timespec="seconds"),
+        "environment": settings(),
         **figures,
     }
     folder = folder or Path(os.environ.get("BENCH_RECORD_DIR") or RESULTS)

@@ -199,7 +199,7 @@ def main() -> None:
         "--decode",
         default="eager,graph",
         help="comma-separated decode paths of the optimized runner: eager, graph (CUDA-graph decode steps, "
-        "fused norms), graph+prefill (the prefill replayed as a CUDA graph too), graph+prefill+tower (and the tower)",
+        "fused norms)",
     )
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument(
@@ -248,12 +248,10 @@ def main() -> None:
 
 
 def runner_options(decode: str) -> dict[str, bool]:
-    """``LlamaVidRunner`` keywords of a ``--decode`` name: ``eager``, or ``graph`` with any of
-    ``+prefill`` (the prefill replayed as a CUDA graph) and ``+tower`` (the vision tower too)."""
-    base, *extras = decode.split("+")
-    if base not in ("eager", "graph") or not set(extras) <= {"prefill", "tower"} or (base == "eager" and extras):
-        raise ValueError(f"--decode {decode!r}: choose eager, graph, graph+prefill, graph+tower, graph+prefill+tower")
-    return {"compile": base == "graph", "prefill_graphs": "prefill" in extras, "tower_graphs": "tower" in extras}
+    """``LlamaVidRunner`` keywords of a ``--decode`` name."""
+    if decode not in ("eager", "graph"):
+        raise ValueError(f"--decode {decode!r}: choose eager or graph")
+    return {"compile": decode == "graph"}
 
 
 def measure(
@@ -347,8 +345,6 @@ def print_table(rows: list[dict]) -> None:
         "greedy_identical_ids",
         "fp32_identical_ids_eager",
         "fp32_identical_ids_graph",
-        "fp32_identical_ids_graph+prefill",
-        "fp32_identical_ids_graph+prefill+tower",
         "error",
     ]
     present = [k for k in keys if any(k in row for row in rows)]

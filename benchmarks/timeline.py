@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=30)
     parser.add_argument("--min-gap-us", type=float, default=20.0, help="shorter gaps are not counted as idle")
     parser.add_argument("--trace", type=Path, help="also keep the trace here (.json.gz)")
-    parser.add_argument("--decode", default="graph", help="graph or graph+prefill (see throughput.py)")
+    parser.add_argument("--decode", default="graph", help="graph or eager (see throughput.py)")
     parser.add_argument("--sync-debug", action="store_true", help="also list where the host waited for the GPU")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llamavid-timeline-"))

@@ -8,7 +8,6 @@ its questions share those features. Results come back in the callers' order.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +25,6 @@ from llamavid_eval.generation.decoding import (
     prefix_kv,
 )
 from llamavid_eval.generation.fusion import fuse_rms_norms
-from llamavid_eval.generation.graphs import ShapeGraphs
 from llamavid_eval.generation.transfer import to_device
 from llamavid_eval.model.batching import Batch, Question, plan_batches, prepare_batch, prepared_batches
 from llamavid_eval.model.loading import LoadedLlamaVid, decode_answer
@@ -50,16 +48,9 @@ class LlamaVidRunner:
         vision_batch_size: int = 64,
         decode_workers: int = 4,
         compile: bool = False,
-        prefill_graphs: bool = False,
-        tower_graphs: bool = False,
     ) -> None:
         self.loaded = loaded
-        # with compile: prefill_graphs replays the prefill as a CUDA graph per (padded) prompt length,
-        # tower_graphs the vision tower per frame count (ShapeGraphs: launching it cost the host more
-        # than the GPU took to run it)
-        self.graph_decoder = GraphDecoder(loaded.model, batch_size, prefill_graphs=prefill_graphs) if compile else None
-        encode = functools.partial(loaded.model.encode_frames, chunk_size=vision_batch_size)
-        self._encode_frames = ShapeGraphs(encode) if compile and tower_graphs else encode
+        self.graph_decoder = GraphDecoder(loaded.model, batch_size) if compile else None
         if compile and self.device.type == "cuda":
             fuse_rms_norms(loaded.model)  # in place: +4.6% questions/s on an H200 (benchmarks/RESULTS.md)
         self._prefix: tuple[tuple[int, ...], PrefixKV] | None = None
@@ -125,7 +116,7 @@ class LlamaVidRunner:
         model = self.loaded.model
         with record_function("llamavid.tower"):
             pixels = to_device(batch.pixel_values, self.device)
-            features = self._encode_frames(pixels)
+            features = model.encode_frames(pixels, chunk_size=self.vision_batch_size)
         with record_function("llamavid.qformer"):
             # tokenised on the host and copied without blocking: a blocking copy would wait for the tower
             qformer_ids, qformer_mask = qformer_tokenizer_inputs(

@@ -32,14 +32,9 @@ def _inputs(loaded, questions):
         return runner.llm_inputs(questions, runner.visual_tokens(questions, batch))
 
 
-@pytest.mark.parametrize(
-    ("graph_tokens", "batch_size", "prefill_graphs"),
-    [(16, 3, False), (16, 5, False), (3, 5, False), (16, 3, True), (3, 5, True)],
-)
-def test_static_cache_decoding_matches_eager(loaded, graph_tokens, batch_size, prefill_graphs):
-    """Same ids with padded rows (batch 5 > 3 rows) and with answers continued past the graph part;
-    with ``prefill_graphs`` the prompts are padded to a multiple of 8 new positions and the prefill
-    runs over static buffers (the CPU twin of the CUDA-graph prefill)."""
+@pytest.mark.parametrize(("graph_tokens", "batch_size"), [(16, 3), (16, 5), (3, 5)])
+def test_static_cache_decoding_matches_eager(loaded, graph_tokens, batch_size):
+    """Same ids with padded rows (batch 5 > 3 rows) and with answers continued past the graph part."""
     inputs = _inputs(loaded, _questions({}))
     assert inputs.prefix is not None  # the shared system prompt is run once
     settings = {"max_new_tokens": 7, "do_sample": False, "pad_token_id": 0}
@@ -48,9 +43,7 @@ def test_static_cache_decoding_matches_eager(loaded, graph_tokens, batch_size, p
         # an "eos" that row 0 emits at its 2nd step: rows then finish at different steps
         eos = eager[0][1]
         eager_eos = generate_eager(loaded.model, inputs, eos_token_id=eos, **settings)
-        decoder = GraphDecoder(
-            loaded.model, batch_size=batch_size, graph_tokens=graph_tokens, bucket=8, prefill_graphs=prefill_graphs
-        )
+        decoder = GraphDecoder(loaded.model, batch_size=batch_size, graph_tokens=graph_tokens, bucket=8)
         graph = decoder.generate(inputs, eos_token_id=loaded.tokenizer.eos_token_id, **settings)
         graph_eos = decoder.generate(inputs, eos_token_id=eos, **settings)  # reuses the cache
     assert [len(row) for row in eager] == [7, 7, 7]
@@ -61,12 +54,11 @@ def test_static_cache_decoding_matches_eager(loaded, graph_tokens, batch_size, p
     assert eager_eos[0][:2] == eager[0][:2] and len(eager_eos[0]) >= 2
 
 
-@pytest.mark.parametrize(("beams", "prefill_graphs"), [(1, False), (2, False), (1, True)])
-def test_runner_answers_are_the_same_with_static_decoding(loaded, beams, prefill_graphs):
+@pytest.mark.parametrize("beams", [1, 2])
+def test_runner_answers_are_the_same_with_static_decoding(loaded, beams):
     questions = _questions({"max_new_tokens": 6, "min_new_tokens": 6, "num_beams": beams})
     eager = LlamaVidRunner(loaded, batch_size=2).answer(questions)
-    # beam search: eager path
-    static = LlamaVidRunner(loaded, batch_size=2, compile=True, prefill_graphs=prefill_graphs).answer(questions)
+    static = LlamaVidRunner(loaded, batch_size=2, compile=True).answer(questions)  # beam search: eager path
     assert static == eager and all(eager)
 
 
@@ -167,23 +159,17 @@ def test_decoding_raises_no_library_deprecation_warning(loaded):
         prefix_kv(loaded.model, torch.tensor([[1, 5, 6]]))
 
 
-@pytest.mark.parametrize("prefill_graphs", [False, True])
-def test_static_loop_rewrites_the_prefix_after_a_batch_without_one(loaded, prefill_graphs):
-    """The cached prefix is kept between batches only while no other batch overwrote its slots;
-    a prefill shape met again reads the new batch's inputs, not the ones it was built with."""
+def test_static_loop_rewrites_the_prefix_after_a_batch_without_one(loaded):
+    """The cached prefix is kept between batches only while no other batch overwrote its slots."""
     inputs = _inputs(loaded, _questions({}))
     other = LlmInputs(inputs.embeds * 0.5, inputs.attention_mask)  # same shape, other tokens, no cached prefix
     settings = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0, "eos_token_id": 2}
-    decoder = GraphDecoder(loaded.model, batch_size=3, bucket=8, prefill_graphs=prefill_graphs)
+    decoder = GraphDecoder(loaded.model, batch_size=3, bucket=8)
     with torch.inference_mode():
         expected = generate_eager(loaded.model, inputs, **settings)
         runs = [decoder.generate(batch, **settings) for batch in (inputs, other, inputs, inputs)]
     assert len(decoder._states) == 1  # one loop (cache) served all four batches
     assert [runs[0], runs[2], runs[3]] == [[row[: row.index(2) + 1] if 2 in row else row for row in expected]] * 3
-    with torch.inference_mode():
-        assert runs[1] == generate_eager(loaded.model, other, **settings)
-    if prefill_graphs:  # two shapes (with and without a cached prefix), each built once
-        assert len(next(iter(decoder._states.values())).prefills) == 2
 
 
 def test_a_loop_reused_with_other_stop_tokens_stops_only_at_the_current_ones(loaded):

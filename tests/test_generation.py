@@ -12,7 +12,6 @@ from transformers.models.llama.modeling_llama import eager_attention_forward
 from llamavid_eval.generation.attention import grouped_attention
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
 from llamavid_eval.generation.fusion import fuse_rms_norms
-from llamavid_eval.generation.graphs import ShapeGraphs
 
 
 class _Heads(torch.nn.Module):
@@ -137,34 +136,3 @@ def test_norms_stay_unfused_when_compiling_fails(monkeypatch, caplog):
     assert all(module._compiled_call_impl is None for module in model.modules())
     with torch.inference_mode():
         model(torch.randint(0, 97, (2, 4)))
-
-
-def test_shape_graphs_compute_the_function_per_shape_from_their_own_buffers():
-    """CPU twin of the CUDA-graph path: each shape gets static buffers that the next call of that
-    shape refills (results follow the new inputs, not the first ones); the oldest shape is dropped."""
-    weight = torch.randn(4, 4, dtype=torch.float64)
-    graphs = ShapeGraphs(lambda x, y: x @ weight + y.sum(), kept=2)
-    calls = [torch.randn(rows, 4, dtype=torch.float64) for rows in (3, 3, 5, 2)]
-    for x in calls:
-        assert torch.equal(graphs(x, x * 2), x @ weight + (x * 2).sum())
-    shapes = [key[0][0] for key in graphs._entries]
-    assert shapes == [(5, 4), (2, 4)]  # (3, 4) used twice, then evicted by two newer shapes
-
-
-@pytest.mark.parametrize("tower_graphs", [False, True])
-def test_runner_tower_graphs_keep_the_answers(tiny_release, tower_graphs):
-    from media import coloured_frames
-
-    from llamavid_eval.model.inference import LlamaVidRunner, Question
-    from llamavid_eval.model.loading import load_llamavid
-
-    loaded = load_llamavid(tiny_release.checkpoint, qformer_tokenizer=tiny_release.bert_tokenizer)
-    frames = {key: list(coloured_frames(count, seed=seed)) for key, count, seed in (("a", 3, 1), ("b", 5, 2))}
-    questions = [
-        Question(text, key, (lambda key=key: frames[key]), {"max_new_tokens": 4, "min_new_tokens": 4})
-        for key, text in (("a", "what colour is it?"), ("b", "which way does it move?"), ("a", "describe it"))
-    ]
-    eager = LlamaVidRunner(loaded, batch_size=2, decode_workers=0).answer_ids(questions)
-    runner = LlamaVidRunner(loaded, batch_size=2, decode_workers=0, compile=True, tower_graphs=tower_graphs)
-    assert runner.answer_ids(questions) == eager
-    assert isinstance(runner._encode_frames, ShapeGraphs) == tower_graphs

@@ -98,8 +98,6 @@ class GraphDecoder:
         kept_shapes: int = 3,
         check_every: int = 16,
         use_graphs: bool | None = None,
-        prefill_graphs: bool = False,
-        prefill_bucket: int = 8,
     ) -> None:
         self.model = model
         self.batch_size = batch_size
@@ -108,8 +106,6 @@ class GraphDecoder:
         self.kept_shapes = kept_shapes
         self.check_every = check_every
         self.use_graphs = use_graphs
-        self.prefill_graphs = prefill_graphs
-        self.prefill_bucket = prefill_bucket
         self._states: OrderedDict[tuple[int, int], _StaticLoop] = OrderedDict()
 
     def generate(
@@ -134,8 +130,6 @@ class GraphDecoder:
         pad = int(kwargs.get("pad_token_id") or 0)
         first_new = min(max_new, self.graph_tokens)
         padded = self._pad_rows(inputs)
-        if self.prefill_graphs:
-            padded = _pad_new_tokens(padded, self.prefill_bucket)
         loop = self._loop(padded, first_new)
         output = _ToHost(loop.run(padded, first_new, min_new, stops, pad, self.check_every)[: inputs.rows])
         rest = {**kwargs, "max_new_tokens": max_new - first_new, "min_new_tokens": max(0, min_new - first_new)}
@@ -161,7 +155,6 @@ class GraphDecoder:
                 self._states.popitem(last=False)
             use_graphs = self.use_graphs if self.use_graphs is not None else inputs.embeds.device.type == "cuda"
             loop = _StaticLoop(self.model, inputs.rows, length, self.graph_tokens, inputs.embeds, use_graphs)
-            loop.prefills = {} if self.prefill_graphs else None
         self._states[shape] = loop
         return loop
 
@@ -276,10 +269,7 @@ class _StaticLoop:
         self.eos = torch.zeros(1, dtype=torch.long, device=device)
         self.is_stop = torch.zeros(model.get_output_embeddings().weight.shape[0], dtype=torch.bool, device=device)
         self.pad = torch.zeros((), dtype=torch.long, device=device)
-        self.use_graphs = use_graphs
         self.graph = self._capture() if use_graphs else None
-        #: prefill graphs by (prefix length, whole length); None: the prefill runs op by op
-        self.prefills: dict[tuple[int, int], _PrefillGraph] | None = None
         self._prefix_in_cache: PrefixKV | None = None
         self._stops: _Stops | None = None
 
@@ -374,32 +364,14 @@ class _StaticLoop:
         # The cache is not cleared (the mask hides every slot not written for this batch), and the
         # shared prefix stays in place from the previous batch when it is the same one.
         reuse = inputs.prefix is not None and inputs.prefix is self._prefix_in_cache
+        for layer in self.cache.layers:
+            layer.cumulative_length.fill_(start if reuse else 0)
         if not reuse:
-            self._at(0)
             rows = inputs.rows
             for layer, (keys, values) in enumerate(inputs.prefix or ()):
                 self.cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
             self._prefix_in_cache = inputs.prefix  # None: this batch's own tokens now fill those slots
-        if self.prefills is None:
-            self._at(start)
-            self.prefill_step(inputs.embeds[:, start:], inputs.attention_mask)
-            return
-        graph = self.prefills.get((start, total))
-        if graph is None:
-            graph = self.prefills[(start, total)] = _PrefillGraph(self, inputs)
-        graph.run(inputs)
-
-    def _at(self, position: int) -> None:
-        """Set every layer's cache write position (a device fill, no host wait)."""
-        for layer in self.cache.layers:
-            layer.cumulative_length.fill_(position)
-
-    def prefill_step(self, new_embeds: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        """The prefill on device tensors only (what a prefill graph holds): ``new_embeds`` are the
-        positions after the cached prefix, ``attention_mask`` covers prefix and new positions."""
-        total = attention_mask.shape[1]
-        start = total - new_embeds.shape[1]
-        valid = attention_mask.bool()
+        valid = inputs.attention_mask.bool()
         self.mask.zero_()
         self.mask[:, 0, 0, :total] = valid
         queries = torch.arange(start, total, device=valid.device)
@@ -410,7 +382,7 @@ class _StaticLoop:
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
         with grouped_attention_for(self.model.config):  # K/V read once, not copied per query head
             logits = self.model(
-                inputs_embeds=new_embeds,
+                inputs_embeds=inputs.embeds[:, start:],
                 attention_mask=self._for_attention(mask),
                 position_ids=positions[:, start:],
                 cache=self.cache,
@@ -425,61 +397,10 @@ class _StaticLoop:
         self.step_index.fill_(1)
 
 
-class _PrefillGraph:
-    """One prefill shape (rows, prefix, whole length) over static input buffers; on CUDA captured
-    as one graph, so that launching a prefill costs the host one replay instead of ~1,300 kernel
-    launches from Python (the host then kept the GPU waiting: ``benchmarks/timeline.py``). On the
-    CPU the same buffers feed :meth:`_StaticLoop.prefill_step` directly."""
-
-    def __init__(self, loop: _StaticLoop, inputs: LlmInputs) -> None:
-        self.loop = loop
-        self.start = inputs.prefix_length
-        self.embeds = inputs.embeds[:, self.start :].clone()
-        self.attention_mask = inputs.attention_mask.clone()
-        self.graph: torch.cuda.CUDAGraph | None = None
-        if loop.use_graphs:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):  # warm-up: kernels chosen, norms compiled for this shape
-                    self._compute()
-            torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self._compute()
-
-    def _compute(self) -> None:
-        self.loop._at(self.start)
-        self.loop.prefill_step(self.embeds, self.attention_mask)
-
-    def run(self, inputs: LlmInputs) -> None:
-        self.embeds.copy_(inputs.embeds[:, self.start :], non_blocking=True)
-        self.attention_mask.copy_(inputs.attention_mask, non_blocking=True)
-        if self.graph is None:
-            self._compute()
-        else:
-            self.loop._at(self.start)
-            self.graph.replay()
-
-
 def _extend(model: PreTrainedModel, inputs: LlmInputs, rows: list[int], generated: torch.Tensor) -> LlmInputs:
     """``inputs`` restricted to ``rows``, each followed by ``generated`` (its tokens so far, same order)."""
     index = torch.tensor(rows, device=inputs.embeds.device)
     new_ids = generated.to(inputs.embeds.device)
     embeds = torch.cat([inputs.embeds.index_select(0, index), model.get_input_embeddings()(new_ids)], dim=1)
     mask = torch.cat([inputs.attention_mask.index_select(0, index), torch.ones_like(new_ids)], dim=1)
-    return LlmInputs(embeds, mask, inputs.prefix)
-
-
-def _pad_new_tokens(inputs: LlmInputs, multiple: int) -> LlmInputs:
-    """More left padding (masked, right after the cached prefix, where the rows' own padding sits)
-    so that the new positions are a multiple of ``multiple``: few prefill shapes, few graphs."""
-    start, total = inputs.prefix_length, inputs.embeds.shape[1]
-    missing = -(total - start) % multiple
-    if missing == 0:
-        return inputs
-    embeds, mask = inputs.embeds, inputs.attention_mask
-    zeros = embeds.new_zeros(embeds.shape[0], missing, embeds.shape[2])
-    embeds = torch.cat([embeds[:, :start], zeros, embeds[:, start:]], dim=1)
-    mask = torch.cat([mask[:, :start], mask.new_zeros(mask.shape[0], missing), mask[:, start:]], dim=1)
     return LlmInputs(embeds, mask, inputs.prefix)
