@@ -106,7 +106,9 @@ def load(path: str | Path, device: str) -> tuple[Any, Any]:
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     try:
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype, device_map=device)
+        lm = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=dtype, device_map=device, use_kernels=False
+        )
     except (ValueError, NotImplementedError, KeyError) as err:
         raise GGUFError(f"transformers cannot load {folder / name}: {err}; {_OTHERWISE}") from None
     return tok, lm

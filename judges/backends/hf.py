@@ -49,7 +49,10 @@ def _load_pretrained(path: str, device: str | None) -> tuple[Any, Any]:
         tok, lm = gguf.load(path, device)
     else:
         tok = AutoTokenizer.from_pretrained(path)
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype="auto", device_map=device)  # straight to device
+        # use_kernels=False: transformers >= 5.25 otherwise fetches kernels from the hub on CUDA (and fails
+        # without network: "Kernel repository 'kernels-community/rotary' could not verify ..."); a judge
+        # must load from local files only, and the generation layer fuses what it needs itself.
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype="auto", device_map=device, use_kernels=False)
     tok.padding_side = "left"  # generation continues from the right end of every row
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
