@@ -296,13 +296,21 @@ def test_lmms_eval_results_name_the_judge_the_environment_chose(smol, tiny_relea
     assert "gpt-3.5-turbo" not in json.dumps(meta)
 
 
-def test_swap_fails_when_one_judge_fails_every_item_whatever_the_other_did(smol, tmp_path, judge_env, capsys):
-    """Pooled, 4 of 8 judgements failed is within --max-failure-rate 0.5; the judge asking for a model the
-    server does not serve failed all 4 of its own, so the swap exits 1 and the last line names it."""
+def test_swap_of_exact_and_the_real_judge_fails_when_a_third_judge_fails_every_item(smol, tmp_path, judge_env, capsys):
+    """Exact match vs the real SmolLM2 (issue 21 item 4's swap), plus a judge asking for a model the server
+    does not serve: it fails all 4 of its items, so the swap exits 1 at --max-failure-rate 0.5 and a line
+    names it - though pooled over the three judges at most 6 of 12 failed, within the budget."""
     judge_env.setenv("LLAMAVID_JUDGE_PREFLIGHT", "0")  # else the preflight stops the wrong model at once
-    source = lmms_run(tmp_path / "run", SMOL_ITEMS[:4])
-    judges = f"exact,local:smollm2-typo@{smol.url}"
+    prompt = tmp_path / "prompt.json"
+    prompt.write_text(json.dumps(SMOL_PROMPT))
+    source = lmms_run(tmp_path / "run", [("", a, p) for _, a, p in SMOL_ITEMS[:4]])
+    judges = f"exact,local:{smol.model}@{smol.url}#prompt={prompt},local:smollm2-typo@{smol.url}"
     rc = main(["swap", str(source), "--judges", judges, "--out", str(tmp_path / "r"), "--max-failure-rate", "0.5"])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 1 and last.startswith("error: judge local:smollm2-typo on msvd_qa: 4 of 4 judgements failed"), last
     assert "Server is pinned to" in last  # the server's own reason
+    report = json.loads((tmp_path / "r" / "swap_report.json").read_text())
+    real = next(j for j in report["judges"] if "#prompt=" in j)
+    assert report["failures"][real]["total"] == 4 and report["failures"]["local:smollm2-typo"]["failed"] == 4
+    pair = next(p for p in report["pairs"] if (p["a"], p["b"]) == ("exact-match", real))
+    assert pair["n"] + report["failures"][real]["failed"] == 4 and "kappa_ci" in pair  # every item accounted for
