@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -204,7 +205,7 @@ def run_lmms_eval(args: argparse.Namespace, paths: dict, out: Path) -> dict:
         f"pretrained={paths['checkpoint']},vision_tower={paths['tower']},qformer={paths['qformer']},"
         f"qformer_tokenizer={paths['bert']},dtype={'bf16' if DEVICE == 'cuda' else 'auto'},compile=True"
     )
-    sys.argv = [
+    argv = [
         "lmms-eval",
         "--model",
         "llamavid",
@@ -219,8 +220,12 @@ def run_lmms_eval(args: argparse.Namespace, paths: dict, out: Path) -> dict:
         "--output_path",
         str(out),
     ]
+    own_argv, sys.argv = sys.argv, argv
     start = time.perf_counter()
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = own_argv  # the record names this script's command
     wall = time.perf_counter() - start
     found = list(out.rglob("*_results.json"))
     if len(found) != 1:
@@ -232,7 +237,13 @@ def run_lmms_eval(args: argparse.Namespace, paths: dict, out: Path) -> dict:
     }
     phases = dict(timer.seconds)
     phases["judge"] = phases.pop("judge with its loading", 0.0) - phases.get("load judge", 0.0)
-    return {"wall_s": wall, "phases_s": phases, "calls": dict(timer.calls), "results": results}
+    return {
+        "lmms_eval_command": shlex.join(argv),
+        "wall_s": wall,
+        "phases_s": phases,
+        "calls": dict(timer.calls),
+        "results": results,
+    }
 
 
 def main() -> None:
