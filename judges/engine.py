@@ -103,7 +103,7 @@ class ConversationJudge(Judge):
             self._judge_uncached(todo, lambda key, j: self._keep(key, j, todo[key], fresh, progress))
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM through judges.interrupt: say what is kept
             stopped = err if isinstance(err, Interrupted) else Interrupted()
-            stopped.judge = self.name
+            stopped.judge, stopped.cache_off = self.name, self.cache is None
             stopped.cached = len(found) + sum(not j.failed for j in fresh.values()) if self.cache is not None else 0
             stopped.left = len(found) + len(todo) - stopped.cached
             raise stopped from None

@@ -23,6 +23,7 @@ class Interrupted(KeyboardInterrupt):
         self.judge: str | None = None
         self.cached = 0  # items of that judge's batch with a verdict in the cache
         self.left = 0  # items of that batch without one: what a rerun asks
+        self.cache_off = False  # no cache: nothing was kept, a rerun asks everything again
         self.not_started: list[str] = []  # judges a swap had not begun when the signal came
 
     @property
@@ -35,6 +36,12 @@ class Interrupted(KeyboardInterrupt):
         if self.judge is None:
             return f"interrupted by {name} before any item was sent; nothing was judged"
         later = f"; judges not started: {', '.join(self.not_started)}" if self.not_started else ""
+        if self.cache_off:
+            return (
+                f"interrupted by {name}: judge {self.judge} had {self.left} item(s) to judge and the judge cache "
+                f"is off, so nothing was kept{later}; a rerun asks every item again (set LLAMAVID_JUDGE_CACHE / "
+                "--cache to keep verdicts)"
+            )
         return (
             f"interrupted by {name}: judge {self.judge} has {self.cached} verdict(s) in the cache and "
             f"{self.left} item(s) left{later}; rerun the same command: it asks only the items without a cached verdict"
