@@ -12,8 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from llamavid_eval.core.items import judgements
-from llamavid_eval.core.outputs import judgement_failed
+from llamavid_eval.core.outputs import judgement_failed, judgements
 from llamavid_eval.judges.agreement import compare as judges_compare
 from llamavid_eval.results.load import Run
 

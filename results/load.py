@@ -23,11 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.items import judge_names, judged_items
 from llamavid_eval.core.outputs import (
     find_result_files,
     iter_samples,
     judge_label,
+    judge_names,
     number,
     parse_model_args,
     parse_task_metrics,
@@ -37,7 +37,14 @@ from llamavid_eval.core.outputs import (
     run_date_utc,
     samples_beside,
 )
-from llamavid_eval.core.scores import COUNTS, HEADLINE, MAX_FAILURE_RATE_ENV, judged_scores, over_budget
+from llamavid_eval.core.scores import (
+    COUNTS,
+    HEADLINE,
+    MAX_FAILURE_RATE_ENV,
+    judged_items,
+    judged_scores,
+    over_budget,
+)
 from llamavid_eval.core.stats import Interval
 from llamavid_eval.judges.exam_gate import exam_notes
 from llamavid_eval.judges.factory import resolve_settings

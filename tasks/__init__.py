@@ -1,4 +1,4 @@
-"""lmms-eval task definitions for LLaMA-VID studies (YAML + ``utils.py`` per task folder)."""
+"""lmms-eval task definitions for LLaMA-VID studies (a YAML per task; hooks in tasks/common or a task's utils.py)."""
 
 from pathlib import Path
 

@@ -22,15 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.outputs import is_judgement, iter_samples, judged_records, judgement_failed, normalize_judgement
-from llamavid_eval.core.scores import MEASURES, Verdict, verdict_of
+from llamavid_eval.core.outputs import is_judgement, judgement_failed, normalize_judgement
+from llamavid_eval.core.records import VIDEO_KEY  # noqa: F401 - judges/agreement.py still imports it from here
+from llamavid_eval.core.scores import MEASURES, item_video, judged_items
 from llamavid_eval.core.stats import PERCENT
 from llamavid_eval.core.ucf import NORMAL, UNMAPPED
 
-VIDEO_KEY = "video"
 #: Where a task writes each item's value for a metric (lmms-eval's ``score_key``), when it does.
 ITEM_VALUE_KEY = "item_value"
 _ACCURACY_NAMES = ("accuracy", "acc", "exact_match", "gpt_eval_accuracy")
@@ -122,13 +121,6 @@ def record_value(record: Any, metric: str) -> tuple[bool, float | None]:
     return False, None
 
 
-def _cluster(sample: dict[str, Any], record: Any) -> str | None:
-    for spot in (record, sample.get("doc")):
-        if isinstance(spot, dict) and isinstance(spot.get(VIDEO_KEY), (str, int)):
-            return str(spot[VIDEO_KEY])
-    return None
-
-
 def metric_items(samples: Iterable[dict[str, Any]], task: str, metric: str) -> MetricItems | None:
     """The per-item values behind ``metric`` in logged samples (or re-judge items lines, filtered to
     ``task``), or None when the metric is not a mean of items."""
@@ -156,50 +148,13 @@ def metric_items(samples: Iterable[dict[str, Any]], task: str, metric: str) -> M
             if isinstance(record, dict) and not _in_subset(record, word):
                 continue
         key = str(sample.get("doc_id", position))
-        video = _cluster(sample, record)
+        video = item_video(sample, record)
         shown = record if isinstance(record, dict) else {}
         items.append(ItemValue(key, video if video is not None else f"doc:{key}", value, shown))
     clustered = any(not it.cluster.startswith("doc:") for it in items)
     return MetricItems(task, metric, items, clustered) if items else None
 
 
-def judged_items(samples: Iterable[dict[str, Any]]) -> list[tuple[str, Verdict, dict[str, Any]]]:
-    """(doc id, verdict, record) of every judged item in logged samples (or re-judge items lines); empty when
-    some sample holds no judgement (not a judged task)."""
-    found = []
-    for position, sample in enumerate(samples):
-        records = judged_records(sample)
-        if not records:
-            return []
-        record = records[0][1]
-        found.append((str(sample.get("doc_id", position)), verdict_of(record, _cluster(sample, record)), record))
-    return found
-
-
 def _is_items_line(sample: dict[str, Any]) -> bool:
     """A ``judges rejudge`` items line: the judgement itself, with ``task`` and ``doc_id``."""
     return "task" in sample and "doc_id" in sample and is_judgement(sample)
-
-
-def judgements(path: Path, task: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """judge name -> item id -> judgement record of a samples (or re-judge items) file; items are keyed by
-    ``doc_id`` (stable across runs)."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for position, sample in enumerate(iter_samples(path)):
-        if task is not None and sample.get("task", task) != task:
-            continue
-        item_id = str(sample.get("doc_id", position))
-        for key, record in judged_records(sample):
-            judge = str(record.get("judge") or key or "judge")
-            out.setdefault(judge, {}).setdefault(item_id, record)
-    return out
-
-
-def judge_names(path: Path, peek: int = 50) -> set[str]:
-    """Judges named in the first ``peek`` lines of a samples file (enough: one run uses one judge per task)."""
-    names = set()
-    for sample in iter_samples(path, limit=peek):
-        for _, record in judged_records(sample):
-            if isinstance(record.get("judge"), str) and record["judge"]:
-                names.add(record["judge"])
-    return names

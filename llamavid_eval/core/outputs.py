@@ -287,6 +287,30 @@ def judged_records(sample: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(key, record) for key, record in flat if is_judgement(record)]
 
 
+def judgements(path: Path, task: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """judge name -> item id -> judgement record of a samples (or re-judge items) file; items are keyed by
+    ``doc_id`` (stable across runs)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for position, sample in enumerate(iter_samples(path)):
+        if task is not None and sample.get("task", task) != task:
+            continue
+        item_id = str(sample.get("doc_id", position))
+        for key, record in judged_records(sample):
+            judge = str(record.get("judge") or key or "judge")
+            out.setdefault(judge, {}).setdefault(item_id, record)
+    return out
+
+
+def judge_names(path: Path, peek: int = 50) -> set[str]:
+    """Judges named in the first ``peek`` lines of a samples file (enough: one run uses one judge per task)."""
+    names = set()
+    for sample in iter_samples(path, limit=peek):
+        for _, record in judged_records(sample):
+            if isinstance(record.get("judge"), str) and record["judge"]:
+                names.add(record["judge"])
+    return names
+
+
 # --- time stamps --------------------------------------------------------------------------------
 
 

@@ -22,6 +22,9 @@ QA_RECORD_KEYS = ("id", *QA_TEXT_KEYS)
 CLASSIFICATION_RECORD_KEYS = ("id", "gold", "pred", "prediction")
 """A multiple-choice item (UCF-Crime): gold and mapped predicted class, and the raw prediction."""
 
+VIDEO_KEY = "video"
+"""Where a record names the video it is about (relative to the data root): the cluster of its item's intervals."""
+
 JUDGEMENT_KEY = "judgement"
 """Key under which a judged task writes each item's judgement (``Judgement.to_dict()``) into its record."""
 

@@ -24,12 +24,13 @@ and ``judged_items`` stay, and :meth:`JudgedScores.budget_error` says why and ho
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from llamavid_eval.core.failures import common_reason, excess
-from llamavid_eval.core.outputs import CI_PARTS, judgement_failed, normalize_judgement
+from llamavid_eval.core.outputs import CI_PARTS, judged_records, judgement_failed, normalize_judgement
+from llamavid_eval.core.records import VIDEO_KEY
 from llamavid_eval.core.stats import DEFAULT_RESAMPLES, PERCENT, Interval, cluster_bootstrap_mean
 
 MAX_FAILURE_RATE_ENV = "LLAMAVID_JUDGE_MAX_FAILURE_RATE"
@@ -149,3 +150,24 @@ def over_budget(failures: float | None, items: float | None, max_failure_rate: f
     if failures is None or not items:
         return False
     return excess(int(failures), int(items), max_failure_rate) is not None
+
+
+def judged_items(samples: Iterable[dict[str, Any]]) -> list[tuple[str, Verdict, dict[str, Any]]]:
+    """(doc id, verdict, record) of every judged item in logged samples (or re-judge items lines); empty when
+    some sample holds no judgement (not a judged task)."""
+    found = []
+    for position, sample in enumerate(samples):
+        records = judged_records(sample)
+        if not records:
+            return []
+        record = records[0][1]
+        found.append((str(sample.get("doc_id", position)), verdict_of(record, item_video(sample, record)), record))
+    return found
+
+
+def item_video(sample: dict[str, Any], record: Any) -> str | None:
+    """The video a logged item is about (its cluster): the record's ``video``, else the logged doc's."""
+    for spot in (record, sample.get("doc")):
+        if isinstance(spot, dict) and isinstance(spot.get(VIDEO_KEY), (str, int)):
+            return str(spot[VIDEO_KEY])
+    return None
