@@ -7,10 +7,9 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from llamavid_eval.judges.base import Judgement
-
 from llamavid_eval.core.outputs import judge_label
 from llamavid_eval.core.scores import Verdict, judged_scores
+from llamavid_eval.judges.base import Judgement
 
 
 def verdict(judgement: Judgement, cluster: str | None = None) -> Verdict:
