@@ -180,9 +180,8 @@ def choose(lm: Any, batch: Sequence[Frame], pad: int, shared: int, prefix: Prefi
             logits_to_keep=1,
         )
         first = out.logits[:, -1].float().log_softmax(-1)
-        word_lp = torch.stack(
-            [first[torch.arange(rows), torch.tensor([f.words[v][0] for f in batch], device=device)] for v in (0, 1)], 1
-        )  # [rows, 2]: log p of each verdict's first token
+        first_ids = torch.tensor([[f.words[0][0], f.words[1][0]] for f in batch], device=device)
+        word_lp = first.gather(1, first_ids)  # [rows, 2]: log p of each verdict's first token
         several = any(len(w) > 1 for f in batch for w in f.words)
         if several:  # continue both verdicts, to score their later tokens
             pairs = [(i, v) for i in range(rows) for v in (0, 1)]
