@@ -212,3 +212,23 @@ def test_constrained_and_free_verdicts_are_cached_apart(tmp_path):
 def test_unknown_decoding_is_refused():
     with pytest.raises(ValueError, match="decoding must be one of constrained, free"):
         HFJudge("x", decoding="beam")
+
+
+def test_out_of_memory_in_a_constrained_batch_fails_its_items_only(monkeypatch):
+    from llamavid_eval.judges.backends import constrained
+
+    tok, lm = byte_level_llama(seed=2)
+    judge = HFJudge.with_model("bytes", tok, lm, batch_size=2, device="cpu")
+    real, calls = constrained.choose, []
+
+    def first_batch_out_of_memory(*args, **kwargs):
+        calls.append(len(args[1]))
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(constrained, "choose", first_batch_out_of_memory)
+    out = judge.judge_many(REQS)
+    assert calls == [2, 1] and sum(j.failed for j in out) == 2  # batch 2 of 3 items: the second batch still runs
+    assert all("lower LLAMAVID_JUDGE_BATCH_SIZE, now 2" in j.error for j in out if j.failed)
+    assert [j.metadata["attempts"] for j in out] == [1, 1, 1]  # a failed batch is not re-asked
