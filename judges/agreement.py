@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from llamavid_eval.judges.parse import SCORE_RANGE
-from llamavid_eval.judges.rejudge import ITEMS_SUFFIX
 from scipy import stats as sps
 
 from llamavid_eval.core.items import VIDEO_KEY
@@ -36,6 +34,8 @@ from llamavid_eval.core.stats import (
     mcnemar_exact,
     paired_difference,
 )
+from llamavid_eval.judges.parse import SCORE_RANGE
+from llamavid_eval.judges.rejudge import ITEMS_SUFFIX
 
 Rows = Sequence[dict[str, Any]]
 

@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from llamavid_eval.core.failures import common_reason
+from llamavid_eval.core.stats import WILSON, proportion_interval
 from llamavid_eval.judges.base import Judge, Judgement
 from llamavid_eval.judges.exam_data import Exam, ExamItem, load_exam
 from llamavid_eval.judges.prompt import BUILTIN
-
-from llamavid_eval.core.failures import common_reason
-from llamavid_eval.core.stats import WILSON, proportion_interval
 
 SIDES = {"yes": True, "no": False}
 _RAW = 160  # characters of a reply quoted for a wrong verdict

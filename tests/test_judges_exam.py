@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from test_judges_swap import runs_folder
+from test_tasks_support import video_qa_raw
+
 from llamavid_eval.judges import exam_gate
 from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.backends.exact import ExactMatchJudge
@@ -23,8 +26,6 @@ from llamavid_eval.judges.exam_gate import EXACT_NOTE, EXAM_KEY, OFF_NOTE, Judge
 from llamavid_eval.judges.factory import resolve_settings
 from llamavid_eval.judges.testing import Call, FakeChatServer, Response, reply
 from llamavid_eval.results.load import load_run
-from test_judges_swap import runs_folder
-from test_tasks_support import video_qa_raw
 
 EXAM = load_exam()
 COIN = random.Random(0)  # the coin-flip judge's seeded coin

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from test_judges_swap import runs_folder
+
 from llamavid_eval.judges import JudgeRequest, resolve_settings
 from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.cache import JudgementCache, cache_key
@@ -14,7 +16,6 @@ from llamavid_eval.judges.factory import build_judge
 from llamavid_eval.judges.prompt import BUILTIN, PROMPT_VERSION, PromptError, load_prompt
 from llamavid_eval.judges.swap import parse_judges, parse_spec
 from llamavid_eval.judges.testing import FakeChatServer, word_judge
-from test_judges_swap import runs_folder
 
 REQ = JudgeRequest("What is the man doing?", "running", "He runs.")
 USER = "Q: {question}\nCorrect Answer: {answer}\nPredicted Answer: {prediction}\nReply {{'pred': 'yes', 'score': 5}}."
