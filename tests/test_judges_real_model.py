@@ -12,17 +12,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_judges_hf import reference_choice
 
-pytest.importorskip("gguf")
-
-from test_judges_hf import reference_choice  # noqa: E402
-
-from llamavid_eval.judges import JudgeRequest  # noqa: E402
-from llamavid_eval.judges.__main__ import main  # noqa: E402
-from llamavid_eval.judges.backends import constrained  # noqa: E402
-from llamavid_eval.judges.backends.hf import HFJudge  # noqa: E402
-from llamavid_eval.judges.cache import JudgementCache  # noqa: E402
-from llamavid_eval.judges.parse import parse_reply  # noqa: E402
+from llamavid_eval.judges import JudgeRequest
+from llamavid_eval.judges.__main__ import main
+from llamavid_eval.judges.backends import constrained
+from llamavid_eval.judges.backends.hf import HFJudge
+from llamavid_eval.judges.cache import JudgementCache
+from llamavid_eval.judges.parse import parse_reply
 
 pytestmark = pytest.mark.usefixtures("judge_env")
 
