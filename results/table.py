@@ -284,7 +284,8 @@ def interval_notes(board: Leaderboard) -> list[str]:
     """The lines under every table: what ``±`` means, how each interval was made, why reported rows have none."""
     lines = [
         "± = half-width of the 95% confidence interval, or the interval itself in brackets where it is "
-        "lopsided (near 0% or 100%); it rests on the items that were judged (judge failures excluded)."
+        "lopsided (near 0% or 100%); judged metrics rest on the items that were judged (judge failures excluded), "
+        "their `_all` forms on every item (a failure counted as wrong)."
     ]
     every = [iv for run in board.runs for by_metric in run.intervals.values() for iv in by_metric.values()]
     lines += [f"Interval method: {m}." for m in methods(every)]
