@@ -45,7 +45,8 @@ LLAMAVID_JUDGE_PARSE_RETRIES, LLAMAVID_JUDGE_RESPONSE_FORMAT, LLAMAVID_JUDGE_BAT
 LLAMAVID_JUDGE_CACHE (folder, or "off"), LLAMAVID_JUDGE_API_KEY (local servers), OPENAI_API_KEY,
 LLAMAVID_JUDGE_PREFLIGHT (0: no check of the judge when lmms-eval builds a judged task),
 LLAMAVID_JUDGE_PROMPT (a judge prompt file; --judge-prompt), LLAMAVID_JUDGE_EXAM (0: the judge is not examined,
-and its records say so).
+and its records say so), LLAMAVID_JUDGE_MAX_FAILURE_RATE (default 0.05: above this share of failed judgements a
+task's judged metrics are withheld - NaN in lmms-eval's results, "judge failed" in tables; swap ranks no run on them).
 """
 
 from __future__ import annotations
