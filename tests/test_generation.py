@@ -9,7 +9,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
-from llamavid_eval.generation.attention import grouped_attention
+from llamavid_eval.generation.attention import (
+    GROUPED_ATTENTION,
+    attention_implementation,
+    grouped_attention,
+    grouped_attention_for,
+)
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
 from llamavid_eval.generation.fusion import fuse_rms_norms
 
@@ -136,3 +141,21 @@ def test_norms_stay_unfused_when_compiling_fails(monkeypatch, caplog):
     assert all(module._compiled_call_impl is None for module in model.modules())
     with torch.inference_mode():
         model(torch.randint(0, 97, (2, 4)))
+
+
+def test_grouped_attention_takes_a_2d_padding_mask(gqa_model):
+    """A forward given a 2D padding mask (as the constrained judge runs its prompts) computes under
+    grouped attention what it computes with transformers' eager attention."""
+    generator = torch.Generator().manual_seed(5)
+    ids = torch.randint(2, 97, (3, 9), generator=generator)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, :4] = 0  # left padding
+    mask[2, :2] = 0
+    with torch.inference_mode():
+        with attention_implementation(gqa_model.config, "eager"):
+            eager = gqa_model(input_ids=ids, attention_mask=mask).logits
+        with grouped_attention_for(gqa_model.config):
+            assert gqa_model.config._attn_implementation == GROUPED_ATTENTION
+            grouped = gqa_model(input_ids=ids, attention_mask=mask).logits
+    valid = mask.bool()
+    assert torch.allclose(grouped[valid], eager[valid], atol=1e-5)

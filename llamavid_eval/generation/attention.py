@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 #: ``config._attn_implementation`` value that selects :func:`grouped_attention`.
 GROUPED_ATTENTION = "llamavid_grouped"
@@ -52,6 +53,9 @@ def grouped_attention(
 
 
 AttentionInterface.register(GROUPED_ATTENTION, grouped_attention)
+# Given a 2D padding mask, transformers builds the 4D mask an implementation takes: eager's additive one
+# (0 / dtype minimum) is what grouped_attention adds to its scores.
+AttentionMaskInterface.register(GROUPED_ATTENTION, eager_mask)
 
 
 @contextlib.contextmanager
