@@ -1,11 +1,14 @@
-"""Real OpenAI-compatible servers for the judge tests: ``transformers serve`` with a tiny model written here.
+"""Real OpenAI-compatible servers for the judge tests: ``transformers serve`` and llama-cpp-python's server.
 
-The model is a 1-layer Llama whose greedy output is a fixed, valid verdict whatever the prompt
-(``llamavid_eval.judges.scripted``): a test must not download or train anything and needs exact replies.
+``transformers serve`` gets a tiny model written here: a 1-layer Llama whose greedy output is a fixed,
+valid verdict whatever the prompt (``llamavid_eval.judges.scripted``): a test must not download or train
+anything and needs exact replies. llama-cpp-python's server (``tests/real_servers.sh``; not in CI: it
+builds from source) serves a ``.gguf`` - the real SmolLM2 one.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -57,7 +60,7 @@ def free_port() -> int:
 
 @dataclass
 class ServedModel:
-    """A running ``transformers serve`` process; ``stop()`` ends it by its PID."""
+    """A running judge server process; ``stop()`` ends it by its PID."""
 
     process: subprocess.Popen
     url: str
@@ -92,22 +95,58 @@ def start_transformers_serve(model_dir: Path, log: Path, timeout: float = 120.0)
         "info",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    return _start("transformers serve", command, env, port, "/health", str(model_dir), log, timeout)
+
+
+#: What installs llama-cpp-python's server here; CPU only, built from source (~10-16 min on 2 cores).
+LLAMA_CPP_INSTALL = "bash tests/real_servers.sh (pip install 'llama-cpp-python[server]==0.3.36')"
+
+
+def start_llama_cpp_server(gguf: Path, log: Path, timeout: float = 120.0) -> ServedModel:
+    """``python -m llama_cpp.server --model GGUF`` on 127.0.0.1 at a free port, once ``/v1/models`` answers.
+    It serves the model under its path (the name it lists and answers under, whatever name is asked for)."""
+    missing = [m for m in ("llama_cpp", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+               if importlib.util.find_spec(m) is None]  # fmt: skip
+    if missing:
+        raise RuntimeError(
+            f"llama-cpp-python's server is not installed ({', '.join(missing)} missing): {LLAMA_CPP_INSTALL}"
+        )
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return _start("llama_cpp.server", command, env, port, "/v1/models", str(gguf), log, timeout)
+
+
+def _start(
+    name: str, command: list[str], env: dict, port: int, ready: str, model: str, log: Path, timeout: float
+) -> ServedModel:
+    """Start ``command`` in its own session, logging to ``log``; return once ``ready`` answers 200."""
     handle = log.open("wb")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    served = ServedModel(process, f"http://127.0.0.1:{port}/v1", str(model_dir), log)
+    served = ServedModel(process, f"http://127.0.0.1:{port}/v1", model, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"transformers serve exited with {process.returncode}:\n{served.log_text()[-3000:]}")
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{served.log_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=2) as resp:
                 if resp.status == 200:
                     return served
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.3)
     served.stop()
-    raise RuntimeError(f"transformers serve not ready after {timeout:.0f} s:\n{served.log_text()[-3000:]}")
+    raise RuntimeError(f"{name} not ready after {timeout:.0f} s:\n{served.log_text()[-3000:]}")
 
 
 def chat(url: str, model: str, content: str, **extra: object) -> tuple[int, dict]:

@@ -1,4 +1,6 @@
-"""The local judge against a REAL OpenAI-compatible server: ``transformers serve``.
+"""The local judge against a REAL OpenAI-compatible server: ``transformers serve`` (default) or, with
+``LLAMAVID_TEST_JUDGE_SERVER=llama_cpp``, llama-cpp-python's server (``bash tests/real_servers.sh``
+installs it and runs this module so; CI does not: it builds from source, 4-16 minutes on 2 cores).
 
 Two models behind it: a tiny scripted one written here (exact, fast replies) and the real open-weights
 SmolLM2-135M-Instruct (the ``smollm2_folder`` fixture), whose free-text replies often do not parse -
@@ -9,12 +11,18 @@ serves one request at a time. ``lmms-eval --model llamavid --tasks msvd_qa`` aga
 a wrong model stops before the video model generates anything, naming URL, model and the server's
 reason; judged through ``LLAMAVID_JUDGE*``, its results.json names that judge. Ctrl-C and SIGTERM
 stop ``llamavid judge rejudge`` keeping every verdict received. (llama-cpp-python is covered by a
-replay in test_judges_preflight.py.)
+replay in test_judges_preflight.py, and by this module under ``LLAMAVID_TEST_JUDGE_SERVER=llama_cpp``.)
+
+Under llama.cpp both server fixtures serve the real SmolLM2 ``.gguf`` (no scripted model in GGUF), and
+the facts differ: ``json_schema`` is rejected with HTTP 500 ("Input should be 'text' or 'json_object'"),
+``json_object`` is honoured, and any model name is answered (the name asked for is echoed back). Tests whose
+subject is a ``transformers serve`` fact say so in their skip reason; each has a llama.cpp counterpart.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -26,12 +34,18 @@ import time
 from pathlib import Path
 
 import pytest
-from judge_servers import start_transformers_serve, write_verdict_model
+from judge_servers import (
+    ServedModel,
+    chat,
+    start_llama_cpp_server,
+    start_transformers_serve,
+    write_verdict_model,
+)
 from test_tasks_support import video_qa_raw
 
 from llamavid_eval.judges import JudgeRequest, resolve_settings
 from llamavid_eval.judges.__main__ import main
-from llamavid_eval.judges.backends.openai_compat import LocalJudge
+from llamavid_eval.judges.backends.openai_compat import VERDICT_SCHEMA, LocalJudge
 from llamavid_eval.judges.cache import DB_NAME, JudgementCache
 from llamavid_eval.judges.preflight import JudgeUnavailable, preflight
 
@@ -39,16 +53,42 @@ pytestmark = pytest.mark.slow
 REQS = [JudgeRequest(f"What is the animal doing in clip {i}?", "running", f"It runs, take {i}.") for i in range(16)]
 CONCURRENCY, SERVED_BEFORE_KILL = 2, 4
 DONE = re.compile(r'"POST /v1/chat/completions HTTP/1.1" 200')
+SERVER = os.environ.get("LLAMAVID_TEST_JUDGE_SERVER", "transformers")
+if SERVER not in ("transformers", "llama_cpp"):
+    raise ValueError(f"LLAMAVID_TEST_JUDGE_SERVER must be transformers or llama_cpp; got {SERVER!r}")
+LLAMA_CPP = SERVER == "llama_cpp"
+
+
+def transformers_only(counterpart: str):
+    return pytest.mark.skipif(LLAMA_CPP, reason=f"a fact of transformers serve; under llama.cpp see {counterpart}")
+
+
+def llama_cpp_only(reason: str):
+    return pytest.mark.skipif(not LLAMA_CPP, reason=f"a fact of llama-cpp-python's server ({reason}); "
+                              "run with LLAMAVID_TEST_JUDGE_SERVER=llama_cpp (bash tests/real_servers.sh)")  # fmt: skip
+
+
+def start_server(model: Path, log: Path) -> ServedModel:
+    """The server under test for ``model`` (a folder for transformers serve, a ``.gguf`` for llama.cpp)."""
+    if not LLAMA_CPP:
+        return start_transformers_serve(model, log)
+    try:
+        return start_llama_cpp_server(model, log)
+    except RuntimeError as err:
+        pytest.fail(f"LLAMAVID_TEST_JUDGE_SERVER=llama_cpp: {err}", pytrace=False)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
+def model_dir(request, tmp_path_factory) -> Path:
+    """transformers serve: the scripted verdict model; llama.cpp: the real SmolLM2 ``.gguf``."""
+    if LLAMA_CPP:
+        return request.getfixturevalue("smollm2_gguf")
     return write_verdict_model(tmp_path_factory.mktemp("verdict-model"))
 
 
 @pytest.fixture(scope="module")
 def served(model_dir, tmp_path_factory):
-    server = start_transformers_serve(model_dir, tmp_path_factory.mktemp("serve") / "serve.log")
+    server = start_server(model_dir, tmp_path_factory.mktemp("serve") / "serve.log")
     yield server
     server.stop()
 
@@ -59,6 +99,7 @@ def judge_for(url: str, model: str, **kw) -> LocalJudge:
     return LocalJudge(model, api_key="EMPTY", base_url=url, **kw)
 
 
+@transformers_only("test_llama_cpp_rejects_json_schema_and_honours_json_object")
 def test_judgements_from_a_real_server_record_the_ignored_format(served, tmp_path):
     cache = JudgementCache(tmp_path)
     out = judge_for(served.url, served.model, concurrency=4, cache=cache).judge_many(REQS[:4])
@@ -68,6 +109,7 @@ def test_judgements_from_a_real_server_record_the_ignored_format(served, tmp_pat
     assert len(cache) == 4 and "Ignoring unsupported fields in the request: {'response_format'}" in served.log_text()
 
 
+@transformers_only("test_llama_cpp_rejects_json_schema_and_honours_json_object")
 def test_preflight_detects_the_ignored_format_and_lists_the_model(served):
     report = preflight(resolve_settings({"judge": "local", "judge_base_url": served.url, "judge_model": served.model},
                                         env={}))  # fmt: skip
@@ -75,6 +117,7 @@ def test_preflight_detects_the_ignored_format_and_lists_the_model(served):
     assert report.response_format == "none" and "ignores response_format" in report.format_note
 
 
+@transformers_only("test_llama_cpp_answers_any_model_name_and_echoes_it")
 def test_pinned_model_mismatch_surfaces_the_servers_reason(served):
     wrong = "meta-llama/Meta-Llama-3-8B-Instruct"
     out = judge_for(served.url, wrong, max_retries=5).judge_many(REQS[:1])
@@ -89,9 +132,48 @@ def test_pinned_model_mismatch_surfaces_the_servers_reason(served):
     assert f"The server serves: {served.model}." in message
 
 
+LLAMA_CPP_REJECTS = "Input should be 'text' or 'json_object'"
+
+
+@llama_cpp_only("json_schema is HTTP 500, json_object honoured")
+def test_llama_cpp_rejects_json_schema_and_honours_json_object(served, tmp_path):
+    status, body = chat(served.url, served.model, "Say hi", response_format=VERDICT_SCHEMA, max_tokens=8)
+    assert status == 500 and LLAMA_CPP_REJECTS in body["error"]["message"], body
+    cache = JudgementCache(tmp_path)
+    judge = judge_for(served.url, served.model, concurrency=4, cache=cache)
+    out = judge.judge_many(REQS[:4])
+    assert len(out) == 4 and len(cache) == sum(not j.failed for j in out)
+    # the 500 is a format refusal: the same request goes again with json_object, whose reply is a JSON object
+    assert all(j.metadata["response_format_sent"] == "json_object" and j.metadata["transport_retries"] == 0
+               for j in out), [j.metadata for j in out]  # fmt: skip
+    assert all(j.metadata["response_format"] == "json_object" for j in out if not j.metadata.get("truncated"))
+    assert any(LLAMA_CPP_REJECTS in m for m in judge.server_messages.values()), judge.server_messages
+    report = preflight(resolve_settings({"judge": "local", "judge_base_url": served.url, "judge_model": served.model},
+                                        env={}))  # fmt: skip
+    assert report.served_models == (served.model,) and report.served_model is None
+    assert report.format_note.startswith("json_schema rejected (HTTP 500") and LLAMA_CPP_REJECTS in report.format_note
+    # SmolLM2's JSON object for the probe may lack 'pred'; then the preflight steps down to free text
+    assert report.response_format == "json_object" or "json_object: reply" in report.format_note, report
+
+
+@llama_cpp_only("any model name is answered, and echoed")
+def test_llama_cpp_answers_any_model_name_and_echoes_it(served, caplog):
+    wrong = "meta-llama/Meta-Llama-3-8B-Instruct"
+    status, body = chat(served.url, wrong, "Say hi", max_tokens=4)
+    assert status == 200 and body["model"] == wrong  # the reply cannot tell that another model answered
+    judge = judge_for(served.url, wrong)
+    out = judge.judge_many(REQS[:1])
+    assert "error_kind" not in out[0].metadata and out[0].metadata["transport_retries"] == 0, out[0]
+    assert judge.served_model is None and judge.label == wrong
+    caplog.set_level(logging.WARNING, logger="judges")
+    report = preflight(resolve_settings({"judge": "local", "judge_base_url": served.url, "judge_model": wrong}, env={}))
+    assert report.model == wrong and report.served_models == (served.model,) and report.served_model is None
+    assert f"the server does not list model {wrong!r}" in caplog.text  # the only sign: its model list
+
+
 def test_killed_mid_batch_loses_nothing_and_the_rerun_completes_from_cache(model_dir, tmp_path):
     cache = JudgementCache(tmp_path / "cache")
-    server = start_transformers_serve(model_dir, tmp_path / "first.log")
+    server = start_server(model_dir, tmp_path / "first.log")
     result: list = []
     try:
         judge = judge_for(server.url, server.model, concurrency=CONCURRENCY, max_retries=2, cache=cache)
@@ -110,7 +192,7 @@ def test_killed_mid_batch_loses_nothing_and_the_rerun_completes_from_cache(model
     assert SERVED_BEFORE_KILL - CONCURRENCY <= len(done) < len(REQS) and failed and len(cache) == len(done)
     assert all("connect" in j.error or "disconnect" in j.error.lower() for j in failed), failed[0].error
 
-    server = start_transformers_serve(model_dir, tmp_path / "second.log")
+    server = start_server(model_dir, tmp_path / "second.log")
     try:
         rerun = judge_for(server.url, server.model, concurrency=2, cache=cache).judge_many(REQS)
     finally:
@@ -119,7 +201,13 @@ def test_killed_mid_batch_loses_nothing_and_the_rerun_completes_from_cache(model
     assert len(DONE.findall(server.log_text())) == len(failed)  # only the lost items were asked again
 
 
-@pytest.mark.parametrize("case", ["closed port", "wrong model"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "closed port",
+        pytest.param("wrong model", marks=transformers_only("test_llama_cpp_answers_any_model_name_and_echoes_it")),
+    ],
+)
 def test_lmms_eval_stops_before_the_video_model_runs(case, served, tiny_release, tmp_path):
     root = tmp_path / "data"
     env = {**os.environ, "LLAMAVID_DATA_ROOT": str(root), "LLAMAVID_JUDGE_CACHE": "off", "LLAMAVID_JUDGE": "local"}
@@ -166,9 +254,11 @@ SMOL_ITEMS = [
 
 
 @pytest.fixture(scope="module")
-def smol(smollm2_folder, tmp_path_factory):
-    """``transformers serve`` with the real SmolLM2-135M-Instruct."""
-    server = start_transformers_serve(smollm2_folder, tmp_path_factory.mktemp("smol") / "serve.log")
+def smol(request, tmp_path_factory):
+    """The server under test with the real SmolLM2-135M-Instruct (transformers serve: the folder converted
+    from the ``.gguf``; llama.cpp: the ``.gguf`` itself)."""
+    model = request.getfixturevalue("smollm2_gguf" if LLAMA_CPP else "smollm2_folder")
+    server = start_server(model, tmp_path_factory.mktemp("smol") / "serve.log")
     yield server
     server.stop()
 
@@ -226,8 +316,12 @@ def test_rejudge_through_a_real_model_records_every_item(smol, tmp_path, judge_e
             assert row["metadata"]["rejected_replies"] or row["metadata"].get("error_kind")
         else:
             assert isinstance(row["verdict"], bool) and row["score"] in range(6)
-        if not row["error"] or row["error"].startswith("unparseable"):  # the preflight found it ignores formats
-            assert "ignores response_format" in row["metadata"]["response_format_note"]
+        if not row["error"] or row["error"].startswith("unparseable"):  # a reply came: the preflight's finding
+            note = row["metadata"]["response_format_note"]
+            if LLAMA_CPP:  # json_schema refused with a 500; json_object honoured (or its JSON lacked a verdict)
+                assert note.startswith("json_schema rejected (HTTP 500") and LLAMA_CPP_REJECTS in note, note
+            else:  # transformers serve ignores response_format
+                assert "ignores response_format" in note
     summary = json.loads(next((tmp_path / "out").rglob("*_summary.json")).read_text())
     assert summary["results"]["msvd_qa"]["failures"] == sum(r["failed"] for r in rows)
     assert cached(cache) == sum(not r["failed"] for r in rows)
@@ -299,16 +393,20 @@ def test_lmms_eval_results_name_the_judge_the_environment_chose(smol, tiny_relea
 def test_swap_of_exact_and_the_real_judge_fails_when_a_third_judge_fails_every_item(smol, tmp_path, judge_env, capsys):
     """Exact match vs the real SmolLM2 (issue 21 item 4's swap), plus a judge asking for a model the server
     does not serve: it fails all 4 of its items, so the swap exits 1 at --max-failure-rate 0.5 and a line
-    names it - though pooled over the three judges at most 6 of 12 failed, within the budget."""
+    names it - though pooled over the three judges at most 6 of 12 failed, within the budget. llama.cpp
+    answers any model name, so there the third judge asks a closed port instead."""
+    typo_url, reason = (
+        ("http://127.0.0.1:9/v1", "Connection refused") if LLAMA_CPP else (smol.url, "Server is pinned to")
+    )
     judge_env.setenv("LLAMAVID_JUDGE_PREFLIGHT", "0")  # else the preflight stops the wrong model at once
     prompt = tmp_path / "prompt.json"
     prompt.write_text(json.dumps(SMOL_PROMPT))
     source = lmms_run(tmp_path / "run", [("", a, p) for _, a, p in SMOL_ITEMS[:4]])
-    judges = f"exact,local:{smol.model}@{smol.url}#prompt={prompt},local:smollm2-typo@{smol.url}"
+    judges = f"exact,local:{smol.model}@{smol.url}#prompt={prompt},local:smollm2-typo@{typo_url}"
     rc = main(["swap", str(source), "--judges", judges, "--out", str(tmp_path / "r"), "--max-failure-rate", "0.5"])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 1 and last.startswith("error: judge local:smollm2-typo on msvd_qa: 4 of 4 judgements failed"), last
-    assert "Server is pinned to" in last  # the server's own reason
+    assert reason in last  # the server's own reason
     report = json.loads((tmp_path / "r" / "swap_report.json").read_text())
     real = next(j for j in report["judges"] if "#prompt=" in j)
     assert report["failures"][real]["total"] == 4 and report["failures"]["local:smollm2-typo"]["failed"] == 4
