@@ -58,6 +58,16 @@ def test_judged_scores_are_core_stats_both_ways_on_the_same_verdicts():
     assert "prose" in withheld.budget_error("t") and "llamavid judge rejudge" in withheld.budget_error("t")
 
 
+def test_a_metric_read_before_its_scorer_ran_is_an_error_not_a_number():
+    from llamavid_eval.tasks.common.local_task import reported
+
+    task = SimpleNamespace(config=SimpleNamespace(task="msvd_qa"), values=None)
+    with pytest.raises(RuntimeError, match=r"\[msvd_qa\] mean_score aggregated before the task's scorer ran"):
+        reported([None], task, "mean_score")
+    task.values = {"mean_score": 2.5}
+    assert reported([None], task, "mean_score") == 2.5
+
+
 @pytest.fixture
 def prepared(tmp_path, monkeypatch):
     qa, videos = video_qa_raw(tmp_path / "raw")
