@@ -58,8 +58,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core import failures
-from llamavid_eval.judges import exam_cli, progress
+from llamavid_eval.core import scores as failures
+from llamavid_eval.judges import exam_cli, flow
 from llamavid_eval.judges.exam_gate import JudgeUnfit, examine
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
 from llamavid_eval.judges.interrupt import Interrupted, stop_on_signals
@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger(progress.log.name).setLevel(logging.INFO)  # "n of N judged" lines where no bar shows
+    flow.progress_log.setLevel(logging.INFO)  # "n of N judged" lines where no bar shows
     commands = {"rejudge": _rejudge, "agree": _agree, "swap": _swap, "exam": lambda a: exam_cli.run(a, _transport(a))}
     try:
         with stop_on_signals():
@@ -161,7 +161,7 @@ def _tasks(args: argparse.Namespace) -> list[str] | None:
 
 def _status(tallies: list[failures.Tally], max_rate: float) -> int:
     """0, or 1 with one line per judge/task over the budget (count and reason) last on stderr."""
-    lines = failures.over_budget(tallies, max_rate)
+    lines = failures.budget_errors(tallies, max_rate)
     for line in lines:
         print(line, file=sys.stderr)
     return 1 if lines else 0

@@ -19,9 +19,9 @@ from typing import Any
 
 from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
 from llamavid_eval.judges.cache import JudgementCache, cache_key
+from llamavid_eval.judges.flow import Progress
 from llamavid_eval.judges.interrupt import Interrupted
 from llamavid_eval.judges.parse import ParseError, parse_reply
-from llamavid_eval.judges.progress import Progress
 from llamavid_eval.judges.prompt import BUILTIN, Prompt
 
 log = logging.getLogger("judges")

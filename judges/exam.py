@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from llamavid_eval.core.failures import common_reason
+from llamavid_eval.core.scores import common_reason
 from llamavid_eval.core.stats import WILSON, proportion_interval
 from llamavid_eval.judges.base import Judge, Judgement
 from llamavid_eval.judges.exam_data import Exam, ExamItem, load_exam

@@ -9,18 +9,22 @@ per success at first (the limit doubles each round: 4 to 64 in four rounds), one
 first overload or slowed reply. A 429, 5xx or timeout halves the limit (at most once per round, so
 one burst of refusals does not collapse it to 1). :class:`CircuitBreaker` ends a batch against a judge
 that is plainly down instead of retrying every remaining item on its own. :func:`run_each` runs the
-requests on daemon threads, so that Ctrl-C does not wait for the ones in flight.
+requests on daemon threads, so that Ctrl-C does not wait for the ones in flight. :class:`Progress`
+shows how far a batch got.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
+
+from tqdm import tqdm
 
 log = logging.getLogger("judges")
 T = TypeVar("T")
@@ -164,3 +168,37 @@ def run_each(
             on_result(*done.get())
     finally:
         stop.set()
+
+
+# --- Progress of a judging batch: a tqdm bar on stderr (stdout carries the reports), as lmms-eval's bars do;
+# where stderr is not a terminal (CI, a log file) the judges.progress logger says how far it got every
+# EVERY seconds, so a slow judge can be told from a hung one.
+progress_log = logging.getLogger("judges.progress")
+EVERY = 30.0  # seconds between progress lines when there is no bar
+
+
+class Progress:
+    """Counts final outcomes of ``total`` items, ``done`` of them known at the start (cache hits)."""
+
+    def __init__(self, judge: str, total: int, done: int = 0) -> None:
+        self.judge, self.total, self.done, self.failed = judge, total, done, 0
+        self._bar = tqdm(
+            total=total, initial=done, desc=f"judging ({judge})", unit="item", file=sys.stderr, leave=False,
+            disable=not sys.stderr.isatty(),
+        )  # fmt: skip
+        self._last = time.monotonic()
+
+    def update(self, failed: bool) -> None:
+        self.done += 1
+        self.failed += failed
+        self._bar.update(1)
+        if failed:
+            self._bar.set_postfix(failed=self.failed, refresh=False)
+        if self._bar.disable and time.monotonic() - self._last >= EVERY:
+            self._last = time.monotonic()
+            progress_log.info(
+                "judge %s: %d of %d items judged (%d failed)", self.judge, self.done, self.total, self.failed
+            )
+
+    def close(self) -> None:
+        self._bar.close()

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.failures import common_reason
 from llamavid_eval.core.outputs import SamplesFile, find_samples, is_qa_record, iter_samples, judge_label, run_results
 from llamavid_eval.core.records import QA_TEXT_KEYS, VIDEO_KEY
-from llamavid_eval.core.scores import judged_scores
+from llamavid_eval.core.scores import common_reason, judged_scores
 from llamavid_eval.core.stats import Interval
 from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
 from llamavid_eval.judges.summary import summarize, verdict

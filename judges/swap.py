@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.failures import Tally, common_reason
 from llamavid_eval.core.outputs import iter_samples
-from llamavid_eval.core.scores import HEADLINE, JudgedScores, Verdict, judged_scores, verdict_of
+from llamavid_eval.core.scores import HEADLINE, JudgedScores, Tally, Verdict, common_reason, judged_scores, verdict_of
 from llamavid_eval.core.stats import kendall_tau
 from llamavid_eval.judges.agreement import clusters_of, compare, ok
 from llamavid_eval.judges.base import Judge

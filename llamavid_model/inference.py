@@ -23,9 +23,9 @@ from llamavid_eval.generation.decoding import (
     PrefixKV,
     generate_eager,
     prefix_kv,
+    to_device,
 )
 from llamavid_eval.generation.fusion import fuse_rms_norms
-from llamavid_eval.generation.transfer import to_device
 from llamavid_eval.model.batching import Batch, Question, plan_batches, prepare_batch, prepared_batches
 from llamavid_eval.model.loading import LoadedLlamaVid, decode_answer
 from llamavid_eval.model.processing import (

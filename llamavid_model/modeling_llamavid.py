@@ -16,7 +16,7 @@ from transformers import LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llamavid_eval.core.tokens import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llamavid_eval.generation.transfer import to_device
+from llamavid_eval.generation.decoding import to_device
 from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
 from llamavid_eval.model.vision import EvaVisionTower
 from llamavid_eval.model.visual_tokens import VisualTokenizer

@@ -25,7 +25,7 @@ from transformers.models.instructblip.modeling_instructblip import (
     eager_attention_forward,
 )
 
-from llamavid_eval.generation.transfer import to_device
+from llamavid_eval.generation.decoding import to_device
 from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
 
 

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from llamavid_eval.core import failures
+from llamavid_eval.core import scores as failures
 from llamavid_eval.results import agreement, html, plots, table
 from llamavid_eval.results import compare as compare_mod
 from llamavid_eval.results.load import REFERENCE_CSV, load_reference, load_runs

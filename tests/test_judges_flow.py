@@ -130,11 +130,11 @@ def test_run_each_reports_in_the_callers_thread_and_an_exception_there_stops_the
 def test_progress_is_logged_where_no_bar_shows(monkeypatch, caplog):
     import logging
 
-    from llamavid_eval.judges import progress
+    from llamavid_eval.judges import flow
 
-    monkeypatch.setattr(progress, "EVERY", 0.0)
+    monkeypatch.setattr(flow, "EVERY", 0.0)
     caplog.set_level(logging.INFO, logger="judges.progress")
-    bar = progress.Progress("local:x", total=3, done=1)  # one cached
+    bar = flow.Progress("local:x", total=3, done=1)  # one cached
     bar.update(False)
     bar.update(True)
     bar.close()

@@ -269,10 +269,12 @@ def test_lmms_eval_cli_one_failure_in_40_and_every_view_shows_the_same_numbers(
 
 
 #: Repository files in which functions run on a judged question's trip, lmms-eval's request to the leaderboard
-#: row (issue 23 asks for at most 32; measured 43 after its first pass: 18 of tasks/, results/, core/ and the
-#: entry points, 13 of judges/ for one local judge, 12 of the model and generation layers). A guard against
-#: growth: lower it when files are merged, never raise it without a reason in the commit.
-TRIP_FILES = 43
+#: row (issue 23 asks for at most 32; 43 after its first pass, 38 once the failure budget joined core/scores.py,
+#: progress joined judges/flow.py and to_device joined generation/decoding.py: 15 of tasks/, results/, core/
+#: and the entry points, 12 of judges/ for one local judge with its preflight and exam gate, 11 of the model
+#: and generation layers). A guard against growth: lower it when files are merged, never raise it without a
+#: reason in the commit.
+TRIP_FILES = 38
 
 
 @pytest.mark.slow

@@ -18,17 +18,20 @@ Each comes with its 95% cluster-bootstrap interval by video (:func:`llamavid_eva
 The failure budget (``LLAMAVID_JUDGE_MAX_FAILURE_RATE``, default :data:`DEFAULT_MAX_FAILURE_RATE`):
 when more than that share of a task's items has no verdict, the run says nothing about the model, so
 the headline metrics and their intervals are NaN (never a clean-looking score), ``judge_failures``
-and ``judged_items`` stay, and :meth:`JudgedScores.budget_error` says why and how to re-judge.
+and ``judged_items`` stay, and :meth:`JudgedScores.budget_error` says why and how to re-judge. The
+commands apply the same rule per judge and task before they exit (``--max-failure-rate``,
+:func:`budget_errors`).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llamavid_eval.core.failures import common_reason, excess
 from llamavid_eval.core.outputs import CI_PARTS, judged_records, judgement_failed, normalize_judgement
 from llamavid_eval.core.records import VIDEO_KEY
 from llamavid_eval.core.stats import DEFAULT_RESAMPLES, PERCENT, Interval, cluster_bootstrap_mean
@@ -171,3 +174,71 @@ def item_video(sample: dict[str, Any], record: Any) -> str | None:
         if isinstance(spot, dict) and isinstance(spot.get(VIDEO_KEY), (str, int)):
             return str(spot[VIDEO_KEY])
     return None
+
+
+# --- The failure budget every command applies before it exits. A run where 190 of 300 judgements failed is
+# not a result, and a script chaining our commands must see that in the exit status. The share applies to
+# each group on its own (a judge, a task, a judge on a task: budget_errors): a judge failing every item must
+# not hide behind another judge's successes in a pooled total.
+def add_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max-failure-rate F`` (0-1, default 0), the same on every command."""
+    parser.add_argument(
+        "--max-failure-rate",
+        type=rate,
+        default=0.0,
+        metavar="F",
+        help="share of judgements (0-1) allowed to fail before the command exits non-zero (default 0)",
+    )
+
+
+def rate(text: str) -> float:
+    """argparse type: a share between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-failure-rate must be a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--max-failure-rate must be between 0 and 1, got {value}")
+    return value
+
+
+def common_reason(errors: Iterable[str | None]) -> str | None:
+    """The most frequent failure message (and how many share it), for the last line."""
+    counts = Counter(e for e in errors if e)
+    if not counts:
+        return None
+    message, count = counts.most_common(1)[0]
+    return f"{message[:300]} (x{count})" if len(counts) > 1 else message[:300]
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The failures of one group (``name``: e.g. "judge local:x on msvd_qa") and their most common ``reason``."""
+
+    name: str
+    failures: int
+    total: int
+    reason: str | None = None
+
+
+def budget_errors(tallies: Iterable[Tally], max_rate: float, what: str = "judgements") -> list[str]:
+    """One error line per group whose share of failures exceeds ``max_rate``; empty when every group is within."""
+    lines = []
+    for tally in tallies:
+        line = excess(tally.failures, tally.total, max_rate, tally.reason, what)
+        if line:
+            lines.append(line.replace("error: ", f"error: {tally.name}: ", 1) if tally.name else line)
+    return lines
+
+
+def excess(
+    failures: int, total: int, max_rate: float, reason: str | None = None, what: str = "judgements"
+) -> str | None:
+    """The error line when ``failures`` of ``total`` exceed ``max_rate``, else None."""
+    if failures <= 0 or total <= 0 or failures / total <= max_rate:
+        return None
+    why = f"most common reason: {reason}" if reason else "see the failures above"
+    return (
+        f"error: {failures} of {total} {what} failed ({100 * failures / total:.1f}% > --max-failure-rate "
+        f"{max_rate:g}); {why}"
+    )

@@ -14,7 +14,7 @@ the same shape replays the same graph; the last few shapes' graphs are kept. Ans
 eager ``generate`` path, so a task's large ``max_new_tokens`` does not size the static cache.
 Sampling and beam search go to ``generate`` as well. Rows may also stop at other tokens than eos
 (the judge stops once its verdict dictionary closes). The video model's answers and the in-process
-judge's verdicts both decode here.
+judge's verdicts both decode here; :func:`to_device` is how their host tensors reach the GPU.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from torch.profiler import record_function
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
 from llamavid_eval.generation.attention import GROUPED_ATTENTION, attention_implementation, grouped_attention_for
-from llamavid_eval.generation.transfer import to_device
 
 PrefixKV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
@@ -404,3 +403,17 @@ def _extend(model: PreTrainedModel, inputs: LlmInputs, rows: list[int], generate
     embeds = torch.cat([inputs.embeds.index_select(0, index), model.get_input_embeddings()(new_ids)], dim=1)
     mask = torch.cat([inputs.attention_mask.index_select(0, index), torch.ones_like(new_ids)], dim=1)
     return LlmInputs(embeds, mask, inputs.prefix)
+
+
+# --- Host-to-GPU copies that never make the host wait. tensor.to('cuda', non_blocking=True) from pageable
+# memory is not asynchronous: CUDA stages it through a pinned buffer and the host waits for everything queued
+# before it on the stream (a 1 KB index copy cost the host 14.6 ms on an H200, benchmarks/timeline.py).
+# Pinned first (PyTorch caches pinned blocks), the copy is queued and the host goes on.
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``tensor`` on ``device``; a host tensor bound for a GPU is pinned and copied without blocking."""
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    if not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
