@@ -11,15 +11,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from llamavid_eval.model.video import load_video
-from llamavid_eval.tasks import TASKS_DIR
-from llamavid_eval.tasks.llamavid_demo import make_data
-from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, COLOURS, QUESTIONS, SIZE
 from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 from test_tasks_support import ScriptedModel, evaluate, metric
 
 from llamavid_eval.core.paths import DatasetNotPreparedError
+from llamavid_eval.model.video import load_video
+from llamavid_eval.tasks import TASKS_DIR
+from llamavid_eval.tasks.llamavid_demo import make_data
+from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, COLOURS, QUESTIONS, SIZE
 
 NAMES = list(COLOURS)
 PALETTE = np.array(list(COLOURS.values()), dtype=float)

@@ -6,6 +6,9 @@ import json
 
 import pytest
 import torch
+from PIL import Image
+from safetensors.torch import load_file
+
 from llamavid_eval.model.inference import LlamaVidRunner, Question
 from llamavid_eval.model.loading import decode_answer, load_llamavid
 from llamavid_eval.model.processing import (
@@ -15,8 +18,6 @@ from llamavid_eval.model.processing import (
     tokenize_with_image,
     vicuna_v1_prompt,
 )
-from PIL import Image
-from safetensors.torch import load_file
 
 CASES = {"video": [f"video_frame_{i:02d}.png" for i in range(8)], "image": ["image_frame_00.png"]}
 

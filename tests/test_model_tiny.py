@@ -7,13 +7,14 @@ import shutil
 
 import pytest
 import torch
+from media import coloured_frames
+from transformers.utils import is_flash_attn_2_available
+
 from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
 from llamavid_eval.model.inference import LlamaVidRunner, Question
 from llamavid_eval.model.loading import load_llamavid
 from llamavid_eval.model.saving import save_released
 from llamavid_eval.model.weights import WeightFileError
-from media import coloured_frames
-from transformers.utils import is_flash_attn_2_available
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from llamavid_eval.judges.testing import FakeChatServer
 from test_tasks_support import animal_kingdom_raw, ucf_raw, video_qa_raw
+
+from llamavid_eval.judges.testing import FakeChatServer
 
 BIN = Path(sys.executable).parent
 TASKS = ["msvd_qa", "ucf_crime", "ucf_crime_judged", "animal_kingdom"]

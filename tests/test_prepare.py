@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from llamavid_eval.tasks.prepare import main
 from test_tasks_support import AK_TEST, UCF_TEST, animal_kingdom_raw, ucf_raw, video_qa_raw
+
+from llamavid_eval.tasks.prepare import main
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from media import write_video
+
 from llamavid_eval.model.loading import load_llamavid
 from llamavid_eval.model.lora import apply_lora
 from llamavid_eval.training import TrainConfig, build_random_model, load_config, run_training
@@ -21,7 +23,6 @@ from llamavid_eval.training.config import ConfigError
 from llamavid_eval.training.data import Collator, DataError, load_datasets
 from llamavid_eval.training.metrics import read_log
 from llamavid_eval.training.params import TrainingModule, configure_trainable
-from media import write_video
 
 RECIPES = Path(__file__).resolve().parents[1] / "training" / "recipes"
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}

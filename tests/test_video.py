@@ -7,8 +7,9 @@ import types
 
 import numpy as np
 import pytest
-from llamavid_eval.model.video import VideoDecodeError, count_frames, frame_indices, load_video, load_visuals
 from media import coloured_frames, write_video
+
+from llamavid_eval.model.video import VideoDecodeError, count_frames, frame_indices, load_video, load_visuals
 
 
 def test_one_frame_per_second_as_the_original():

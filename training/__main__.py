@@ -9,10 +9,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from llamavid_eval.training.config import ConfigError, TrainConfig, load_config
-
 from llamavid_eval.core.dtypes import ALIASES
 from llamavid_eval.core.exits import run_command
+from llamavid_eval.training.config import ConfigError, TrainConfig, load_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+
 from llamavid_eval.model.loading import LoadedLlamaVid, load_llamavid, torch_dtype
 from llamavid_eval.model.lora import apply_lora
 from llamavid_eval.model.saving import save_released

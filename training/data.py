@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset, Sampler
+from transformers import PreTrainedTokenizerBase
+
+from llamavid_eval.core.paths import resolve_video
+from llamavid_eval.core.tokens import IGNORE_INDEX
 from llamavid_eval.model.processing import (
     IMAGE_PLACEHOLDER,
     preprocess_frames,
@@ -27,11 +32,6 @@ from llamavid_eval.model.processing import (
 )
 from llamavid_eval.model.video import count_frames, load_visuals
 from llamavid_eval.training.config import TrainConfig
-from torch.utils.data import Dataset, Sampler
-from transformers import PreTrainedTokenizerBase
-
-from llamavid_eval.core.paths import resolve_video
-from llamavid_eval.core.tokens import IGNORE_INDEX
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 

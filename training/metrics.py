@@ -13,8 +13,9 @@ from typing import Any
 
 from accelerate import Accelerator
 from accelerate.utils import is_tensorboard_available, is_wandb_available
-from llamavid_eval.training.config import TrainConfig
 from tqdm.auto import tqdm
+
+from llamavid_eval.training.config import TrainConfig
 
 PROJECT = "llamavid-train"
 

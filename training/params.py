@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from torch import nn
+
 from llamavid_eval.model.modeling_llamavid import LlamaVidForCausalLM
 from llamavid_eval.training.config import VISUAL_PARTS, TrainConfig
-from torch import nn
 
 PART_MODULES = {
     "qformer": ("qformer", "query_tokens", "qformer_input_norm"),  # vlm_att_encoder, vlm_att_query, vlm_att_ln

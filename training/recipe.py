@@ -16,6 +16,10 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
 from llamavid_eval.model.loading import LoadedLlamaVid, load_llamavid, torch_dtype
 from llamavid_eval.training.checkpointing import (
     Progress,
@@ -36,9 +40,6 @@ from llamavid_eval.training.params import (
     trainable_parameters,
     upcast_trainable,
 )
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 
 @dataclass
