@@ -138,6 +138,27 @@ def _verdicts(rows: Rows) -> list[Verdict]:
     return [verdict_of(r, c) for r, c in zip(rows, clusters, strict=True)]
 
 
+#: A verdict whose P(yes) lies within this distance of 0.5 was close to a coin flip for the judge.
+NEAR_COIN = 0.1
+
+
+def confidence(rows: Rows) -> dict[str, Any] | None:
+    """How sure the judge was of its verdicts, from the P(yes) a constrained judge records per item (None where
+    none is recorded: servers and exact match): the mean P(yes), the mean probability of the verdict given, and
+    the share of verdicts within :data:`NEAR_COIN` of a coin flip. A judge at 51/49 and one at 99/1 may give the
+    same verdicts; they are not the same judge."""
+    probs = [float(p) for r in rows if isinstance(p := (r.get("metadata") or {}).get("p_yes"), (int, float))]
+    if not probs:
+        return None
+    return {
+        "n": len(probs),
+        "mean_p_yes": sum(probs) / len(probs),
+        "mean_p_verdict": sum(max(p, 1 - p) for p in probs) / len(probs),
+        "near_coin_share": sum(abs(p - 0.5) < NEAR_COIN for p in probs) / len(probs),
+        "near_coin": NEAR_COIN,
+    }
+
+
 def _accuracy(result: JudgedScores, withheld: str | None) -> dict[str, Any]:
     """n, failures, accuracy and mean score with 95% intervals, VALID (failures left out) and ALL (``_all``:
     failures as wrong), from :func:`llamavid_eval.core.scores.judged_scores`; ``withheld`` (the judge's failures
@@ -168,7 +189,15 @@ def analyse(
         task_rows = by[(judge, task)]
         pooled = judged_scores(_verdicts(task_rows), rate)
         why = pooled.budget_error(f"{task}, judge {judge}")
-        per_judge.append({"task": task, "judge": judge, "run": "all runs", **_accuracy(pooled, why)})
+        per_judge.append(
+            {
+                "task": task,
+                "judge": judge,
+                "run": "all runs",
+                **_accuracy(pooled, why),
+                "confidence": confidence(task_rows),
+            }
+        )
         if len(runs) > 1:
             for run in runs:
                 run_rows = [r for r in task_rows if r["run"] == run]

@@ -58,6 +58,29 @@ def _judge_table(report: dict[str, Any]) -> list[str]:
     )
 
 
+def _confidence_table(report: dict[str, Any]) -> list[str]:
+    """Each judge's certainty (all runs pooled), where it recorded P(yes) per verdict (the in-process judge)."""
+    rows = []
+    for p in report["per_judge"]:
+        if p["run"] != "all runs":
+            continue
+        c = p.get("confidence")
+        if c is None:
+            rows.append(f"{p['task']} | {p['judge']} | 0 | not recorded (only the in-process judge records P(yes)) | |")
+            continue
+        rows.append(
+            f"{p['task']} | {p['judge']} | {c['n']} | {c['mean_p_yes']:.3f} | {c['mean_p_verdict']:.3f} | "
+            f"{100 * c['near_coin_share']:.1f}"
+        )
+    bound = next((p["confidence"]["near_coin"] for p in report["per_judge"] if p.get("confidence")), None)
+    note = (
+        f"Near a coin flip: P(yes) within {bound} of 0.5. Two judges may give the same verdicts with very different "
+        "certainty; only a judge that scores its candidate verdicts (the in-process `hf` judge) records it."
+    )
+    header = "task | judge | verdicts with P(yes) | mean P(yes) | mean P(verdict given) | near a coin flip (%)"
+    return [*_table(header, "---|---|---:|---:|---:|---:", rows), *([""] + [note] if bound is not None else [])]
+
+
 def _pair_table(report: dict[str, Any]) -> list[str]:
     return _table(
         "task | judge A | judge B | items | agreement (%) | Cohen's kappa | McNemar p",
@@ -191,6 +214,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         "## Accuracy and score per judge",
         "",
         *_judge_table(report),
+        "",
+        "## How sure each judge was (P(yes) per verdict)",
+        "",
+        *_confidence_table(report),
         "",
         "## Agreement between judges",
         "",

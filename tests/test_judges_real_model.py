@@ -102,6 +102,12 @@ def test_rejudge_agree_and_swap_over_real_lmms_eval_runs(smollm2_gguf, genuine_o
     assert {"estimate", "low", "high"} <= set(shift["accuracy_shift"])
     markdown = (report_dir / "swap_report.md").read_text()
     assert f"hf:{gguf}" in markdown and "nan" not in markdown.lower()
+    pooled = {(p["task"], p["judge"]): p for p in report["per_judge"] if p["run"] == "all runs"}
+    for task in ("demo_qa", "demo_qa_b"):  # P(yes) summarised for the in-process judge, absent for exact match
+        assert pooled[(task, "exact-match")]["confidence"] is None
+        sure = pooled[(task, f"hf:{gguf}")]["confidence"]
+        assert sure["n"] == 6 and 0 <= sure["mean_p_yes"] <= 1 and 0.5 <= sure["mean_p_verdict"] <= 1
+    assert "How sure each judge was" in markdown and "not recorded" in markdown
 
 
 def test_preflight_accepts_the_gguf_and_names_what_is_wrong(smollm2_gguf, tmp_path, monkeypatch):

@@ -188,3 +188,17 @@ def test_an_at_sign_in_a_model_name_is_an_error_unless_escaped():
         swap.parse_spec("local:/models/smol@v2.gguf")
     spec = swap.parse_spec("local:/models/smol%40v2.gguf@http://u:p@h:1/v1")
     assert (spec.model, spec.base_url) == ("/models/smol@v2.gguf", "http://u:p@h:1/v1")
+
+
+def test_confidence_summarises_the_recorded_p_yes_by_hand():
+    """Mean P(yes), mean probability of the verdict given, share within 0.1 of a coin flip; rows without P(yes)
+    (a server's verdicts) are left out, and none at all gives None."""
+    from llamavid_eval.judges.swap import confidence
+
+    rows = [{"metadata": {"p_yes": p}} for p in (0.55, 0.9, 0.2)] + [{"metadata": {}}, {}]
+    got = confidence(rows)
+    assert got["n"] == 3
+    assert got["mean_p_yes"] == pytest.approx((0.55 + 0.9 + 0.2) / 3)
+    assert got["mean_p_verdict"] == pytest.approx((0.55 + 0.9 + 0.8) / 3)
+    assert got["near_coin_share"] == pytest.approx(1 / 3)
+    assert confidence([{"metadata": {}}, {}]) is None
