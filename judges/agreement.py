@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from llamavid_eval.core.items import VIDEO_KEY
 from llamavid_eval.core.outputs import find_samples, iter_samples, judged_records, judgement_failed
+from llamavid_eval.core.records import VIDEO_KEY
 from llamavid_eval.core.stats import (
     PERCENT,
     Interval,

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamavid_eval.core.outputs import is_judgement, judgement_failed, normalize_judgement
-from llamavid_eval.core.records import VIDEO_KEY  # noqa: F401 - judges/agreement.py still imports it from here
 from llamavid_eval.core.scores import MEASURES, item_video, judged_items
 from llamavid_eval.core.stats import PERCENT
 from llamavid_eval.core.ucf import NORMAL, UNMAPPED
