@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.core.items import metric_items
 from llamavid_eval.core.outputs import (
     find_result_files,
     iter_samples,
@@ -43,6 +45,7 @@ from llamavid_eval.core.scores import (
     MAX_FAILURE_RATE_ENV,
     judged_items,
     judged_scores,
+    mean_interval,
     over_budget,
 )
 from llamavid_eval.core.stats import Interval
@@ -255,8 +258,25 @@ def _attach_intervals(run: Run) -> None:
             found = dict(run.uncertainty.get(task, {}).get(metric, {}))
             if metric in run.stderr.get(task, {}):
                 found.setdefault("stderr", run.stderr[task][metric])
-            if (interval := from_results(value, found, n)) is not None:
+            interval = from_results(value, found, n) or _from_samples(run, task, metric, value)
+            if interval is not None:
                 out[metric] = interval
+
+
+def _from_samples(run: Run, task: str, metric: str, value: float) -> Interval | None:
+    """A metric the task wrote no interval for (a per-class or per-type column): the 95% cluster-bootstrap
+    interval of its logged per-item values (:func:`llamavid_eval.core.scores.mean_interval`, the tasks' own
+    computation), when they reproduce the reported value; otherwise None (no interval rather than a wrong one)."""
+    if task not in run.samples:
+        return None
+    try:
+        items = metric_items(iter_samples(run.samples[task]), task, metric)
+    except (OSError, ValueError):
+        return None
+    if items is None or (mean := items.mean()) is None or not math.isclose(mean, value, rel_tol=1e-6, abs_tol=1e-6):
+        return None
+    clusters = [it.cluster for it in items.items] if items.clustered else None
+    return mean_interval([it.value for it in items.items], clusters, items.bounds)
 
 
 def _from_verdicts(run: Run, task: str, rate: float) -> None:

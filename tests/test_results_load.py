@@ -410,3 +410,38 @@ def test_a_newer_partial_run_does_not_replace_a_complete_one(tmp_path: Path) -> 
     )
     frame = table.build(load_runs([tmp_path])[0], reference_mode="none").frame
     assert list(frame["msvd_qa/accuracy"]) == [50.0]
+
+
+def test_per_type_columns_get_intervals_from_the_one_logged_record(tmp_path: Path) -> None:
+    """A task that logs each item once, under its first metric (``accuracy``), and writes interval rows only for
+    it: a per-type column (``accuracy_colour``) gets the cluster-bootstrap interval of its own items, by hand:
+    colour items 1, 1, 0 -> 66.7, count items 1, 0 -> 50; a value the items do not reproduce gets none."""
+    kinds = ["colour", "count", "colour", "colour", "count"]
+    correct = [True, True, True, False, False]
+    lines = [
+        {
+            "doc_id": i,
+            "accuracy": {
+                "question_type": kind,
+                "video": f"v{i // 2 if kind == 'count' else i}",
+                "item_value": 100.0 * ok,
+            },
+            "accuracy_colour": None,
+            "accuracy_count": None,
+        }
+        for i, (kind, ok) in enumerate(zip(kinds, correct, strict=True))
+    ]
+    block = {"alias": "demo", "accuracy,none": 60.0, "accuracy_colour,none": 200 / 3, "accuracy_count,none": 50.0}
+    block |= {"accuracy_ci_low,none": 20.0, "accuracy_ci_high,none": 100.0, "accuracy_n,none": 5}
+    write_run(tmp_path, "20250101_100000", {"demo": block}, samples={"demo": lines})
+    (run,), _ = load_runs([tmp_path])
+    colour, count = run.intervals["demo"]["accuracy_colour"], run.intervals["demo"]["accuracy_count"]
+    assert colour.estimate == pytest.approx(200 / 3) and colour.n == 3 and "bootstrap" in colour.method
+    assert 0.0 <= colour.low <= colour.estimate <= colour.high <= 100.0
+    assert count.estimate == pytest.approx(50.0) and count.n == 2
+    assert "written by the task" in run.intervals["demo"]["accuracy"].method
+
+    block["accuracy_colour,none"] = 50.0  # not what the logged items give: no interval rather than a wrong one
+    write_run(tmp_path / "other", "20250101_100000", {"demo": block}, samples={"demo": lines})
+    (other,), _ = load_runs([tmp_path / "other"])
+    assert "accuracy_colour" not in other.intervals["demo"]

@@ -130,12 +130,14 @@ def metric_items(samples: Iterable[dict[str, Any]], task: str, metric: str) -> M
     if name in MEASURES and (judged := judged_items(rows)):
         items = [ItemValue(key, v.cluster or f"doc:{key}", v.value(name), record) for key, v, record in judged]
         return MetricItems(task, metric, items, clustered=any(v.cluster is not None for _, v, _ in judged))
-    records = [(s, s if _is_items_line(s) else s.get(name)) for s in rows]
+    base, word = _subset_word(name)
+    records = [(s, s if _is_items_line(s) else _logged(s, name, base, word)) for s in rows]
     marked = any(isinstance(r, dict) and ITEM_VALUE_KEY in r for _, r in records)
-    _, word = _subset_word(name)
     items: list[ItemValue] = []
     for position, (sample, record) in enumerate(records):
-        if marked:  # the task wrote each item's value itself: no derivation, no subset rule
+        if marked:  # the task wrote each item's value itself: no derivation
+            if isinstance(record, dict) and not _in_subset(record, word):
+                continue  # another class or type than the subset metric's
             value = record.get(ITEM_VALUE_KEY) if isinstance(record, dict) else None
             flat = normalize_judgement(record) if isinstance(record, dict) else {}
             if value is None and not (is_judgement(flat) and judgement_failed(flat)):
@@ -152,6 +154,13 @@ def metric_items(samples: Iterable[dict[str, Any]], task: str, metric: str) -> M
         items.append(ItemValue(key, video if video is not None else f"doc:{key}", value, shown))
     clustered = any(not it.cluster.startswith("doc:") for it in items)
     return MetricItems(task, metric, items, clustered) if items else None
+
+
+def _logged(sample: dict[str, Any], name: str, base: str, word: str | None) -> Any:
+    """The record behind ``name`` in a samples line: its own, or for a class or type subset (``accuracy_colour``,
+    ``acc_arson``) whose item the task logged once, under the base metric, the base metric's record."""
+    own = sample.get(name)
+    return sample.get(base) if own is None and word is not None else own
 
 
 def _is_items_line(sample: dict[str, Any]) -> bool:
