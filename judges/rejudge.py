@@ -28,10 +28,10 @@ from typing import Any
 
 from llamavid_eval.core.outputs import SamplesFile, find_samples, is_qa_record, iter_samples, judge_label, run_results
 from llamavid_eval.core.records import QA_TEXT_KEYS, VIDEO_KEY
-from llamavid_eval.core.scores import common_reason, judged_scores
+from llamavid_eval.core.scores import common_reason
 from llamavid_eval.core.stats import Interval
 from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
-from llamavid_eval.judges.summary import summarize, verdict
+from llamavid_eval.judges.summary import scored, summary
 
 log = logging.getLogger("judges")
 
@@ -125,14 +125,14 @@ def rejudge(
         target.mkdir(parents=True, exist_ok=True)
         stem = f"{date_id}_rejudge_{slug}" if date_id else f"rejudge_{slug}"
         rows = [_row(it, by_item[id(it)]) for it in items]
-        per_task: dict[str, list[Judgement]] = defaultdict(list)
+        per_task: dict[str, list[Item]] = defaultdict(list)
         for it in items:
-            per_task[it.task].append(by_item[id(it)])
+            per_task[it.task].append(it)
         summary = {
             "results": {
-                task: {**summarize(js), "accuracy_ci": accuracy_interval([i for i in items if i.task == task], js)}
-                for task, js in per_task.items()
-            },
+                task: task_summary(task_items, [by_item[id(it)] for it in task_items])
+                for task, task_items in per_task.items()
+            },  # fmt: skip
             "original_results": run_results(folder, date_id, list(per_task)),
             "rejudge": {
                 "judge": judge.name,
@@ -202,11 +202,12 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     tmp.replace(path)  # readers never see half a file
 
 
-def accuracy_interval(items: list[Item], judgements: list[Judgement]) -> dict[str, Any]:
-    """95% cluster-bootstrap interval (by video where the records name one) of the % judged a match
-    (:func:`llamavid_eval.core.scores.judged_scores`, failures left out)."""
-    found = [verdict(j, it.video or f"doc:{it.doc_id}") for it, j in zip(items, judgements, strict=True)]
-    return judged_scores(found).intervals["accuracy"].to_dict()
+def task_summary(items: list[Item], judgements: list[Judgement]) -> dict[str, Any]:
+    """A task's :func:`~llamavid_eval.judges.summary.summarize` figures and the 95% cluster-bootstrap interval
+    (by video where the records name one) of the % judged a match, from one
+    :func:`llamavid_eval.core.scores.judged_scores` (failures left out)."""
+    scores, js = scored(judgements, [it.video or f"doc:{it.doc_id}" for it in items])
+    return {**summary(scores, js), "accuracy_ci": scores.intervals["accuracy"].to_dict()}
 
 
 def format_overview(overview: dict[str, Any]) -> str:

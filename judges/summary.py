@@ -4,11 +4,11 @@ number comes from (:func:`llamavid_eval.core.scores.judged_scores`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from llamavid_eval.core.outputs import judge_label
-from llamavid_eval.core.scores import Verdict, judged_scores
+from llamavid_eval.core.scores import JudgedScores, Verdict, judged_scores
 from llamavid_eval.judges.base import Judgement
 
 
@@ -19,15 +19,27 @@ def verdict(judgement: Judgement, cluster: str | None = None) -> Verdict:
     return Verdict(cluster, bool(judgement.verdict), float(judgement.score))
 
 
-def summarize(judgements: Iterable[Judgement]) -> dict[str, Any]:
+def summarize(judgements: Iterable[Judgement], clusters: Sequence[str | None] | None = None) -> dict[str, Any]:
     """``n``, ``accuracy`` (% yes among non-failed, 0-100), ``mean_score`` (non-failed), ``failures``, ``judge``.
 
     Failed items are excluded from accuracy and mean score but counted in ``failures`` - never read
     as "no". With nothing judged successfully, ``accuracy`` and ``mean_score`` are ``None``.
     """
+    return summary(*scored(judgements, clusters))
+
+
+def scored(
+    judgements: Iterable[Judgement], clusters: Sequence[str | None] | None = None
+) -> tuple[JudgedScores, list[Judgement]]:
+    """:func:`judged_scores` of ``judgements`` (clustered by ``clusters``, e.g. videos), and the judgements."""
     items = list(judgements)
-    scores = judged_scores([verdict(j) for j in items])
-    names = sorted({judge_label(j.backend, j.model) for j in items})
+    found = clusters if clusters is not None else [None] * len(items)
+    return judged_scores([verdict(j, c) for j, c in zip(items, found, strict=True)]), items
+
+
+def summary(scores: JudgedScores, judgements: Sequence[Judgement]) -> dict[str, Any]:
+    """What :func:`summarize` reports, from scores already computed (the bootstrap runs once)."""
+    names = sorted({judge_label(j.backend, j.model) for j in judgements})
 
     def value(metric: str) -> float | None:
         estimate = scores.intervals[metric].estimate
