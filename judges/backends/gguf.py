@@ -45,11 +45,9 @@ def locate(path: str | Path) -> tuple[Path, str]:
 
 def convert_to_folder(path: str | Path, out_dir: str | Path) -> Path:
     """Dequantise the GGUF model at ``path`` into ``out_dir`` (safetensors + tokenizer + chat template)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    folder, name = locate(path)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    tokenizer, quantized = load(path, "cpu")
     config = quantized.config
     # The loaded model is marked as GGUF-quantised and refuses to save; its tensors are already plain
     # torch tensors, so a model built from the same config (without the GGUF marker) takes them as they are.
