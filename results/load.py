@@ -252,27 +252,34 @@ def _attach_intervals(run: Run) -> None:
     for task, values in run.metrics.items():
         n = run.n_samples.get(task, (None, None))[0]
         out = run.intervals.setdefault(task, {})
+        samples: list[dict[str, Any]] | None = None  # read once per task, when a metric first needs them
         for metric, value in values.items():
             if value is None or metric in out:
                 continue
             found = dict(run.uncertainty.get(task, {}).get(metric, {}))
             if metric in run.stderr.get(task, {}):
                 found.setdefault("stderr", run.stderr[task][metric])
-            interval = from_results(value, found, n) or _from_samples(run, task, metric, value)
+            interval = from_results(value, found, n)
+            if interval is None and task in run.samples:
+                samples = _task_samples(run, task) if samples is None else samples
+                interval = _from_samples(samples, task, metric, value)
             if interval is not None:
                 out[metric] = interval
 
 
-def _from_samples(run: Run, task: str, metric: str, value: float) -> Interval | None:
+def _task_samples(run: Run, task: str) -> list[dict[str, Any]]:
+    """A task's logged samples; an unreadable file gives none (its metrics then get no interval from them)."""
+    try:
+        return list(iter_samples(run.samples[task]))
+    except (OSError, ValueError):
+        return []
+
+
+def _from_samples(samples: list[dict[str, Any]], task: str, metric: str, value: float) -> Interval | None:
     """A metric the task wrote no interval for (a per-class or per-type column): the 95% cluster-bootstrap
     interval of its logged per-item values (:func:`llamavid_eval.core.scores.mean_interval`, the tasks' own
     computation), when they reproduce the reported value; otherwise None (no interval rather than a wrong one)."""
-    if task not in run.samples:
-        return None
-    try:
-        items = metric_items(iter_samples(run.samples[task]), task, metric)
-    except (OSError, ValueError):
-        return None
+    items = metric_items(samples, task, metric) if samples else None
     if items is None or (mean := items.mean()) is None or not math.isclose(mean, value, rel_tol=1e-6, abs_tol=1e-6):
         return None
     clusters = [it.cluster for it in items.items] if items.clustered else None
