@@ -13,7 +13,8 @@ the rerun asks only the rest (:mod:`llamavid_eval.judges.interrupt`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,11 +66,25 @@ class ConversationJudge(Judge):
         self.cache = cache
         self.parse_retries = parse_retries
         self._secrets = Secrets()
+        self._held: list[tuple[str, Judgement]] | None = None  # cache writes of replies handed over together
 
     def _complete(self, conversations: Sequence[Messages], on_reply: OnReply) -> None:
         """Call ``on_reply(i, reply)`` once for every conversation, as soon as its reply is there, in the
         calling thread (the engine caches verdicts there). Must not raise for a single failing item."""
         raise NotImplementedError
+
+    @contextmanager
+    def replies_together(self) -> Iterator[None]:
+        """For a backend that hands over many replies at the same instant (a batch chunk of the in-process
+        judge): the verdicts known inside the block go to the cache in one transaction when it ends (also when
+        it ends by Ctrl-C), not in one transaction each (~1 ms apiece, a third of a 256-item chunk's time)."""
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held and self.cache is not None:
+                self.cache.put_many(held)
 
     @property
     def label(self) -> str:
@@ -123,7 +138,11 @@ class ConversationJudge(Judge):
     ) -> None:
         """A final outcome: cached at once (under the label known now), then counted."""
         if self.cache is not None and not judgement.failed:
-            self.cache.put_many([(cache_key(self.backend, self.label, request, self.prompt.version), judgement)])
+            entry = (cache_key(self.backend, self.label, request, self.prompt.version), judgement)
+            if self._held is not None:
+                self._held.append(entry)
+            else:
+                self.cache.put_many([entry])
         fresh[key] = judgement
         progress.update(judgement.failed)
 

@@ -232,3 +232,34 @@ def test_out_of_memory_in_a_constrained_batch_fails_its_items_only(monkeypatch):
     assert calls == [2, 1] and sum(j.failed for j in out) == 2  # batch 2 of 3 items: the second batch still runs
     assert all("lower LLAMAVID_JUDGE_BATCH_SIZE, now 2" in j.error for j in out if j.failed)
     assert [j.metadata["attempts"] for j in out] == [1, 1, 1]  # a failed batch is not re-asked
+
+
+def test_a_chunks_verdicts_are_cached_together_as_it_ends_and_kept_on_ctrl_c(tmp_path, monkeypatch):
+    """Batch 2 over 3 items: two chunks, two cache transactions (not one per verdict); Ctrl-C in the second
+    chunk keeps the first chunk's verdicts in the cache."""
+    from llamavid_eval.judges.backends import constrained
+    from llamavid_eval.judges.cache import JudgementCache
+
+    tok, lm = byte_level_llama(seed=3)
+    cache = JudgementCache(tmp_path / "cache")
+    writes: list[int] = []
+    real_put = JudgementCache.put_many
+    monkeypatch.setattr(
+        JudgementCache, "put_many", lambda self, items: writes.append(len(items)) or real_put(self, items)
+    )
+    HFJudge.with_model("bytes", tok, lm, batch_size=2, device="cpu", cache=cache).judge_many(REQS)
+    assert writes == [2, 1] and len(cache) == 3
+
+    real_choose, calls = constrained.choose, []
+
+    def interrupted_in_the_second_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_choose(*args, **kwargs)
+
+    monkeypatch.setattr(constrained, "choose", interrupted_in_the_second_chunk)
+    other = JudgementCache(tmp_path / "other")
+    with pytest.raises(KeyboardInterrupt):
+        HFJudge.with_model("bytes", tok, lm, batch_size=2, device="cpu", cache=other).judge_many(REQS)
+    assert len(other) == 2

@@ -177,8 +177,9 @@ class HFJudge(ConversationJudge):
                     else ""
                 )
                 replies = [Reply(error=f"generation failed: {type(err).__name__}: {err}{hint}")] * len(chunk)
-            for index, reply in zip(chunk, replies, strict=True):  # cached per chunk, as each chunk ends
-                on_reply(index, reply)
+            with self.replies_together():  # the chunk's verdicts cached in one transaction, as the chunk ends
+                for index, reply in zip(chunk, replies, strict=True):
+                    on_reply(index, reply)
 
     def _ids(self, tok: Any, messages: Messages) -> list[int]:
         return self._encode(tok, [messages])[0]
