@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 from transformers import DynamicCache
 
 #: The reply frame; ``{"pred": "yes", "score": 4}`` is what the parser reads back (judges.parse).
@@ -170,7 +171,7 @@ def choose(lm: Any, batch: Sequence[Frame], pad: int, shared: int, prefix: Prefi
     cache = (
         DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix]) if prefix else None
     )
-    with torch.inference_mode():
+    with torch.inference_mode(), record_function("judge.prefill"):
         out = lm(
             input_ids=ids[:, shared:],
             attention_mask=mask,
@@ -179,6 +180,7 @@ def choose(lm: Any, batch: Sequence[Frame], pad: int, shared: int, prefix: Prefi
             use_cache=True,
             logits_to_keep=1,
         )
+    with torch.inference_mode(), record_function("judge.extend"):
         first = out.logits[:, -1].float().log_softmax(-1)
         first_ids = torch.tensor([[f.words[0][0], f.words[1][0]] for f in batch], device=device)
         word_lp = first.gather(1, first_ids)  # [rows, 2]: log p of each verdict's first token
