@@ -40,10 +40,11 @@ def rewind(loop, length: int) -> None:
 
 def graph_step_ms(loop, replays: int = 20) -> float:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    loop.graph.replay()
+    graph = loop.graph(1)
+    graph.replay()
     start.record()
     for _ in range(replays):
-        loop.graph.replay()
+        graph.replay()
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / replays
