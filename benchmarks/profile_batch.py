@@ -40,11 +40,10 @@ def rewind(loop, length: int) -> None:
 
 def graph_step_ms(loop, replays: int = 20) -> float:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    graph = loop.graph(1)
-    graph.replay()
+    loop.graph.replay()
     start.record()
     for _ in range(replays):
-        graph.replay()
+        loop.graph.replay()
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / replays

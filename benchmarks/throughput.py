@@ -199,7 +199,7 @@ def main() -> None:
         "--decode",
         default="eager,graph",
         help="comma-separated decode paths of the optimized runner: eager, graph (CUDA-graph decode steps, "
-        "fused norms, the next batch's visual tokens on a second stream), graph-serial (graph, one stream)",
+        "fused norms)",
     )
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument(
@@ -225,16 +225,16 @@ def main() -> None:
         except (ImportError, ValueError) as error:
             rows.append({"attn": attn, "error": f"{type(error).__name__}: {error}".splitlines()[0]})
             continue
-        answers: dict[str, list[list[int]]] = {}
         for decode in args.decode.split(","):
-            figures, answers[decode] = measure(loaded, videos, args, device, decode)
-            rows.append({"attn": attn, "decode": decode, "world_size": world, **figures})
-            print(json.dumps(rows[-1], default=float), flush=True)
-        if {"graph", "graph-serial"} <= set(answers):  # the second stream must not change one id
-            same = sum(a == b for a, b in zip(answers["graph"], answers["graph-serial"], strict=True))
             rows.append(
-                {"attn": attn, "decode": "graph vs graph-serial", "identical_ids": f"{same}/{len(answers['graph'])}"}
+                {
+                    "attn": attn,
+                    "decode": decode,
+                    "world_size": world,
+                    **measure(loaded, videos, args, device, decode),
+                }
             )
+            print(json.dumps(rows[-1], default=float), flush=True)
         del loaded
         torch.cuda.empty_cache()
     if args.fp32_check:
@@ -249,9 +249,9 @@ def main() -> None:
 
 def runner_options(decode: str) -> dict[str, bool]:
     """``LlamaVidRunner`` keywords of a ``--decode`` name."""
-    if decode not in ("eager", "graph", "graph-serial"):
-        raise ValueError(f"--decode {decode!r}: choose eager, graph or graph-serial")
-    return {"compile": decode != "eager", "overlap": decode != "graph-serial"}
+    if decode not in ("eager", "graph"):
+        raise ValueError(f"--decode {decode!r}: choose eager or graph")
+    return {"compile": decode == "graph"}
 
 
 def measure(
@@ -260,8 +260,8 @@ def measure(
     args: argparse.Namespace,
     device: torch.device,
     decode: str,
-) -> tuple[dict, list[list[int]]]:
-    """Paths (b), then (a) and (c) unless ``--only optimized``; the figures and (b)'s token ids."""
+) -> dict:
+    """Paths (b), then (a) and (c) unless ``--only optimized``."""
     torch.cuda.reset_peak_memory_stats(device)
     fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=4, **runner_options(decode))
     warm_videos = videos[: max(1, args.batch_size // args.questions)]
@@ -278,7 +278,7 @@ def measure(
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
     }
     if args.only == "optimized":
-        return row, fast
+        return row
     slow_runner = LlamaVidRunner(loaded, batch_size=1, decode_workers=0)
     subset = make_questions(videos[: args.baseline_videos], args.questions, args.answer_tokens, shared=False)
     slow_runner.answer_ids(subset[:2])  # warm-up
@@ -298,7 +298,7 @@ def measure(
         greedy_identical_ids=f"{same}/{len(subset)}",
         **rates,
     )
-    return row, fast
+    return row
 
 
 def fp32_identity(

@@ -8,7 +8,6 @@ its questions share those features. Results come back in the callers' order.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -49,10 +48,8 @@ class LlamaVidRunner:
         vision_batch_size: int = 64,
         decode_workers: int = 4,
         compile: bool = False,
-        overlap: bool = True,
     ) -> None:
         self.loaded = loaded
-        self.overlap = overlap
         self.graph_decoder = GraphDecoder(loaded.model, batch_size) if compile else None
         if compile and self.device.type == "cuda":
             fuse_rms_norms(loaded.model)  # in place: +4.6% questions/s on an H200 (benchmarks/RESULTS.md)
@@ -96,21 +93,14 @@ class LlamaVidRunner:
 
         # Software pipeline: batch n+1's tower, Q-Former and prompt splice are queued on the GPU
         # before the host waits for batch n's answers, so the GPU never idles while the host
-        # tokenises and splices (~50 ms of host work per 128-question batch). On a GPU they go to a
-        # second stream (``overlap``): they need nothing from batch n's decoding, so the GPU runs the
-        # compute-bound tower beside the memory-bound decode steps, and their launches do not queue
-        # behind the decode steps' graph replays.
+        # tokenises and splices (~50 ms of host work per 128-question batch).
         # The named ranges show up in torch.profiler traces (benchmarks/timeline.py).
-        side = torch.cuda.Stream(self.device) if self.overlap and self.device.type == "cuda" else None
         previous: tuple[list[int], PendingDecode] | None = None
         for batch in batches:
             batch_questions = [questions[i] for i in batch.indices]
-            with on_stream(side):
-                visual = self.visual_tokens(batch_questions, batch)
-                with record_function("llamavid.llm_inputs"):
-                    inputs = self.llm_inputs(batch_questions, visual)
-            if side is not None:
-                hand_over(inputs, side)
+            visual = self.visual_tokens(batch_questions, batch)
+            with record_function("llamavid.llm_inputs"):
+                inputs = self.llm_inputs(batch_questions, visual)
             if previous is not None:
                 with record_function("llamavid.collect"):
                     collect(*previous)
@@ -215,22 +205,6 @@ class LlamaVidRunner:
         predicted = logits[-answer_length - 1 : -1]
         logprob = torch.log_softmax(predicted, dim=-1).gather(1, targets[:, None]).sum().item()
         return logprob, bool(torch.equal(predicted.argmax(-1), targets))
-
-
-def on_stream(stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager[Any]:
-    """Queue the GPU work of the block on ``stream`` (``None``: where it would go anyway)."""
-    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
-
-
-def hand_over(inputs: LlmInputs, side: torch.cuda.Stream) -> None:
-    """Let the current stream use ``inputs``, made on ``side``: it waits for ``side``'s work so far, and
-    the allocator keeps their memory until the current stream's work queued up to now is done
-    (freed on ``side`` alone, a block could be handed out again while the decoding still reads it)."""
-    current = torch.cuda.current_stream(side.device)
-    current.wait_stream(side)
-    tensors = [inputs.embeds, inputs.attention_mask, *(t for layer in inputs.prefix or () for t in layer)]
-    for tensor in tensors:
-        tensor.record_stream(current)
 
 
 def shared_prefix_length(prompts: Sequence[torch.Tensor]) -> int:

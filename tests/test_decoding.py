@@ -8,7 +8,7 @@ import pytest
 import torch
 from media import coloured_frames
 
-from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv, step_chunks
+from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
 from llamavid_eval.model.batching import prepare_batch
 from llamavid_eval.model.inference import LlamaVidRunner, Question
 from llamavid_eval.model.loading import decode_answer, load_llamavid
@@ -32,25 +32,9 @@ def _inputs(loaded, questions):
         return runner.llm_inputs(questions, runner.visual_tokens(questions, batch))
 
 
-def test_step_chunks_end_where_finished_rows_are_looked_for():
-    """The decode steps after the prefill, in the chunks that run as one graph each: a chunk ends after
-    every ``check_every``-th token (where the loop asks whether all rows finished) or at the last."""
-    assert step_chunks(10, 16) == [9]  # the video model's 10 tokens: one graph of 9 steps
-    assert step_chunks(12, 4) == [3, 4, 4]
-    assert step_chunks(1, 4) == [] and step_chunks(2, 4) == [1]
-    assert step_chunks(5, 1) == [1, 1, 1, 1]
-    for new_tokens, every in [(64, 16), (33, 4), (7, 3), (32, 4)]:
-        chunks = step_chunks(new_tokens, every)
-        assert sum(chunks) == new_tokens - 1
-        assert all((1 + sum(chunks[:i])) % every == 0 for i in range(1, len(chunks)))
-
-
-@pytest.mark.parametrize(
-    ("graph_tokens", "batch_size", "check_every"), [(16, 3, 16), (16, 5, 16), (3, 5, 16), (16, 3, 2)]
-)
-def test_static_cache_decoding_matches_eager(loaded, graph_tokens, batch_size, check_every):
-    """Same ids with padded rows (batch 5 > 3 rows), with answers continued past the graph part, and with
-    the steps split into chunks (``check_every=2``: rows that finished early end the loop sooner)."""
+@pytest.mark.parametrize(("graph_tokens", "batch_size"), [(16, 3), (16, 5), (3, 5)])
+def test_static_cache_decoding_matches_eager(loaded, graph_tokens, batch_size):
+    """Same ids with padded rows (batch 5 > 3 rows) and with answers continued past the graph part."""
     inputs = _inputs(loaded, _questions({}))
     assert inputs.prefix is not None  # the shared system prompt is run once
     settings = {"max_new_tokens": 7, "do_sample": False, "pad_token_id": 0}
@@ -59,9 +43,7 @@ def test_static_cache_decoding_matches_eager(loaded, graph_tokens, batch_size, c
         # an "eos" that row 0 emits at its 2nd step: rows then finish at different steps
         eos = eager[0][1]
         eager_eos = generate_eager(loaded.model, inputs, eos_token_id=eos, **settings)
-        decoder = GraphDecoder(
-            loaded.model, batch_size=batch_size, graph_tokens=graph_tokens, bucket=8, check_every=check_every
-        )
+        decoder = GraphDecoder(loaded.model, batch_size=batch_size, graph_tokens=graph_tokens, bucket=8)
         graph = decoder.generate(inputs, eos_token_id=loaded.tokenizer.eos_token_id, **settings)
         graph_eos = decoder.generate(inputs, eos_token_id=eos, **settings)  # reuses the cache
     assert [len(row) for row in eager] == [7, 7, 7]

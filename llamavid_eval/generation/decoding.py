@@ -6,10 +6,9 @@ row finished, while 32 layers x a dozen small kernels are launched one by one. F
 decoding :class:`GraphDecoder` runs its own loop instead: one prefill over the new tokens (the
 shared prefix's KV is copied into a right-sized ``StaticCache``), then decode steps in which
 everything - embedding, the model, the eos ban before ``min_new_tokens``, the argmax, padding of
-finished rows, the cache's write position and the attention mask - is captured in a CUDA graph,
+finished rows, the cache's write position and the attention mask - is one captured CUDA graph,
 replayed with no Python per token and no host synchronisation until the end (or every
-``check_every`` steps, to stop when all rows finished); the steps between two such checks are one
-graph, launched once. Rows are padded up to the batch size (a
+``check_every`` steps, to stop when all rows finished). Rows are padded up to the batch size (a
 small batch up to a power of two) and the cache length is rounded up to a bucket, so every batch of
 the same shape replays the same graph; the last few shapes' graphs are kept. Answers longer than ``graph_tokens`` continue on the
 eager ``generate`` path, so a task's large ``max_new_tokens`` does not size the static cache.
@@ -87,7 +86,7 @@ def is_greedy(kwargs: dict[str, Any]) -> bool:
 
 
 class GraphDecoder:
-    """Greedy static-cache decoding; on CUDA the decode steps run as replayed CUDA graphs."""
+    """Greedy static-cache decoding; on CUDA each decode step is one replayed CUDA graph."""
 
     def __init__(
         self,
@@ -246,7 +245,7 @@ class PendingDecode:
 
 
 class _StaticLoop:
-    """A static cache with the decode step's input/output buffers and, on CUDA, the steps' graphs."""
+    """A static cache with the decode step's input/output buffers and, on CUDA, the step's graph."""
 
     def __init__(
         self, model: PreTrainedModel, rows: int, length: int, max_tokens: int, like: torch.Tensor, use_graphs: bool
@@ -269,28 +268,13 @@ class _StaticLoop:
         self.eos = torch.zeros(1, dtype=torch.long, device=device)
         self.is_stop = torch.zeros(model.get_output_embeddings().weight.shape[0], dtype=torch.bool, device=device)
         self.pad = torch.zeros((), dtype=torch.long, device=device)
-        self.use_graphs = use_graphs
-        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self._pool = torch.cuda.graph_pool_handle() if use_graphs else None  # one memory pool for all
+        self.graph = self._capture() if use_graphs else None
         self._prefix_in_cache: PrefixKV | None = None
         self._stops: _Stops | None = None
 
-    def graph(self, steps: int) -> torch.cuda.CUDAGraph:
-        """``steps`` decode steps recorded as one CUDA graph, captured on first use. Replaying the same
-        graph again while earlier replays are queued makes the host wait: on an H200 the ninth
-        replay of a 7B step waited for the first to finish (benchmarks/replay_cost.py), so the
-        steps between two checks for finished rows are one graph, launched once."""
-        if steps not in self._graphs:
-            self._graphs[steps] = self._capture(steps)
-        return self._graphs[steps]
-
-    def _capture(self, steps: int) -> torch.cuda.CUDAGraph:
-        """Record ``steps`` decode steps, after warm-up steps on a side stream (as CUDA graph capture
-        needs). The warm-up writes junk: the cache and the step counter are rewound before it, so
-        that it stays inside the buffers, and reset after it; the next prefill writes everything
-        the steps read (the shared prefix too: it is no longer taken as in the cache)."""
-        self.cache.reset()
-        self.step_index.zero_()
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        """Record one decode step (after warm-up steps on a side stream, as CUDA graph capture needs);
+        the junk the warm-up writes is cleared by the next :meth:`run`."""
         self.mask[..., 0] = True
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -299,12 +283,9 @@ class _StaticLoop:
                 self.step()
         torch.cuda.current_stream().wait_stream(stream)
         self.cache.reset()
-        self.step_index.zero_()
-        self._prefix_in_cache = None
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            for _ in range(steps):
-                self.step()
+        with torch.cuda.graph(graph):
+            self.step()
         return graph
 
     def step(self) -> None:
@@ -362,10 +343,6 @@ class _StaticLoop:
             self.is_stop.zero_()
             self.is_stop[to_device(torch.tensor(stops.ids), self.is_stop.device)] = True
             self._stops = stops
-        chunks = step_chunks(new_tokens, check_every)
-        if self.use_graphs:
-            for steps in set(chunks):
-                self.graph(steps)  # captured before the prefill: capturing resets the cache
         self.pad.fill_(pad)
         self.step_index.zero_()
         self.finished.zero_()
@@ -373,15 +350,11 @@ class _StaticLoop:
             self._prefill(inputs)
         done = 1
         with record_function("generation.decode_steps"):
-            for steps in chunks:
-                if done % check_every == 0 and bool(self.finished.all()):  # every chunk but the first
+            while done < new_tokens:
+                if done % check_every == 0 and bool(self.finished.all()):
                     break
-                if self.use_graphs:
-                    self.graph(steps).replay()
-                else:
-                    for _ in range(steps):
-                        self.step()
-                done += steps
+                self.graph.replay() if self.graph is not None else self.step()
+                done += 1
             return self.out[:, :done]
 
     def _prefill(self, inputs: LlmInputs) -> None:
@@ -421,17 +394,6 @@ class _StaticLoop:
         self.tokens.copy_(first)
         self.positions.copy_(positions[:, -1] + 1)
         self.step_index.fill_(1)
-
-
-def step_chunks(new_tokens: int, check_every: int) -> list[int]:
-    """The ``new_tokens - 1`` decode steps after the prefill, split where finished rows are looked
-    for (after every ``check_every``-th token): ``(10, 16)`` -> ``[9]``, ``(12, 4)`` -> ``[3, 4, 4]``."""
-    chunks, done = [], 1
-    while done < new_tokens:
-        steps = min(check_every - done % check_every, new_tokens - done)
-        chunks.append(steps)
-        done += steps
-    return chunks
 
 
 def _extend(model: PreTrainedModel, inputs: LlmInputs, rows: list[int], generated: torch.Tensor) -> LlmInputs:
