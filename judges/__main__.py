@@ -60,7 +60,7 @@ from typing import Any
 
 from llamavid_eval.core import scores as failures
 from llamavid_eval.judges import exam_cli, flow
-from llamavid_eval.judges.exam_gate import JudgeUnfit, examine
+from llamavid_eval.judges.exam import JudgeUnfit, examine
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
 from llamavid_eval.judges.interrupt import Interrupted, stop_on_signals
 from llamavid_eval.judges.preflight import JudgeUnavailable, check_once

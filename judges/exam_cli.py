@@ -2,7 +2,7 @@
 
 The judge is checked (preflight), then sits the exam through its normal path (verdicts cached under its
 prompt version); the report goes to stdout (text, or JSON with ``--json``) and is remembered for the gate
-that runs before judged tasks, ``rejudge`` and ``swap`` (``judges.exam_gate``). The last line is ``fit`` or
+that runs before judged tasks, ``rejudge`` and ``swap`` (``judges.exam``). The last line is ``fit`` or
 ``unfit: <which side, which kinds>`` (on stderr too with ``--json``, so a script sees it either way).
 """
 
@@ -13,9 +13,8 @@ import json
 import sys
 from typing import Any
 
-from llamavid_eval.judges.exam import Thresholds, to_text
+from llamavid_eval.judges.exam import Thresholds, exam_report, to_text
 from llamavid_eval.judges.exam_data import load_exam
-from llamavid_eval.judges.exam_gate import exam_report
 from llamavid_eval.judges.factory import resolve_settings
 from llamavid_eval.judges.preflight import check_once
 from llamavid_eval.judges.swap import parse_spec

@@ -87,7 +87,7 @@ class JudgeSettings:
     cache: str = str(DEFAULT_CACHE_DIR)
     preflight: bool = True  # check the judge when a task is built (judges.preflight); off to judge later
     prompt: str = ""  # a judge prompt file (judges.prompt); "": the built-in prompt
-    exam: bool = True  # examine the judge before its verdicts count (judges.exam_gate); off: records say so
+    exam: bool = True  # examine the judge before its verdicts count (judges.exam); off: records say so
     max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE  # share of failed items above which judged metrics are NaN
     decoding: str = "constrained"  # hf judge: choose yes/no and a score in a forced frame; "free": write a reply
 

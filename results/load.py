@@ -49,7 +49,7 @@ from llamavid_eval.core.scores import (
     over_budget,
 )
 from llamavid_eval.core.stats import Interval
-from llamavid_eval.judges.exam_gate import exam_notes
+from llamavid_eval.judges.exam import exam_notes
 from llamavid_eval.judges.factory import resolve_settings
 
 __all__ = [

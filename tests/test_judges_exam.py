@@ -16,13 +16,21 @@ import pytest
 from test_judges_swap import runs_folder
 from test_tasks_support import video_qa_raw
 
-from llamavid_eval.judges import exam_gate
+from llamavid_eval.judges import exam as exam_module
 from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.backends.exact import ExactMatchJudge
 from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
-from llamavid_eval.judges.exam import Thresholds, run_exam
+from llamavid_eval.judges.exam import (
+    EXACT_NOTE,
+    EXAM_KEY,
+    OFF_NOTE,
+    JudgeUnfit,
+    Thresholds,
+    exam_notes,
+    examine,
+    run_exam,
+)
 from llamavid_eval.judges.exam_data import TOPICS, ExamError, load_exam
-from llamavid_eval.judges.exam_gate import EXACT_NOTE, EXAM_KEY, OFF_NOTE, JudgeUnfit, exam_notes, examine
 from llamavid_eval.judges.factory import resolve_settings
 from llamavid_eval.judges.testing import Call, FakeChatServer, Response, reply
 from llamavid_eval.results.load import load_run
@@ -36,9 +44,9 @@ TRUTH = {(i.request.question, i.request.answer, i.request.prediction.strip()): i
 def exam_on(judge_env):
     judge_env.setenv("LLAMAVID_JUDGE_EXAM", "1")
     judge_env.setenv("LLAMAVID_JUDGE_MAX_RETRIES", "0")
-    exam_gate._REPORTS.clear()
+    exam_module._REPORTS.clear()
     yield judge_env
-    exam_gate._REPORTS.clear()
+    exam_module._REPORTS.clear()
 
 
 class Policy(Judge):
@@ -182,7 +190,7 @@ def test_the_gate_stops_an_unfit_judge_with_its_figures_and_the_way_out():
 def test_the_gate_remembers_a_report_on_disk_and_skips_exact_and_a_switched_off_exam(tmp_path):
     with FakeChatServer(oracle) as server:
         record = examine(settings_for(server.url))
-        exam_gate._REPORTS.clear()  # a new process: the report is read back from beside the verdict cache
+        exam_module._REPORTS.clear()  # a new process: the report is read back from beside the verdict cache
         assert examine(settings_for(server.url)) == record
     assert record["fit"] and record["summary"].startswith(f"judge exam {EXAM.version}: fit; must be yes 100.0%")
     assert len(server.calls) == len(EXAM.items)

@@ -26,7 +26,7 @@ from llamavid_eval.core.paths import resolve_video
 from llamavid_eval.core.records import JUDGEMENT_KEY, qa_record, scored_results
 from llamavid_eval.core.scores import HEADLINE, METRICS, judged_scores, verdict_of
 from llamavid_eval.judges.base import JudgeRequest
-from llamavid_eval.judges.exam_gate import EXAM_KEY, examine
+from llamavid_eval.judges.exam import EXAM_KEY, examine
 from llamavid_eval.judges.factory import build_judge, resolve_settings, task_metadata
 from llamavid_eval.judges.preflight import check_once
 
@@ -97,7 +97,7 @@ def check_judge(task_config: Any) -> None:
     """Build the judge and check it against its server (``judges.preflight``) when the task is built, so a
     judge that cannot work stops the run in seconds, before the video model runs, not after it at aggregation.
     Raises ``JudgeUnavailable`` naming backend, URL, model, the server's reason and the fix. Then the judge
-    sits the exam (``judges.exam_gate``): an unfit one stops the run (``JudgeUnfit``: its figures and the way
+    sits the exam (``judges.exam``): an unfit one stops the run (``JudgeUnfit``: its figures and the way
     out); the exam record (figures, or why not examined) goes into the task's metadata (results.json)."""
     settings = resolve_settings(_judge_config(task_config))
     build_judge(settings).close()  # settings errors (unknown backend, no API key) before any request
