@@ -22,7 +22,6 @@ import openai
 from llamavid_eval.judges.backends import gguf
 from llamavid_eval.judges.backends.openai_compat import OpenAICompatibleJudge, is_json_object, safe_url
 from llamavid_eval.judges.base import JudgeRequest
-from llamavid_eval.judges.errors import Kind, classify
 from llamavid_eval.judges.factory import (
     BACKENDS,
     DEFAULT_MODELS,
@@ -32,6 +31,7 @@ from llamavid_eval.judges.factory import (
     format_key,
     remembered_format,
 )
+from llamavid_eval.judges.flow import Kind, classify
 from llamavid_eval.judges.parse import ParseError, parse_reply
 
 log = logging.getLogger("judges")

@@ -3,7 +3,7 @@
 ``local`` is any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, SGLang) reached by base
 URL + model name. Reliability lives here rather than in the client: the client's own retries are
 off so that every retry is counted, backed off exponentially with jitter, and bounded. Errors are
-classified by meaning (:mod:`llamavid_eval.judges.errors`): a rejected response format falls back
+classified by meaning (:mod:`llamavid_eval.judges.flow`): a rejected response format falls back
 whatever the status, a wrong model or key fails at once, only transient errors are retried; the
 server's own message is kept: in full once per run (logged, and in :attr:`OpenAICompatibleJudge.server_messages`),
 and per failed item its first words and a reference. Requests in flight start at a few and grow up to
@@ -41,8 +41,7 @@ import openai
 from llamavid_eval.judges.base import Judgement, JudgeRequest
 from llamavid_eval.judges.cache import JudgementCache
 from llamavid_eval.judges.engine import ConversationJudge, Messages, OnReply, Reply, Secrets
-from llamavid_eval.judges.errors import ErrorInfo, Kind, MessageBook, classify
-from llamavid_eval.judges.flow import AdaptiveLimit, CircuitBreaker, run_each
+from llamavid_eval.judges.flow import AdaptiveLimit, CircuitBreaker, ErrorInfo, Kind, MessageBook, classify, run_each
 from llamavid_eval.judges.prompt import MAX_NEW_TOKENS, TEMPERATURE
 
 VERDICT_SCHEMA: dict[str, Any] = {
