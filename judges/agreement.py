@@ -34,7 +34,7 @@ from llamavid_eval.core.stats import (
     mcnemar_exact,
     paired_difference,
 )
-from llamavid_eval.judges.parse import SCORE_RANGE
+from llamavid_eval.judges.prompt import SCORE_RANGE
 from llamavid_eval.judges.rejudge import ITEMS_SUFFIX
 
 Rows = Sequence[dict[str, Any]]

@@ -22,8 +22,7 @@ from llamavid_eval.judges.base import Judge, Judgement, JudgeRequest
 from llamavid_eval.judges.cache import JudgementCache, cache_key
 from llamavid_eval.judges.flow import Progress
 from llamavid_eval.judges.interrupt import Interrupted
-from llamavid_eval.judges.parse import ParseError, parse_reply
-from llamavid_eval.judges.prompt import BUILTIN, Prompt
+from llamavid_eval.judges.prompt import BUILTIN, ParseError, Prompt, parse_reply
 
 log = logging.getLogger("judges")
 

@@ -32,7 +32,7 @@ from llamavid_eval.judges.factory import (
     remembered_format,
 )
 from llamavid_eval.judges.flow import Kind, classify
-from llamavid_eval.judges.parse import ParseError, parse_reply
+from llamavid_eval.judges.prompt import ParseError, parse_reply
 
 log = logging.getLogger("judges")
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llamavid_eval.judges.parse import ParsedReply, ParseError, parse_reply
+from llamavid_eval.judges.prompt import ParsedReply, ParseError, parse_reply
 
 ACCEPTED = [
     ("{'pred': 'yes', 'score': 4}", True, 4),

@@ -19,7 +19,7 @@ from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.backends import constrained
 from llamavid_eval.judges.backends.hf import HFJudge
 from llamavid_eval.judges.cache import JudgementCache
-from llamavid_eval.judges.parse import parse_reply
+from llamavid_eval.judges.prompt import parse_reply
 
 pytestmark = pytest.mark.usefixtures("judge_env")
 

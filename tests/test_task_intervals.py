@@ -275,7 +275,7 @@ def test_lmms_eval_cli_one_failure_in_40_and_every_view_shows_the_same_numbers(
 #: and generation layers); 39 once per-type columns took their intervals from the logged items again
 #: (core/items.py, d2e79aa). A guard against growth: lower it when files are merged, never raise it without a
 #: reason in the commit.
-TRIP_FILES = 39
+TRIP_FILES = 0
 
 
 @pytest.mark.slow
@@ -311,4 +311,4 @@ def test_lmms_eval_cli_a_judge_that_turns_to_prose_gives_no_score(tiny_release, 
     assert f"| judge failed ({failed} of 9 items) |" in capsys.readouterr().out
     entered = set(json.loads((tmp_path / "trace.json").read_text())["functions"]) | trace.functions
     assert {"tasks/common/judged.py", "llamavid_eval/core/scores.py", "results/table.py"} <= entered
-    assert len(entered) <= TRIP_FILES, sorted(entered)
+    assert len(entered) <= TRIP_FILES, " ".join(sorted(entered))

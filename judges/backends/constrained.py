@@ -29,7 +29,7 @@ import torch
 from torch.profiler import record_function
 from transformers import DynamicCache
 
-#: The reply frame; ``{"pred": "yes", "score": 4}`` is what the parser reads back (judges.parse).
+#: The reply frame; ``{"pred": "yes", "score": 4}`` is what the parser reads back (judges.prompt.parse_reply).
 WORD = '{{"pred": "{verdict}'
 CANDIDATE = WORD + '", "score": {score}'
 VERDICTS = ("yes", "no")
