@@ -19,9 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.items import MetricItems, metric_items
 from llamavid_eval.core.outputs import SamplesFile, find_samples, iter_samples
-from llamavid_eval.core.scores import HEADLINE, MEASURES, JudgedScores, judged_items, judged_scores, mean_interval
+from llamavid_eval.core.scores import (
+    HEADLINE,
+    MEASURES,
+    JudgedScores,
+    MetricItems,
+    judged_items,
+    judged_scores,
+    mean_interval,
+    metric_items,
+)
 from llamavid_eval.core.stats import Interval, mcnemar_exact, paired_difference
 from llamavid_eval.judges.factory import resolve_settings
 

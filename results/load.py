@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.items import metric_items
 from llamavid_eval.core.outputs import (
     find_result_files,
     iter_samples,
@@ -46,6 +45,7 @@ from llamavid_eval.core.scores import (
     judged_items,
     judged_scores,
     mean_interval,
+    metric_items,
     over_budget,
 )
 from llamavid_eval.core.stats import Interval

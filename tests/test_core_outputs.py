@@ -1,4 +1,4 @@
-"""The one reader of lmms-eval outputs (``core.outputs``) and the per-item values behind a metric (``core.items``)."""
+"""The one reader of lmms-eval outputs (``core.outputs``) and the per-item values behind a metric (``core.scores.metric_items``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llamavid_eval.core.items import metric_items
 from llamavid_eval.core.outputs import find_samples, iter_samples, samples_beside, stamp_to_utc
+from llamavid_eval.core.scores import metric_items
 
 
 def test_lmms_eval_stamps_are_utc_plus_8_by_default():
@@ -117,7 +117,7 @@ def test_judged_items_are_the_recorded_verdicts_both_ways():
 def test_a_subset_metric_skips_other_classes_without_calling_them_judge_failures():
     """acc_arson covers Arson videos only: the others are not failures, and a Normal video predicted
     as Arson is not an Arson item (the prediction never decides membership)."""
-    from llamavid_eval.core.items import metric_items
+    from llamavid_eval.core.scores import metric_items
 
     marked = [
         {"doc_id": 0, "acc_arson": {"gold": "Arson", "pred": "Arson", "item_value": 100.0, "video": "v0"}},
