@@ -15,7 +15,7 @@ from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 from test_tasks_support import ScriptedModel, evaluate, metric
 
-from llamavid_eval.core.paths import DatasetNotPreparedError
+from llamavid_eval.core.records import DatasetNotPreparedError
 from llamavid_eval.model.video import load_video
 from llamavid_eval.tasks import TASKS_DIR
 from llamavid_eval.tasks.llamavid_demo import make_data

@@ -10,7 +10,7 @@ import yaml
 from datasets import Dataset
 from test_tasks_support import FAIL, ScriptedModel, evaluate, judge_server, metric, video_qa_raw
 
-from llamavid_eval.core.paths import DatasetNotPreparedError
+from llamavid_eval.core.records import DatasetNotPreparedError
 from llamavid_eval.tasks import TASKS_DIR
 from llamavid_eval.tasks.common.local_task import seeded_subset
 from llamavid_eval.tasks.prepare import main

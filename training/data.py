@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
-from llamavid_eval.core.paths import resolve_video
+from llamavid_eval.core.records import resolve_video
 from llamavid_eval.core.tokens import IGNORE_INDEX
 from llamavid_eval.model.processing import (
     IMAGE_PLACEHOLDER,
@@ -233,7 +233,7 @@ def load_datasets(
     config: TrainConfig, tokenizer: PreTrainedTokenizerBase, image_processor: Any, tokens_per_frame: int
 ) -> tuple[ConversationDataset, ConversationDataset | None, list[dict[str, Any]]]:
     """Train and (optional) evaluation datasets, plus every skipped record with its reason."""
-    from llamavid_eval.core.paths import data_root as default_root
+    from llamavid_eval.core.records import data_root as default_root
 
     root = Path(config.data_root).expanduser().absolute() if config.data_root else default_root()
     skipped: list[dict[str, Any]] = []

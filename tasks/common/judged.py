@@ -22,8 +22,7 @@ from typing import Any
 
 from loguru import logger
 
-from llamavid_eval.core.paths import resolve_video
-from llamavid_eval.core.records import JUDGEMENT_KEY, qa_record, scored_results
+from llamavid_eval.core.records import JUDGEMENT_KEY, qa_record, resolve_video, scored_results
 from llamavid_eval.core.scores import HEADLINE, METRICS, judged_scores, verdict_of
 from llamavid_eval.judges.base import JudgeRequest
 from llamavid_eval.judges.exam import EXAM_KEY, examine

@@ -24,7 +24,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 from lmms_eval.api.task import ConfigurableTask
 
-from llamavid_eval.core.paths import load_split
+from llamavid_eval.core.records import load_split
 from llamavid_eval.tasks.common import judged
 
 

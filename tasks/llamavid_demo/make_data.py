@@ -30,8 +30,7 @@ from typing import Any
 import av
 import numpy as np
 
-from llamavid_eval.core.paths import DATA_ROOT_ENV, data_root
-from llamavid_eval.core.records import conversation_record
+from llamavid_eval.core.records import DATA_ROOT_ENV, conversation_record, data_root
 from llamavid_eval.tasks.llamavid_demo import scenes
 from llamavid_eval.tasks.llamavid_demo.scenes import ANSWER_SUFFIX, ANSWERS, FPS, KIND_QUESTIONS, QUESTIONS, SIZE, Scene
 

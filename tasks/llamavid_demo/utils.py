@@ -13,8 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.paths import DATA_ROOT_ENV, DatasetNotPreparedError, data_root, resolve_video, split_file
-from llamavid_eval.core.records import scored_results
+from llamavid_eval.core.records import (
+    DATA_ROOT_ENV,
+    DatasetNotPreparedError,
+    data_root,
+    resolve_video,
+    scored_results,
+    split_file,
+)
 from llamavid_eval.core.scores import interval_values, mean_interval
 from llamavid_eval.judges.backends.exact import ExactMatchJudge, words
 from llamavid_eval.judges.base import JudgeRequest

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llamavid_eval.core.exits import run_command
-from llamavid_eval.core.paths import DATA_ROOT_ENV, data_root
+from llamavid_eval.core.records import DATA_ROOT_ENV, data_root
 from llamavid_eval.tasks.prepare import animal_kingdom, ucf_crime, video_qa
 from llamavid_eval.tasks.prepare.common import PrepareError, summarize_run
 

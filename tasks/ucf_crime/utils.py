@@ -11,8 +11,7 @@ from typing import Any
 from datasets import Dataset
 from loguru import logger
 
-from llamavid_eval.core.paths import resolve_video
-from llamavid_eval.core.records import qa_record, scored_results
+from llamavid_eval.core.records import qa_record, resolve_video, scored_results
 from llamavid_eval.core.scores import interval_values, mean_interval
 from llamavid_eval.core.ucf import CLASSES, NORMAL, UNMAPPED
 from llamavid_eval.tasks.common.judged import judged_results
