@@ -4,6 +4,13 @@ The language model is the unchanged Llama class (so ``generate``, SDPA/flash att
 gradient checkpointing work as for any Llama); LLaMA-VID adds the frozen EVA-ViT-G tower and the
 visual tokenizer, and replaces the single ``<image>`` placeholder (id ``-200``) of a prompt by the
 visual tokens of all its frames before calling the language model with ``inputs_embeds``.
+
+The vision tower is EVA-ViT-G built from transformers' InstructBLIP modules (:class:`EvaVisionTower`):
+``InstructBlipVisionModel`` computes the same blocks as LAVIS's EVA-ViT-G (separate q/v biases with a
+zero key bias, exact GELU, LayerNorm eps 1e-6, CLS + absolute position embeddings) but ends with
+``post_layernorm``. LLaMA-VID uses the output of the last block *without* a final norm (its own
+``vlm_att_ln`` is applied only to the Q-Former input), so the tower composes the embeddings and
+encoder directly instead of using the full model class.
 """
 
 from __future__ import annotations
@@ -12,14 +19,43 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from transformers import LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.instructblip.configuration_instructblip import InstructBlipVisionConfig
+from transformers.models.instructblip.modeling_instructblip import (
+    InstructBlipEncoder,
+    InstructBlipVisionEmbeddings,
+)
 
 from llamavid_eval.core.tokens import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llamavid_eval.generation.decoding import to_device
 from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
-from llamavid_eval.model.vision import EvaVisionTower
 from llamavid_eval.model.visual_tokens import VisualTokenizer
+
+
+class EvaVisionTower(nn.Module):
+    """Frames ``[N, 3, H, W]`` -> features ``[N, 1 + (H/14)^2, 1408]`` (CLS first, no final norm)."""
+
+    def __init__(self, config: InstructBlipVisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = InstructBlipVisionEmbeddings(config)
+        self.encoder = InstructBlipEncoder(config)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embeddings.patch_embedding.weight.dtype
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        expected = self.config.image_size
+        if pixel_values.shape[-2:] != (expected, expected):
+            raise ValueError(
+                f"vision tower expects {expected}x{expected} frames, got {tuple(pixel_values.shape[-2:])}; "
+                "preprocess with the checkpoint's image processor (224 or 336)."
+            )
+        hidden = self.embeddings(pixel_values.to(self.dtype))
+        return self.encoder(inputs_embeds=hidden).last_hidden_state
 
 
 @dataclass
