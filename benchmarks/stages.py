@@ -17,8 +17,7 @@ import torch
 from record import write_record
 from throughput import add_batch_arguments, one_batch_workload
 
-from llamavid_eval.model.batching import prepare_batch
-from llamavid_eval.model.inference import LlamaVidRunner, generation_kwargs
+from llamavid_eval.model.inference import LlamaVidRunner, generation_kwargs, prepare_batch
 from llamavid_eval.model.processing import (
     qformer_text,
     qformer_tokenizer_inputs,

@@ -31,8 +31,7 @@ import numpy as np
 import torch
 from record import write_record
 
-from llamavid_eval.model.batching import plan_batches
-from llamavid_eval.model.inference import LlamaVidRunner, Question
+from llamavid_eval.model.inference import LlamaVidRunner, Question, plan_batches
 from llamavid_eval.model.loading import LoadedLlamaVid, load_llm_tokenizer, load_qformer_tokenizer
 from llamavid_eval.model.processing import image_processor_for, qformer_tokenizer_inputs
 from llamavid_eval.model.random_init import build_random

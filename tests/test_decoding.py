@@ -9,8 +9,7 @@ import torch
 from media import coloured_frames
 
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
-from llamavid_eval.model.batching import prepare_batch
-from llamavid_eval.model.inference import LlamaVidRunner, Question
+from llamavid_eval.model.inference import LlamaVidRunner, Question, prepare_batch
 from llamavid_eval.model.loading import decode_answer, load_llamavid
 
 
