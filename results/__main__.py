@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from llamavid_eval.core import scores as failures
-from llamavid_eval.results import agreement, html, plots, table
+from llamavid_eval.results import agreement, report, table
 from llamavid_eval.results import compare as compare_mod
 from llamavid_eval.results.load import REFERENCE_CSV, load_reference, load_runs
 
@@ -106,14 +106,14 @@ def _write(board: table.Leaderboard, args: argparse.Namespace) -> None:
     sections, judge_md = [], []
     for index, pair in enumerate(pairs):
         stats = agreement.compare(pair.a, pair.b)
-        sections.append(html.judge_section(pair, stats))
+        sections.append(report.judge_section(pair, stats))
         judge_md.append(agreement.stats_markdown(pair, stats))
-        agreement.side_by_side(pair).to_csv(out / f"judge_items_{index}_{plots.slug(pair.task)}.csv", index=False)
-    made = [] if args.no_plots else plots.make_all(board.runs, pairs, out / "plots")
+        agreement.side_by_side(pair).to_csv(out / f"judge_items_{index}_{report.slug(pair.task)}.csv", index=False)
+    made = [] if args.no_plots else report.make_all(board.runs, pairs, out / "plots")
     judges = "\n## Judge comparison\n\n" + "\n".join(judge_md) if judge_md else ""
     (out / "leaderboard.md").write_text(markdown + judges, encoding="utf-8")
     table.to_csv(board, out / "leaderboard.csv")
-    (out / "leaderboard.html").write_text(html.render(board, made, sections, title=args.title), encoding="utf-8")
+    (out / "leaderboard.html").write_text(report.render(board, made, sections, title=args.title), encoding="utf-8")
     print(markdown)
     files = f"{out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'leaderboard.html'}"
     print(f"wrote {files} and {sum(len(p) for _, p in made)} plot files", file=sys.stderr)

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from llamavid_eval.core.stats import Interval
-from llamavid_eval.results.html import data_uri
-from llamavid_eval.results.plots import new_figure, save, slug
+from llamavid_eval.results.report import data_uri, new_figure, save, slug
 
 
 def _num(value: float | None, digits: int = 2) -> str:

@@ -1,4 +1,4 @@
-"""Judge comparison on the leaderboard page (through llamavid_eval.judges.agreement) and the matplotlib plots."""
+"""Judge comparison on the leaderboard page (through llamavid_eval.judges.agreement) and the matplotlib plots (results/report.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from matplotlib.image import imread
 
 from llamavid_eval.core.ucf import confusion_counts
-from llamavid_eval.results import agreement, plots
+from llamavid_eval.results import agreement, report
 
 
 def rec(verdict: bool | None, score: int | None = None, prediction: str = "p", failed: bool | None = None) -> dict:
@@ -73,13 +73,13 @@ def test_plots_png_and_svg(tmp_path: Path) -> None:
     labels_gold, labels_pred, counts = confusion_counts(pairs)
     assert labels_gold[-1] == "Odd" and labels_pred[-1] == "UNMAPPED" and sum(map(sum, counts)) == len(pairs)
     assert counts[labels_gold.index("Arrest")][labels_pred.index("UNMAPPED")] == 1
-    made = plots.confusion_matrix(pairs, "t", tmp_path / "cm") + plots.per_class_accuracy(
+    made = report.confusion_matrix(pairs, "t", tmp_path / "cm") + report.per_class_accuracy(
         {"1 fps": pairs, "6 fps": pairs[:3]}, tmp_path / "bars"
     )
     pair = agreement.align(
         "msvd_qa", "x", "A", {"0": rec(True), "1": rec(None)}, "B", {"0": rec(False), "1": rec(True)}
     )
-    made += plots.agreement_matrix(pair, tmp_path / "agree")
+    made += report.agreement_matrix(pair, tmp_path / "agree")
     assert [p.suffix for p in made] == [".png", ".svg"] * 3
     for path in made:
         assert path.stat().st_size > 5000
@@ -87,4 +87,4 @@ def test_plots_png_and_svg(tmp_path: Path) -> None:
             assert path.read_text().lstrip().startswith("<?xml")
         else:
             _nontrivial_png(path)
-    assert plots.accuracy_vs_fps([], tmp_path / "none") == []
+    assert report.accuracy_vs_fps([], tmp_path / "none") == []
