@@ -314,5 +314,5 @@ def test_lmms_eval_cli_a_judge_that_turns_to_prose_gives_no_score(tiny_release, 
         assert results_main(args) == 1  # judge failures: the exit status says so too
     assert f"| judge failed ({failed} of 9 items) |" in capsys.readouterr().out
     entered = set(json.loads((tmp_path / "trace.json").read_text())["functions"]) | trace.functions
-    assert {"tasks/common/judged.py", "llamavid_eval/core/scores.py", "results/table.py"} <= entered
+    assert {"tasks/common/local_task.py", "llamavid_eval/core/scores.py", "results/table.py"} <= entered
     assert len(entered) <= TRIP_FILES, " ".join(sorted(entered))

@@ -1,6 +1,6 @@
 """A judged task's numbers from its recorded verdicts: the one function every view calls.
 
-lmms-eval's aggregation hooks (``tasks/common/judged.py``) call :func:`judged_scores` on the verdicts
+lmms-eval's aggregation hooks (``tasks/common/local_task.py``) call :func:`judged_scores` on the verdicts
 they just recorded and write its values into ``*_results.json``; ``results compare`` and ``judge swap``
 call it on the verdicts they read or obtain; ``results table`` shows what the run wrote. There is no
 second implementation of a judged metric or of its interval.

@@ -14,7 +14,7 @@ from loguru import logger
 from llamavid_eval.core.records import qa_record, resolve_video, scored_results
 from llamavid_eval.core.scores import interval_values, mean_interval
 from llamavid_eval.core.ucf import CLASSES, NORMAL, UNMAPPED
-from llamavid_eval.tasks.common.judged import judged_results
+from llamavid_eval.tasks.common.local_task import judged_results
 from llamavid_eval.tasks.ucf_crime import confusion
 from llamavid_eval.tasks.ucf_crime.labels import (
     JUDGED_NAMES,
@@ -121,7 +121,7 @@ def judged_doc_to_target(doc: Record) -> str:
 
 
 def judged_process_results(doc: Record, results: list[str]) -> dict[str, Any]:
-    """The judged record (``tasks/common/judged.py``) and the count of excluded videos."""
+    """The judged record (``tasks/common/local_task.py``) and the count of excluded videos."""
     record = qa_record(doc["id"], JUDGED_PROMPT, JUDGED_NAMES[doc["label"]], results[0])
     return {**judged_results(record, doc["video"]), "excluded_videos": doc["excluded_videos"]}
 
