@@ -5,9 +5,13 @@ judge's default: one batched prefill, then a short extension that scores the ver
 digit); ``--decoding free`` lets it write its 12-token reply, so a row stops where a real judge's
 would. Requests are MSVD-QA-like (question, answer, prediction) triples, all distinct (identical
 triples are judged once). Re-asks are off, the verdict cache is off. Each batch size is timed on
-the same requests after an untimed warm-up batch.
+the same requests after an untimed warm-up batch. ``--judge-prompt`` takes a prompt file or a shipped
+prompt's name, as the judge commands do: ``instructions-first`` puts the fixed reply instructions
+before the item, so they join the shared prefix (``own_prompt_tokens`` in the rows tells how many
+tokens per item are left to prefill).
 
     python benchmarks/judge_throughput.py --items 4096 --batch-sizes 256,512
+    python benchmarks/judge_throughput.py --items 4096 --batch-sizes 256,512 --judge-prompt instructions-first
     python benchmarks/judge_throughput.py --size tiny --items 256 --batch-sizes 64   # CPU check
 """
 
@@ -29,7 +33,7 @@ from record import write_record  # noqa: E402
 
 from llamavid_eval.judges import JudgeRequest  # noqa: E402
 from llamavid_eval.judges.backends.hf import HFJudge  # noqa: E402
-from llamavid_eval.judges.prompt import build_messages  # noqa: E402
+from llamavid_eval.judges.prompt import load_prompt  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 STARTS = ("what is the", "who is", "where is the", "how many", "what does the")
@@ -52,7 +56,9 @@ def main() -> None:
     parser.add_argument("--small-batch-items", type=int, default=1024, help="items for batch sizes below 64")
     parser.add_argument("--size", choices=["8b", "tiny"], default="8b", help="tiny: CPU check of the script")
     parser.add_argument("--decoding", choices=["constrained", "free"], default="constrained")
+    parser.add_argument("--judge-prompt", default="", help="prompt file or shipped name; default: the built-in")
     args = parser.parse_args()
+    prompt = load_prompt(args.judge_prompt)
 
     tok = build_tokenizer(Path(tempfile.mkdtemp(prefix="judge-tok-")))
     lm = build_judge(tok, device=DEVICE, size=args.size)
@@ -61,7 +67,7 @@ def main() -> None:
     rows = []
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         judge = HFJudge.with_model(
-            "random-llama3-8b", tok, lm, batch_size=batch_size, parse_retries=0, decoding=args.decoding
+            "random-llama3-8b", tok, lm, batch_size=batch_size, parse_retries=0, decoding=args.decoding, prompt=prompt
         )
         judge.judge_many(warm[: max(batch_size, 64)])
         subset = timed_items[: args.small_batch_items] if batch_size < 64 else timed_items
@@ -72,7 +78,8 @@ def main() -> None:
         out = judge.judge_many(subset)
         seconds = time.perf_counter() - start
         parsed = sum(not j.failed for j in out)
-        prompt_tokens = [len(judge._ids(tok, build_messages(r))) for r in subset[:256]]
+        prompt_tokens = [len(judge._ids(tok, prompt.messages(r))) for r in subset[:256]]
+        shared = len(judge._prefix[0]) if judge._prefix else 0
         rows.append(
             {
                 "batch_size": batch_size,
@@ -80,8 +87,10 @@ def main() -> None:
                 "seconds": seconds,
                 "judgements_per_s": len(subset) / seconds,
                 "parsed": f"{parsed}/{len(subset)}",
-                "shared_prefix_tokens": len(judge._prefix[0]) if judge._prefix else 0,
+                "prompt_version": judge.prompt.version,
+                "shared_prefix_tokens": shared,
                 "mean_prompt_tokens": sum(prompt_tokens) / len(prompt_tokens),
+                "own_prompt_tokens": sum(prompt_tokens) / len(prompt_tokens) - shared,
                 "reply": out[0].raw,
                 "decoding": judge.decoding,
                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0,

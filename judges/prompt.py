@@ -141,12 +141,20 @@ def content_version(system: str, user: str, reask: str) -> str:
     return "prompt-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
+#: Prompt files we ship, by the name that selects them (``--judge-prompt instructions-first``). A name is
+#: looked up only when no file of that name exists, so a user's own file always wins.
+SHIPPED = {"instructions-first": Path(__file__).with_name("prompt_instructions_first.yaml")}
+
+
 def load_prompt(path: str | Path | None) -> Prompt:
-    """The prompt in file ``path`` (YAML or JSON), or :data:`BUILTIN` for None / ""; :class:`PromptError`
-    names what is wrong (unreadable file, unknown key, missing or unknown placeholder)."""
+    """The prompt in file ``path`` (YAML or JSON) or of a :data:`SHIPPED` name, or :data:`BUILTIN` for
+    None / ""; :class:`PromptError` names what is wrong (unreadable file, unknown key, missing or unknown
+    placeholder)."""
     if path is None or str(path).strip() == "":
         return BUILTIN
     file = Path(path).expanduser()
+    if not file.exists() and str(path) in SHIPPED:
+        file = SHIPPED[str(path)]
     data = _read(file)
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
@@ -169,7 +177,11 @@ def _read(file: Path) -> dict[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as err:
-        raise PromptError(f"judge prompt {file}: cannot read it ({err.strerror or err}); check the path") from None
+        shipped = ", ".join(SHIPPED)
+        raise PromptError(
+            f"judge prompt {file}: cannot read it ({err.strerror or err}); check the path, or name a shipped "
+            f"prompt ({shipped})"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -73,9 +73,24 @@ def test_bad_prompt_files_are_refused_with_the_part_and_the_fix(tmp_path, conten
     assert message in str(caught.value) and str(path) in str(caught.value)
 
 
-def test_missing_prompt_file_names_the_path(tmp_path):
-    with pytest.raises(PromptError, match="cannot read it"):
+def test_missing_prompt_file_names_the_path_and_the_shipped_prompts(tmp_path):
+    with pytest.raises(PromptError, match="cannot read it") as caught:
         load_prompt(tmp_path / "nope.yaml")
+    assert str(tmp_path / "nope.yaml") in str(caught.value) and "instructions-first" in str(caught.value)
+
+
+def test_the_shipped_instructions_first_prompt_is_ours_reordered(tmp_path, monkeypatch):
+    """Same criteria and reply format as the built-in prompt, every fixed text before the item."""
+    first = load_prompt("instructions-first")
+    assert first.version.startswith("prompt-") and first.version != BUILTIN.version and not first.builtin
+    assert first.system.startswith(BUILTIN.system + "\nReply with only a Python dictionary")
+    system, user = first.messages(REQ)
+    tail = BUILTIN.user.split("Predicted Answer: {prediction}\n")[1].format()  # the built-in's reply instructions
+    assert system["content"].endswith(tail) and user["content"].endswith("Predicted Answer: He runs.")
+    assert user["content"].startswith(BUILTIN.user.split("{question}")[0])  # the item comes last
+    monkeypatch.chdir(tmp_path)  # a user's file of the same name wins over the shipped one
+    write_prompt(tmp_path / "instructions-first")
+    assert load_prompt("instructions-first").system == "You grade answers."
 
 
 def test_the_prompt_version_is_in_the_cache_key_and_every_record(tmp_path, judge_env):

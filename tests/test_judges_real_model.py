@@ -144,3 +144,31 @@ def test_preflight_accepts_the_gguf_and_names_what_is_wrong(smollm2_gguf, tmp_pa
     monkeypatch.setitem(sys.modules, "gguf", None)  # not installed
     with pytest.raises(gguf.GGUFError, match=r'pip install gguf \(or pip install "llamavid-eval\[gguf\]"\)'):
         gguf.check(smollm2_gguf)
+
+
+def test_instructions_first_leaves_only_the_item_and_the_reply_start_to_prefill(smollm2_gguf, tmp_path):
+    """With the real tokenizer and chat template: under the shipped ``instructions-first`` prompt every
+    fixed instruction lies in the prefix all prompts share (computed once per run), under the built-in
+    prompt ~60 tokens of them follow the item in every prompt. The verdicts stay constrained ones."""
+    from llamavid_eval.judges.backends.hf import _shared_length
+    from llamavid_eval.judges.prompt import BUILTIN, load_prompt
+
+    first = load_prompt("instructions-first")
+    judge = HFJudge(str(smollm2_gguf), batch_size=4, prompt=first, cache=JudgementCache(tmp_path / "cache"))
+    tok, _ = judge._load()
+    own = {}
+    for prompt in (BUILTIN, first):
+        ids = judge._encode(tok, [prompt.messages(r) for r in REQS[:4]])
+        shared = _shared_length(ids)
+        own[prompt.version] = sum(len(i) - shared for i in ids) / len(ids)
+        if prompt is first:
+            assert tok.decode(ids[0][:shared]).endswith(
+                "Do not write anything else.<|im_end|>\n<|im_start|>user\n"
+                "Judge this question-answer pair about a video.\nQuestion:"
+            )
+            assert "Reply" not in tok.decode(ids[0][shared:])
+    assert own[BUILTIN.version] - own[first.version] >= 50, own  # the reply instructions left the items' own part
+    out = judge.judge_many(REQS[:4])
+    for j in out:
+        check_constrained(j)
+        assert j.metadata["prompt_version"] == first.version + constrained.VERSION_TAG
