@@ -44,8 +44,8 @@ LLAMAVID_JUDGE_CONCURRENCY, LLAMAVID_JUDGE_TIMEOUT, LLAMAVID_JUDGE_MAX_RETRIES,
 LLAMAVID_JUDGE_PARSE_RETRIES, LLAMAVID_JUDGE_RESPONSE_FORMAT, LLAMAVID_JUDGE_BATCH_SIZE,
 LLAMAVID_JUDGE_CACHE (folder, or "off"), LLAMAVID_JUDGE_API_KEY (local servers), OPENAI_API_KEY,
 LLAMAVID_JUDGE_PREFLIGHT (0: no check of the judge when lmms-eval builds a judged task),
-LLAMAVID_JUDGE_PROMPT (a judge prompt file; --judge-prompt), LLAMAVID_JUDGE_EXAM (0: the judge is not examined,
-and its records say so), LLAMAVID_JUDGE_MAX_FAILURE_RATE (default 0.05: above this share of failed judgements a
+LLAMAVID_JUDGE_PROMPT (a judge prompt file or shipped name; --judge-prompt), LLAMAVID_JUDGE_EXAM (0: the judge is
+not examined, and its records say so), LLAMAVID_JUDGE_MAX_FAILURE_RATE (default 0.05: above this share of failed judgements a
 task's judged metrics are withheld - NaN in lmms-eval's results, "judge failed" in tables; swap ranks no run on them).
 """
 
@@ -73,7 +73,10 @@ def _transport_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-retries", type=int, help="retries per request on timeouts, 429, 5xx, connection errors")
     parser.add_argument("--parse-retries", type=int, help="re-asks after an unparseable reply")
     parser.add_argument("--cache", help='cache folder, or "off"')
-    parser.add_argument("--judge-prompt", help="judge prompt file (YAML/JSON; default: the built-in prompt)")
+    parser.add_argument(
+        "--judge-prompt",
+        help="judge prompt file (YAML/JSON) or a shipped prompt (instructions-first); default: the built-in prompt",
+    )
 
 
 def _judge_options(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,9 @@ prompt is configuration: a prompt file (YAML or JSON; keys ``system``, ``user`` 
 ``reask``) replaces it, given by ``LLAMAVID_JUDGE_PROMPT`` / ``--judge-prompt`` or, in a swap spec,
 ``#prompt=FILE``. A prompt's :attr:`Prompt.version` is part of the cache key and of every record: the
 built-in one is ``vcgpt-qa-v1`` (change it whenever its text changes), a file's is a hash of its
-content, so a verdict is never reused under other wording.
+content, so a verdict is never reused under other wording. :data:`SHIPPED` prompt files are chosen by
+name (``instructions-first``: our wording with every fixed text before the item, which an in-process
+judge then computes once per run instead of once per item).
 
 Reading a reply (second half of this file): real judges wrap the requested ``{'pred': 'yes', 'score':
 4}`` in many ways: JSON instead of a Python dict, Markdown code fences, prose before and after,
