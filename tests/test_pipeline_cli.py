@@ -29,40 +29,23 @@ def run(command: list[str], env: dict[str, str]) -> str:
     return log
 
 
+def prepare_three_tasks(tmp_path, env: dict[str, str]) -> None:
+    """``prepare`` of msvd_qa, ucf_crime and animal_kingdom from their raw layouts, as a user runs it."""
+    qa, videos = video_qa_raw(tmp_path / "msvd_raw")
+    run([str(BIN / "llamavid"), "prepare", "msvd_qa", "--qa", str(qa), "--videos", str(videos)], env)
+    ucf = ucf_raw(tmp_path / "ucf_raw")
+    test_list = ucf / "Anomaly_Detection_splits" / "Anomaly_Test.txt"
+    prepare = [sys.executable, "-m", "llamavid_eval.tasks.prepare"]
+    run([*prepare, "ucf_crime", "--videos", str(ucf / "Videos"), "--test-list", str(test_list)], env)
+    annotations, ak_videos = animal_kingdom_raw(tmp_path / "ak_raw")
+    run([*prepare, "animal_kingdom", "--annotations", str(annotations), "--videos", str(ak_videos)], env)
+
+
 @pytest.mark.slow
 def test_prepare_evaluate_judge_rejudge_and_tabulate(tiny_release, tmp_path):
     root = tmp_path / "data"
     env = {**os.environ, "LLAMAVID_DATA_ROOT": str(root), "LLAMAVID_JUDGE_CACHE": "off"}
-    qa, videos = video_qa_raw(tmp_path / "msvd_raw")
-    run([str(BIN / "llamavid"), "prepare", "msvd_qa", "--qa", str(qa), "--videos", str(videos)], env)
-    ucf = ucf_raw(tmp_path / "ucf_raw")
-    run(
-        [
-            sys.executable,
-            "-m",
-            "llamavid_eval.tasks.prepare",
-            "ucf_crime",
-            "--videos",
-            str(ucf / "Videos"),
-            "--test-list",
-            str(ucf / "Anomaly_Detection_splits" / "Anomaly_Test.txt"),
-        ],
-        env,
-    )
-    annotations, ak_videos = animal_kingdom_raw(tmp_path / "ak_raw")
-    run(
-        [
-            sys.executable,
-            "-m",
-            "llamavid_eval.tasks.prepare",
-            "animal_kingdom",
-            "--annotations",
-            str(annotations),
-            "--videos",
-            str(ak_videos),
-        ],
-        env,
-    )
+    prepare_three_tasks(tmp_path, env)
 
     out = tmp_path / "out"
     with FakeChatServer() as judge:
@@ -71,25 +54,10 @@ def test_prepare_evaluate_judge_rejudge_and_tabulate(tiny_release, tmp_path):
         model_args = (
             f"pretrained={tiny_release.checkpoint},qformer_tokenizer={tiny_release.bert_tokenizer},dtype=fp32,fps=1"
         )
-        run(
-            [
-                str(BIN / "lmms-eval"),
-                "--model",
-                "llamavid",
-                "--model_args",
-                model_args,
-                "--tasks",
-                ",".join(TASKS),
-                "--batch_size",
-                "4",
-                "--gen_kwargs",
-                "max_new_tokens=6",
-                "--output_path",
-                str(out),
-                "--log_samples",
-            ],
-            env,
-        )
+        command = [str(BIN / "lmms-eval"), "--model", "llamavid", "--model_args", model_args, "--tasks",
+                   ",".join(TASKS), "--batch_size", "4", "--gen_kwargs", "max_new_tokens=6", "--output_path",
+                   str(out), "--log_samples"]  # fmt: skip
+        run(command, env)
         judged_items = len(judge.calls)
     (results_file,) = out.rglob("*_results.json")
     results = json.loads(results_file.read_text())["results"]
