@@ -6,7 +6,7 @@ prompt is configuration: a prompt file (YAML or JSON; keys ``system``, ``user`` 
 ``reask``) replaces it, given by ``LLAMAVID_JUDGE_PROMPT`` / ``--judge-prompt`` or, in a swap spec,
 ``#prompt=FILE``. A prompt's :attr:`Prompt.version` is part of the cache key and of every record: the
 built-in one is ``vcgpt-qa-v1`` (change it whenever its text changes), a file's is a hash of its
-content, so a verdict is never reused under other wording. :data:`SHIPPED` prompt files are chosen by
+content, so a verdict is never reused under other wording. :data:`SHIPPED` prompts are chosen by
 name (``instructions-first``: our wording with every fixed text before the item, which an in-process
 judge then computes once per run instead of once per item).
 
@@ -70,15 +70,20 @@ SYSTEM_PROMPT = (
     "(no match at all) to 5 (perfect match)."
 )
 
-USER_TEMPLATE = (
+ITEM_TEMPLATE = (
     "Judge this question-answer pair about a video.\n"
     "Question: {question}\n"
     "Correct Answer: {answer}\n"
-    "Predicted Answer: {prediction}\n"
+    "Predicted Answer: {prediction}"
+)
+
+REPLY_INSTRUCTIONS = (
     "Reply with only a Python dictionary string (valid JSON is accepted too) with two keys: "
     "'pred', which is 'yes' if the predicted answer is correct and 'no' otherwise, and 'score', an "
     "integer from 0 to 5. For example: {{'pred': 'yes', 'score': 4}}. Do not write anything else."
 )
+
+USER_TEMPLATE = ITEM_TEMPLATE + "\n" + REPLY_INSTRUCTIONS
 
 #: Sent after a reply that could not be parsed, so that even a deterministic judge sees new input.
 REASK_TEMPLATE = (
@@ -107,7 +112,7 @@ class Prompt:
     user: str
     reask: str
     version: str
-    source: str | None = None  # the file it came from; None for the built-in prompt
+    source: str | None = None  # the file (or shipped name) it came from; None for the built-in prompt
 
     @property
     def builtin(self) -> bool:
@@ -143,9 +148,20 @@ def content_version(system: str, user: str, reask: str) -> str:
     return "prompt-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
-#: Prompt files we ship, by the name that selects them (``--judge-prompt instructions-first``). A name is
-#: looked up only when no file of that name exists, so a user's own file always wins.
-SHIPPED = {"instructions-first": Path(__file__).with_name("prompt_instructions_first.yaml")}
+def _instructions_first() -> Prompt:
+    """The built-in wording with the reply instructions moved from after the item to the end of the
+    system text: everything that is the same in every prompt comes before the item, so an in-process
+    judge computes it once per run (shared prefix) instead of once per item. Other order, other
+    verdicts possible: its version is the hash of its texts, as a prompt file's would be."""
+    system = SYSTEM_PROMPT + "\n" + REPLY_INSTRUCTIONS
+    version = content_version(system, ITEM_TEMPLATE, REASK_TEMPLATE)
+    return Prompt(system, ITEM_TEMPLATE, REASK_TEMPLATE, version, "instructions-first")
+
+
+#: Prompts we ship besides the built-in one, by the name that selects them (``--judge-prompt
+#: instructions-first``). A name is looked up only when no file of that name exists, so a user's own
+#: file always wins.
+SHIPPED = {"instructions-first": _instructions_first()}
 
 
 def load_prompt(path: str | Path | None) -> Prompt:
@@ -156,7 +172,7 @@ def load_prompt(path: str | Path | None) -> Prompt:
         return BUILTIN
     file = Path(path).expanduser()
     if not file.exists() and str(path) in SHIPPED:
-        file = SHIPPED[str(path)]
+        return SHIPPED[str(path)]
     data = _read(file)
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:

@@ -82,7 +82,12 @@ def test_missing_prompt_file_names_the_path_and_the_shipped_prompts(tmp_path):
 def test_the_shipped_instructions_first_prompt_is_ours_reordered(tmp_path, monkeypatch):
     """Same criteria and reply format as the built-in prompt, every fixed text before the item."""
     first = load_prompt("instructions-first")
-    assert first.version.startswith("prompt-") and first.version != BUILTIN.version and not first.builtin
+    # its version is the hash of its texts; the benchmark records of 2026-12-05 name this one
+    assert (
+        first.version == "prompt-141fb2354b2a"
+        and not first.builtin
+        and first.describe().endswith("instructions-first)")
+    )
     assert first.system.startswith(BUILTIN.system + "\nReply with only a Python dictionary")
     system, user = first.messages(REQ)
     tail = BUILTIN.user.split("Predicted Answer: {prediction}\n")[1].format()  # the built-in's reply instructions

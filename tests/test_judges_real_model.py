@@ -17,9 +17,9 @@ from test_judges_hf import reference_choice
 from llamavid_eval.judges import JudgeRequest
 from llamavid_eval.judges.__main__ import main
 from llamavid_eval.judges.backends import constrained
-from llamavid_eval.judges.backends.hf import HFJudge
+from llamavid_eval.judges.backends.hf import HFJudge, _shared_length
 from llamavid_eval.judges.cache import JudgementCache
-from llamavid_eval.judges.prompt import parse_reply
+from llamavid_eval.judges.prompt import BUILTIN, load_prompt, parse_reply
 
 pytestmark = pytest.mark.usefixtures("judge_env")
 
@@ -150,9 +150,6 @@ def test_instructions_first_leaves_only_the_item_and_the_reply_start_to_prefill(
     """With the real tokenizer and chat template: under the shipped ``instructions-first`` prompt every
     fixed instruction lies in the prefix all prompts share (computed once per run), under the built-in
     prompt ~60 tokens of them follow the item in every prompt. The verdicts stay constrained ones."""
-    from llamavid_eval.judges.backends.hf import _shared_length
-    from llamavid_eval.judges.prompt import BUILTIN, load_prompt
-
     first = load_prompt("instructions-first")
     judge = HFJudge(str(smollm2_gguf), batch_size=4, prompt=first, cache=JudgementCache(tmp_path / "cache"))
     tok, _ = judge._load()
