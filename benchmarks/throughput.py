@@ -200,6 +200,11 @@ def main() -> None:
         help="comma-separated decode paths of the optimized runner: eager, graph (CUDA-graph decode steps, "
         "fused norms)",
     )
+    parser.add_argument(
+        "--decode-workers",
+        default="4",
+        help="comma-separated: processes that decode and preprocess videos (one row per value and decode path)",
+    )
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument(
         "--fp32-check",
@@ -224,16 +229,18 @@ def main() -> None:
         except (ImportError, ValueError) as error:
             rows.append({"attn": attn, "error": f"{type(error).__name__}: {error}".splitlines()[0]})
             continue
-        for decode in args.decode.split(","):
-            rows.append(
-                {
-                    "attn": attn,
-                    "decode": decode,
-                    "world_size": world,
-                    **measure(loaded, videos, args, device, decode),
-                }
-            )
-            print(json.dumps(rows[-1], default=float), flush=True)
+        for workers in [int(count) for count in args.decode_workers.split(",")]:
+            for decode in args.decode.split(","):
+                rows.append(
+                    {
+                        "attn": attn,
+                        "decode": decode,
+                        "decode_workers": workers,
+                        "world_size": world,
+                        **measure(loaded, videos, args, device, decode, workers),
+                    }
+                )
+                print(json.dumps(rows[-1], default=float), flush=True)
         del loaded
         torch.cuda.empty_cache()
     if args.fp32_check:
@@ -259,10 +266,11 @@ def measure(
     args: argparse.Namespace,
     device: torch.device,
     decode: str,
+    workers: int = 4,
 ) -> dict:
     """Paths (b), then (a) and (c) unless ``--only optimized``."""
     torch.cuda.reset_peak_memory_stats(device)
-    fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=4, **runner_options(decode))
+    fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=workers, **runner_options(decode))
     warm_videos = videos[: max(1, args.batch_size // args.questions)]
     _, warmup_s = timed(
         lambda: fast_runner.answer_ids(make_questions(warm_videos, args.questions, args.answer_tokens, shared=True))
@@ -328,6 +336,7 @@ def print_table(rows: list[dict]) -> None:
     keys = [
         "attn",
         "decode",
+        "decode_workers",
         "world_size",
         "questions",
         "one_at_a_time_qps",
