@@ -266,7 +266,7 @@ def measure(
     args: argparse.Namespace,
     device: torch.device,
     decode: str,
-    workers: int = 4,
+    workers: int,
 ) -> dict:
     """Paths (b), then (a) and (c) unless ``--only optimized``."""
     torch.cuda.reset_peak_memory_stats(device)
