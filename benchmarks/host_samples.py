@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from record import write_record
+from throughput import build_parser
 
 #: (stage, Python function names that put a sample there), innermost stage first
 STAGES = (
@@ -113,11 +114,7 @@ def main() -> None:
         raise SystemExit(f"py-spy or throughput.py failed (exit {child.returncode}); see the output above")
     if args.keep:
         shutil.copy(raw, args.keep)
-    parsed = argparse.Namespace(videos=20, questions=26, batch_size=128)
-    for flag in ("videos", "questions", "batch_size"):
-        option = "--" + flag.replace("_", "-")
-        if option in forwarded:
-            setattr(parsed, flag, int(forwarded[forwarded.index(option) + 1]))
+    parsed = build_parser().parse_args(forwarded)
     batches = math.ceil(parsed.videos * parsed.questions / parsed.batch_size)
     summary = summarise(raw, timed_call_line(script), args.rate, batches)
     print(json.dumps(summary, indent=1, default=float))

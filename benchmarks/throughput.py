@@ -185,7 +185,8 @@ def floor_rates(runner: LlamaVidRunner, frames: int, answer_tokens: int) -> dict
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (host_samples.py reads the same arguments to count batches)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=20)
     parser.add_argument("--questions", type=int, default=26, help="questions per video")
@@ -211,7 +212,11 @@ def main() -> None:
         action="store_true",
         help="also compare greedy ids batched vs one-at-a-time with an fp32 model (no bf16 rounding)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
