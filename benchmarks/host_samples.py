@@ -48,7 +48,7 @@ FRAME = re.compile(r"^(?P<name>.+?) \((?P<where>[^()]*)\)$")
 def timed_call_line(script: Path) -> int:
     """Line of throughput.py's timed ``answer_ids`` call (the warm-up call is not counted)."""
     for number, line in enumerate(script.read_text().splitlines(), start=1):
-        if "fast_runner.answer_ids(questions)" in line:
+        if "fast_runner.answer_ids(questions" in line:
             return number
     raise SystemExit(f"{script}: no timed answer_ids call found; update host_samples.timed_call_line")
 
@@ -100,7 +100,7 @@ def summarise(raw: Path, line: int, rate: float, batches: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=100, help="samples per second")
+    parser.add_argument("--rate", type=int, default=100, help="samples per second (py-spy takes whole numbers)")
     parser.add_argument("--keep", type=Path, help="also copy py-spy's raw stacks here")
     parser.add_argument("throughput_args", nargs=argparse.REMAINDER, help="-- then throughput.py's arguments")
     args = parser.parse_args()
