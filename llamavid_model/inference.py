@@ -182,8 +182,8 @@ class LlamaVidRunner:
             questions, plan, self.loaded.image_processor, self.decode_workers, pin_memory=self.device.type == "cuda"
         )
 
-        def collect(indices: list[int], launched: Future[PendingDecode]) -> None:
-            for index, row in zip(indices, launched.result().rows(), strict=True):
+        def collect(indices: list[int], pending: PendingDecode) -> None:
+            for index, row in zip(indices, pending.rows(), strict=True):
                 answers[index] = row
             if progress is not None:
                 progress(len(indices))
@@ -204,11 +204,11 @@ class LlamaVidRunner:
                     launched = (batch.indices, start(inputs, batch_questions[0].generation))
                 if previous is not None:
                     with record_function("llamavid.collect"):
-                        collect(*previous)
+                        collect(previous[0], previous[1].result())
                 previous = launched
             if previous is not None:
                 with record_function("llamavid.collect"):
-                    collect(*previous)
+                    collect(previous[0], previous[1].result())
         return answers
 
     @contextlib.contextmanager
