@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--decode",
         default="eager,graph",
         help="comma-separated decode paths of the optimized runner: eager, graph (CUDA-graph decode steps, "
-        "fused norms), graph-thread (graph, launched from a second host thread)",
+        "fused norms)",
     )
     parser.add_argument(
         "--decode-workers",
@@ -260,9 +260,9 @@ def main() -> None:
 
 def runner_options(decode: str) -> dict[str, bool]:
     """``LlamaVidRunner`` keywords of a ``--decode`` name."""
-    if decode not in ("eager", "graph", "graph-thread"):
-        raise ValueError(f"--decode {decode!r}: choose eager, graph or graph-thread")
-    return {"compile": decode.startswith("graph"), "launch_thread": decode == "graph-thread"}
+    if decode not in ("eager", "graph"):
+        raise ValueError(f"--decode {decode!r}: choose eager or graph")
+    return {"compile": decode == "graph"}
 
 
 def measure(
@@ -378,7 +378,6 @@ def print_table(rows: list[dict]) -> None:
         "greedy_identical_ids",
         "fp32_identical_ids_eager",
         "fp32_identical_ids_graph",
-        "fp32_identical_ids_graph-thread",
         "error",
     ]
     present = [k for k in keys if any(k in row for row in rows)]

@@ -12,11 +12,9 @@ H100 one 128-question batch is ~430 ms of CPU work in one process against ~410 m
 
 from __future__ import annotations
 
-import contextlib
 import math
 import multiprocessing
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,10 +141,8 @@ class LlamaVidRunner:
         vision_batch_size: int = 64,
         decode_workers: int = 4,
         compile: bool = False,
-        launch_thread: bool = False,
     ) -> None:
         self.loaded = loaded
-        self.launch_thread = launch_thread
         self.graph_decoder = GraphDecoder(loaded.model, batch_size) if compile else None
         if compile and self.device.type == "cuda":
             fuse_rms_norms(loaded.model)  # in place: +4.6% questions/s on an H200 (benchmarks/RESULTS.md)
@@ -190,49 +186,23 @@ class LlamaVidRunner:
 
         # Software pipeline: batch n+1's tower, Q-Former and prompt splice are queued on the GPU
         # before the host waits for batch n's answers, so the GPU never idles while the host
-        # tokenises and splices (~50 ms of host work per 128-question batch). Batch n is launched
-        # before batch n-1 is collected: with ``launch_thread`` the launch runs on its own thread.
+        # tokenises and splices (~50 ms of host work per 128-question batch).
         # The named ranges show up in torch.profiler traces (benchmarks/timeline.py).
-        previous: tuple[list[int], Future[PendingDecode]] | None = None
-        with self._launcher() as start:
-            for batch in batches:
-                batch_questions = [questions[i] for i in batch.indices]
-                visual = self.visual_tokens(batch_questions, batch)
-                with record_function("llamavid.llm_inputs"):
-                    inputs = self.llm_inputs(batch_questions, visual)
-                with record_function("llamavid.launch"):
-                    launched = (batch.indices, start(inputs, batch_questions[0].generation))
-                if previous is not None:
-                    with record_function("llamavid.collect"):
-                        collect(previous[0], previous[1].result())
-                previous = launched
+        previous: tuple[list[int], PendingDecode] | None = None
+        for batch in batches:
+            batch_questions = [questions[i] for i in batch.indices]
+            visual = self.visual_tokens(batch_questions, batch)
+            with record_function("llamavid.llm_inputs"):
+                inputs = self.llm_inputs(batch_questions, visual)
             if previous is not None:
                 with record_function("llamavid.collect"):
-                    collect(previous[0], previous[1].result())
+                    collect(*previous)
+            with record_function("llamavid.launch"):
+                previous = (batch.indices, self.launch(inputs, batch_questions[0].generation))
+        if previous is not None:
+            with record_function("llamavid.collect"):
+                collect(*previous)
         return answers
-
-    @contextlib.contextmanager
-    def _launcher(self) -> Iterator[Callable[[LlmInputs, dict[str, Any]], Future[PendingDecode]]]:
-        """What starts a batch's decoding: :meth:`launch` on this thread, or with ``launch_thread``
-        on one other thread. Queueing a prefill and nine graph replays holds the host until the GPU
-        has caught up with them (the CUDA launch queue fills); on its own thread that wait no longer
-        delays the next batch's tower and Q-Former launches. ``concurrent.futures`` gives the
-        ordering (one worker, batches in order) and re-raises a launch's error where it is collected.
-        """
-        if not self.launch_thread:
-
-            def start_here(inputs: LlmInputs, settings: dict[str, Any]) -> Future[PendingDecode]:
-                future: Future[PendingDecode] = Future()
-                future.set_result(self.launch(inputs, settings))
-                return future
-
-            yield start_here
-            return
-        device = self.device
-        # the CUDA current device is per thread: the worker launches on this runner's GPU
-        initializer = (lambda: torch.cuda.set_device(device)) if device.type == "cuda" else None
-        with ThreadPoolExecutor(1, thread_name_prefix="llamavid-launch", initializer=initializer) as pool:
-            yield lambda inputs, settings: pool.submit(self.launch, inputs, settings)
 
     @torch.inference_mode()
     def visual_tokens(self, questions: Sequence[Question], batch: Batch) -> list[torch.Tensor]:

@@ -203,18 +203,3 @@ def test_the_qformer_mask_built_here_gives_the_library_masks_tokens(loaded, impl
         monkeypatch.setattr(visual_tokens, "_prepared_mask", lambda mask, *_: mask)
         library = runner.visual_tokens(questions, batch)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours, library, strict=True))
-
-
-def test_launch_thread_gives_the_same_answers(loaded):
-    """Launching on a second host thread changes when work is queued, not what is computed: the same
-    ids (also for answers that continue eagerly past the graph part), and a launch's error reaches
-    the caller."""
-    questions = _questions({"max_new_tokens": 6, "min_new_tokens": 6}) * 2
-    here = LlamaVidRunner(loaded, batch_size=2, compile=True, decode_workers=0).answer_ids(questions)
-    threaded = LlamaVidRunner(loaded, batch_size=2, compile=True, launch_thread=True, decode_workers=0)
-    assert threaded.answer_ids(questions) == here and all(len(row) == 6 for row in here)
-    threaded.graph_decoder.graph_tokens = 3  # three tokens in the static loop, the rest through generate
-    assert threaded.answer_ids(questions) == here
-    broken = [*questions, Question("what?", "a", questions[0].load_frames, {"max_new_tokens": 2, "top_q": 1})]
-    with pytest.raises(ValueError, match="unsupported generation option"):
-        threaded.answer_ids(broken)

@@ -19,10 +19,8 @@ judge's verdicts both decode here; :func:`to_device` is how their host tensors r
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,10 +105,6 @@ class GraphDecoder:
         self.kept_shapes = kept_shapes
         self.check_every = check_every
         self.use_graphs = use_graphs
-        # Held while a launch or an answer's eager tail runs the model: both switch the language
-        # model's attention implementation on its config, so a runner that launches on another
-        # thread (``LlamaVidRunner(launch_thread=True)``) must not interleave them.
-        self.lock = threading.Lock()
         self._states: OrderedDict[tuple[int, int], _StaticLoop] = OrderedDict()
 
     def generate(
@@ -126,10 +120,7 @@ class GraphDecoder:
         next batch meanwhile). A row ends at ``eos_token_id`` (banned before ``min_new_tokens``) or
         at any of ``stop_token_ids``. Non-greedy options, and attention kernels that take no 4D mask
         (flash-attention), run ``generate`` at once."""
-        with self.lock:
-            return self._launch(inputs, _Stops(eos_token_id, stop_token_ids), **kwargs)
-
-    def _launch(self, inputs: LlmInputs, stops: _Stops, **kwargs: Any) -> PendingDecode:
+        stops = _Stops(eos_token_id, stop_token_ids)
         if not is_greedy(kwargs) or self.model.config._attn_implementation not in ("sdpa", "eager"):
             done = generate_eager(self.model, inputs, eos_token_id=stops.for_generate, **kwargs)
             return PendingDecode(self.model, inputs, stops, {}, done=[stops.cut(row) for row in done])
@@ -141,7 +132,7 @@ class GraphDecoder:
         loop = self._loop(padded, first_new)
         output = _ToHost(loop.run(padded, first_new, min_new, stops, pad, self.check_every)[: inputs.rows])
         rest = {**kwargs, "max_new_tokens": max_new - first_new, "min_new_tokens": max(0, min_new - first_new)}
-        return PendingDecode(self.model, inputs, stops, rest, output=output, first_new=first_new, lock=self.lock)
+        return PendingDecode(self.model, inputs, stops, rest, output=output, first_new=first_new)
 
     def _pad_rows(self, inputs: LlmInputs) -> LlmInputs:
         """Repeat the last row up to the batch size, or for a small batch (a judge's re-asks, a last
@@ -228,11 +219,9 @@ class PendingDecode:
         output: _ToHost | None = None,
         first_new: int = 0,
         done: list[list[int]] | None = None,
-        lock: threading.Lock | None = None,
     ) -> None:
         self.model, self.inputs, self.stops, self.rest = model, inputs, stops, rest
         self.output, self.first_new, self.done = output, first_new, done
-        self.lock = lock or contextlib.nullcontext()
 
     @torch.inference_mode()
     def rows(self) -> list[list[int]]:
@@ -243,13 +232,12 @@ class PendingDecode:
         unfinished = [i for i, row in enumerate(rows) if len(row) == self.first_new and row[-1] not in stops.ends]
         if self.rest["max_new_tokens"] > 0 and unfinished:
             generated = self.output.host[unfinished]
-            with self.lock:
-                tails = generate_eager(
-                    self.model,
-                    _extend(self.model, self.inputs, unfinished, generated),
-                    eos_token_id=stops.for_generate,
-                    **self.rest,
-                )
+            tails = generate_eager(
+                self.model,
+                _extend(self.model, self.inputs, unfinished, generated),
+                eos_token_id=stops.for_generate,
+                **self.rest,
+            )
             for index, tail in zip(unfinished, tails, strict=True):
                 rows[index] = rows[index] + stops.cut(tail)
         self.done = rows
@@ -296,8 +284,7 @@ class _StaticLoop:
         torch.cuda.current_stream().wait_stream(stream)
         self.cache.reset()
         graph = torch.cuda.CUDAGraph()
-        # thread-local: another thread may queue unrelated work (the video model's tower) meanwhile
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph):
             self.step()
         return graph
 
