@@ -43,7 +43,10 @@ def rewind(loop, length: int) -> None:
         layer.cumulative_length.fill_(length)
 
 
-def graph_step_ms(loop, replays: int = 20) -> float:
+def graph_step_ms(loop, position: int, replays: int = 20) -> float:
+    """Mean time of the decode-step graph replayed from cache position ``position``, as many times as
+    the static cache has room for (up to ``replays``; writing past its end is a device-side error)."""
+    replays = min(replays, loop.length - position - 1)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     loop.graph.replay()
     start.record()
@@ -74,7 +77,7 @@ def main() -> None:
         runner.generate(inputs, settings)
         (loop,) = runner.graph_decoder._states.values()
         rewind(loop, inputs.embeds.shape[1])
-        step_ms = graph_step_ms(loop)
+        step_ms = graph_step_ms(loop, inputs.embeds.shape[1])
         print(
             f"static cache length {loop.length}, rows {inputs.rows}, prompt {inputs.embeds.shape[1]} "
             f"(prefix {inputs.prefix_length}); graph step {step_ms:.2f} ms"

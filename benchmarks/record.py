@@ -54,12 +54,15 @@ def settings() -> dict[str, str]:
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith(("LLAMAVID_", "USE_HUB_KERNELS"))}
 
 
-def write_record(benchmark: str, figures: dict[str, Any], folder: Path | None = None) -> Path:
-    """Write ``figures`` with the run's identity as ``<date>_<benchmark>_<device>.json``; returns the path."""
+def write_record(
+    benchmark: str, figures: dict[str, Any], folder: Path | None = None, device: str | None = None
+) -> Path:
+    """Write ``figures`` with the run's identity as ``<date>_<benchmark>_<device>.json``; returns the path.
+    ``device`` names the GPU when the figures were measured elsewhere (a re-analysis of kept samples)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     record = {
         "benchmark": benchmark,
-        "device": device_name(),
+        "device": device or device_name(),
         "commit": commit(),
         "command": command(),
         "date": now.isoformat(timespec="seconds"),
