@@ -4,17 +4,17 @@ Video QA benchmarks ask ~25 questions per video. Only the Q-Former/context step 
 question, so a batch holds questions sorted by video (:func:`plan_batches`) and carries each distinct
 video's pixels once: each video is decoded and passed through the vision tower once, and all its
 questions share those features. Results come back in the callers' order. Decoding and PIL
-preprocessing run in ``torch.utils.data.DataLoader`` worker *processes* (:func:`prepared_batches`),
-so they overlap the GPU work without competing for the GIL with the thread that launches it: on an
-H100 one 128-question batch is ~430 ms of CPU work in one process against ~410 ms of GPU work
-(``benchmarks/stages.py``).
+preprocessing run in ``torch.utils.data.DataLoader`` worker *processes*, one video per task
+(:func:`prepared_batches`), so they overlap the GPU work without competing for the GIL with the
+thread that launches it: on an H100 one 128-question batch is ~430 ms of CPU work in one process
+against ~410 ms of GPU work (``benchmarks/stages.py``).
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,10 +62,6 @@ class Batch:
     pixel_values: torch.Tensor
     segments: list[tuple[int, int]]
 
-    def pin_memory(self) -> Batch:
-        """Page-locked pixels (DataLoader's ``pin_memory`` calls this), for an asynchronous copy."""
-        return Batch(self.indices, self.pixel_values.pin_memory(), self.segments)
-
 
 def plan_batches(questions: Sequence[Question], batch_size: int) -> list[list[int]]:
     """Caller indices grouped into batches of ``batch_size``, same video and generation settings adjacent."""
@@ -83,51 +79,81 @@ def plan_batches(questions: Sequence[Question], batch_size: int) -> list[list[in
     return batches
 
 
+def first_asked(questions: Sequence[Question], indices: list[int]) -> list[int]:
+    """Of ``indices``, the first question about each distinct video (whose frames the batch loads)."""
+    seen: set[Hashable] = set()
+    firsts = []
+    for index in indices:
+        if questions[index].video_key not in seen:
+            seen.add(questions[index].video_key)
+            firsts.append(index)
+    return firsts
+
+
+def prepare_video(questions: Sequence[Question], index: int, image_processor: Any) -> torch.Tensor:
+    """Decoded and preprocessed frames of question ``index``'s video, ``[frames, 3, H, W]``."""
+    return preprocess_frames(image_processor, questions[index].load_frames())
+
+
+def assemble_batch(
+    questions: Sequence[Question], indices: list[int], videos: Sequence[torch.Tensor], pin_memory: bool = False
+) -> Batch:
+    """The batch of ``indices`` from its distinct videos' pixels (in :func:`first_asked` order),
+    copied once into one tensor, page-locked when it goes to a GPU (for an asynchronous copy)."""
+    start_of, frame_count = {}, 0
+    for index, pixels in zip(first_asked(questions, indices), videos, strict=True):
+        start_of[questions[index].video_key] = (frame_count, pixels.shape[0])
+        frame_count += pixels.shape[0]
+    pixel_values = torch.empty((frame_count, *videos[0].shape[1:]), dtype=videos[0].dtype, pin_memory=pin_memory)
+    torch.cat(list(videos), out=pixel_values)
+    return Batch(indices, pixel_values, [start_of[questions[index].video_key] for index in indices])
+
+
 def prepare_batch(questions: Sequence[Question], indices: list[int], image_processor: Any) -> Batch:
     """Decode + preprocess the distinct videos of the questions at ``indices``."""
-    pixel_chunks, segments, start_of = [], [], {}
-    frame_count = 0
-    for index in indices:
-        key = questions[index].video_key
-        if key not in start_of:
-            pixels = preprocess_frames(image_processor, questions[index].load_frames())
-            start_of[key] = (frame_count, pixels.shape[0])
-            frame_count += pixels.shape[0]
-            pixel_chunks.append(pixels)
-        segments.append(start_of[key])
-    return Batch(indices, torch.cat(pixel_chunks), segments)
+    videos = [prepare_video(questions, index, image_processor) for index in first_asked(questions, indices)]
+    return assemble_batch(questions, indices, videos)
 
 
-class PlannedBatches(Dataset):
-    """Item ``i`` is the prepared :class:`Batch` of ``plan[i]``."""
+class PlannedVideos(Dataset):
+    """Item ``i`` is the ``i``-th video the plan loads (each batch loads its distinct videos)."""
 
-    def __init__(self, questions: Sequence[Question], plan: list[list[int]], image_processor: Any) -> None:
-        self.questions, self.plan, self.image_processor = questions, plan, image_processor
+    def __init__(self, questions: Sequence[Question], loads: list[int], image_processor: Any) -> None:
+        self.questions, self.loads, self.image_processor = questions, loads, image_processor
 
     def __len__(self) -> int:
-        return len(self.plan)
+        return len(self.loads)
 
-    def __getitem__(self, item: int) -> Batch:
-        return prepare_batch(self.questions, self.plan[item], self.image_processor)
+    def __getitem__(self, item: int) -> torch.Tensor:
+        return prepare_video(self.questions, self.loads[item], self.image_processor)
 
 
 def prepared_batches(
     questions: Sequence[Question], plan: list[list[int]], image_processor: Any, workers: int, pin_memory: bool
-) -> Iterable[Batch]:
-    """The plan's batches in order, prepared by ``workers`` processes up to two batches each ahead.
+) -> Iterator[Batch]:
+    """The plan's batches in order; their videos decoded by ``workers`` processes, two batches ahead.
 
-    ``workers=0`` prepares them in this process. Workers are forked where the platform allows it
-    (they never touch the GPU), so ``load_frames`` callables need not be picklable there.
+    One video per worker task, not one batch: the first batch waits for its videos decoded side by
+    side, not one after another in one worker (a 512-question batch's 20 videos took 3.9 s before
+    the GPU had work; H200 record ``20261206T035529Z_throughput``). ``workers=0`` decodes in this
+    process. Workers are forked where the platform allows it (they never touch the GPU), so
+    ``load_frames`` callables need not be picklable there.
     """
+    per_batch = [first_asked(questions, indices) for indices in plan]
+    loads = [index for firsts in per_batch for index in firsts]
     context = "fork" if workers and "fork" in multiprocessing.get_all_start_methods() else None
-    return DataLoader(
-        PlannedBatches(questions, plan, image_processor),
-        batch_size=None,
-        num_workers=workers,
-        prefetch_factor=2 if workers else None,
-        pin_memory=pin_memory,
-        multiprocessing_context=context,
+    ahead = math.ceil(2 * max(map(len, per_batch), default=1) / workers) if workers else None
+    videos = iter(
+        DataLoader(
+            PlannedVideos(questions, loads, image_processor),
+            batch_size=None,
+            num_workers=workers,
+            prefetch_factor=max(2, ahead) if workers else None,
+            multiprocessing_context=context,
+        )
     )
+    for indices, firsts in zip(plan, per_batch, strict=True):
+        yield assemble_batch(questions, indices, [next(videos) for _ in firsts], pin_memory)
 
 
 class LlamaVidRunner:

@@ -9,7 +9,7 @@ import torch
 from media import coloured_frames
 
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
-from llamavid_eval.model.inference import LlamaVidRunner, Question, prepare_batch
+from llamavid_eval.model.inference import LlamaVidRunner, Question, plan_batches, prepare_batch, prepared_batches
 from llamavid_eval.model.loading import decode_answer, load_llamavid
 
 
@@ -98,6 +98,20 @@ def test_splice_places_text_and_visual_tokens_with_labels(loaded, padding_side):
         assert (out.labels[row][out.attention_mask[row] == 0] == -100).all()
     with pytest.raises(ValueError, match="prompt 1 has an <image> placeholder but no frames"):
         model.splice_visual_tokens([ids[0], ids[2]], [visual[0], None])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_videos_decoded_one_per_worker_task_make_the_planned_batches(loaded, workers):
+    """Batches assembled from per-video worker tasks equal preparing each batch on its own, also
+    for a video whose questions are split over two batches (each batch loads it)."""
+    questions = _questions({}) * 2  # video "a": 4 questions, "b": 2
+    plan = plan_batches(questions, batch_size=3)  # [a, a, a], [a, b, b]
+    made = list(prepared_batches(questions, plan, loaded.image_processor, workers, pin_memory=False))
+    for batch, indices in zip(made, plan, strict=True):
+        alone = prepare_batch(questions, indices, loaded.image_processor)
+        assert batch.indices == indices and batch.segments == alone.segments
+        assert torch.equal(batch.pixel_values, alone.pixel_values)
+    assert [batch.pixel_values.shape[0] for batch in made] == [3, 3 + 5]
 
 
 def test_a_broken_video_in_a_worker_process_is_named(loaded):
