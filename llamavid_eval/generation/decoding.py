@@ -30,7 +30,7 @@ import torch
 from torch.profiler import record_function
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
-from llamavid_eval.generation.attention import GROUPED_ATTENTION, attention_implementation, grouped_attention_for
+from llamavid_eval.generation.attention import GROUPED_ATTENTION, attention_implementation
 
 PrefixKV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
@@ -379,7 +379,7 @@ class _StaticLoop:
         # row with nothing to attend to gives finite values instead of NaN
         mask = (self.mask & (keys <= queries[:, None])) | (keys == queries[:, None])
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        with grouped_attention_for(self.model.config):  # K/V read once, not copied per query head
+        with attention_implementation(self.model.config, GROUPED_ATTENTION):  # EXPERIMENT
             logits = self.model(
                 inputs_embeds=inputs.embeds[:, start:],
                 attention_mask=self._for_attention(mask),
