@@ -112,14 +112,29 @@ def random_loaded(tokenizers: Path, work: Path, **build: Any) -> LoadedLlamaVid:
     )
 
 
-def make_questions(videos: list[Path], per_video: int, answer_tokens: int, shared: bool) -> list[Question]:
-    """MSVD-like questions; ``shared=False`` gives every question its own video key (no reuse)."""
+def decode_video(path: Path) -> list:
+    """The frames the runner's workers would decode from ``path`` (1 fps)."""
+    return load_visuals([str(path)], fps=1.0)
+
+
+def decoded_videos(videos: list[Path]) -> dict[Path, list]:
+    """Every video's frames, decoded up front by one process per CPU core (``--frames-in-memory``)."""
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with concurrent.futures.ProcessPoolExecutor(os.cpu_count() or 1, mp_context=context) as pool:
+        return dict(zip(videos, pool.map(decode_video, videos, chunksize=8), strict=True))
+
+
+def make_questions(
+    videos: list[Path], per_video: int, answer_tokens: int, shared: bool, frames: dict[Path, list] | None = None
+) -> list[Question]:
+    """MSVD-like questions; ``shared=False`` gives every question its own video key (no reuse).
+    With ``frames`` (decoded up front) the runner's workers only preprocess them."""
     settings = {"max_new_tokens": answer_tokens, "min_new_tokens": answer_tokens}
     return [
         Question(
             question=QUESTIONS[q % len(QUESTIONS)],
             video_key=str(path) if shared else f"{path}#{q}",
-            load_frames=lambda path=path: load_visuals([str(path)], fps=1.0),
+            load_frames=(lambda path=path: frames[path]) if frames else (lambda path=path: decode_video(path)),
             generation=settings,
         )
         for path in videos
@@ -208,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument(
+        "--frames-in-memory",
+        action="store_true",
+        help="decode every video before the timed run (workers only preprocess): is video decoding the bound?",
+    )
+    parser.add_argument(
         "--fp32-check",
         action="store_true",
         help="also compare greedy ids batched vs one-at-a-time with an fp32 model (no bf16 rounding)",
@@ -280,7 +300,8 @@ def measure(
     _, warmup_s = timed(
         lambda: fast_runner.answer_ids(make_questions(warm_videos, args.questions, args.answer_tokens, shared=True))
     )
-    questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
+    frames = decoded_videos(videos) if args.frames_in_memory else None
+    questions = make_questions(videos, args.questions, args.answer_tokens, shared=True, frames=frames)
     answered: list[tuple[float, int]] = []  # (when, how many) per collected batch
 
     def progress(count: int) -> None:
