@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--device", help="with --stacks: the GPU they were sampled on (as their run's record names it)")
     parser.add_argument("throughput_args", nargs=argparse.REMAINDER, help="-- then throughput.py's arguments")
     args = parser.parse_args()
+    if args.stacks and not args.device:
+        parser.error("--stacks needs --device: the GPU the stacks were sampled on (see their run's record)")
     forwarded = [a for a in args.throughput_args if a != "--"]
     script = Path(__file__).with_name("throughput.py")
     raw = args.stacks or sample(script, forwarded, args.rate)
@@ -139,8 +141,6 @@ def main() -> None:
     for stage, row in sorted(summary["stages"].items(), key=lambda item: -item[1]["ms_per_batch"]):
         cells = [row.get(k, 0.0) for k in ("ms_per_batch", "in CUDA driver", "blocked (lock, queue, sleep)", "running")]
         print(f"| {stage} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
-    if args.stacks and not args.device:
-        raise SystemExit("--stacks needs --device: the GPU the stacks were sampled on (see their run's record)")
     source = {"stacks": str(args.stacks)} if args.stacks else {}
     write_record(
         "host_samples",

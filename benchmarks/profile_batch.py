@@ -46,6 +46,7 @@ def rewind(loop, length: int) -> None:
 def graph_step_ms(loop, position: int, replays: int = 20) -> float:
     """Mean time of the decode-step graph replayed from cache position ``position``, as many times as
     the static cache has room for (up to ``replays``; writing past its end is a device-side error)."""
+    rewind(loop, position)
     replays = min(replays, loop.length - position - 1)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     loop.graph.replay()
@@ -76,7 +77,6 @@ def main() -> None:
         inputs = runner.llm_inputs(batch_questions, runner.visual_tokens(batch_questions, batch))
         runner.generate(inputs, settings)
         (loop,) = runner.graph_decoder._states.values()
-        rewind(loop, inputs.embeds.shape[1])
         step_ms = graph_step_ms(loop, inputs.embeds.shape[1])
         print(
             f"static cache length {loop.length}, rows {inputs.rows}, prompt {inputs.embeds.shape[1]} "

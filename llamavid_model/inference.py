@@ -142,13 +142,14 @@ def prepared_batches(
     per_batch = [first_asked(questions, indices) for indices in plan]
     loads = [index for firsts in per_batch for index in firsts]
     context = "fork" if workers and "fork" in multiprocessing.get_all_start_methods() else None
-    ahead = math.ceil(2 * max(map(len, per_batch), default=1) / workers) if workers else None
+    # tasks each worker keeps queued: together, two batches' videos
+    ahead = max(2, math.ceil(2 * max(map(len, per_batch), default=1) / workers)) if workers else None
     videos = iter(
         DataLoader(
             PlannedVideos(questions, loads, image_processor),
             batch_size=None,
             num_workers=workers,
-            prefetch_factor=max(2, ahead) if workers else None,
+            prefetch_factor=ahead,
             multiprocessing_context=context,
         )
     )
