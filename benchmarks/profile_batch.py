@@ -77,7 +77,8 @@ def main() -> None:
         inputs = runner.llm_inputs(batch_questions, runner.visual_tokens(batch_questions, batch))
         runner.generate(inputs, settings)
         (loop,) = runner.graph_decoder._states.values()
-        step_ms = graph_step_ms(loop, inputs.embeds.shape[1])
+        own_tokens = inputs.embeds.shape[1] - inputs.prefix_length  # the cache holds these, not the prefix
+        step_ms = graph_step_ms(loop, own_tokens)
         print(
             f"static cache length {loop.length}, rows {inputs.rows}, prompt {inputs.embeds.shape[1]} "
             f"(prefix {inputs.prefix_length}); graph step {step_ms:.2f} ms"
@@ -89,7 +90,7 @@ def main() -> None:
             ),
             kernels("Q-Former + projector", lambda: model.visual_tokens(features, batch.segments, ids, mask)),
         ]
-        rewind(loop, inputs.embeds.shape[1])
+        rewind(loop, own_tokens)
         parts.append(kernels("decode step (eager run of the graph's code)", loop.step))
         padded = runner.graph_decoder._pad_rows(inputs)
         parts.append(kernels("prefill", lambda: (loop.cache.reset(), loop._prefill(padded))))
