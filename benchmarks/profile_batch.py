@@ -77,8 +77,7 @@ def main() -> None:
         inputs = runner.llm_inputs(batch_questions, runner.visual_tokens(batch_questions, batch))
         runner.generate(inputs, settings)
         (loop,) = runner.graph_decoder._states.values()
-        own_tokens = inputs.embeds.shape[1] - inputs.prefix_length  # the cache holds these, not the prefix
-        step_ms = graph_step_ms(loop, own_tokens)
+        step_ms = graph_step_ms(loop, inputs.embeds.shape[1])
         print(
             f"static cache length {loop.length}, rows {inputs.rows}, prompt {inputs.embeds.shape[1]} "
             f"(prefix {inputs.prefix_length}); graph step {step_ms:.2f} ms"
@@ -90,7 +89,7 @@ def main() -> None:
             ),
             kernels("Q-Former + projector", lambda: model.visual_tokens(features, batch.segments, ids, mask)),
         ]
-        rewind(loop, own_tokens)
+        rewind(loop, inputs.embeds.shape[1])
         parts.append(kernels("decode step (eager run of the graph's code)", loop.step))
         padded = runner.graph_decoder._pad_rows(inputs)
         parts.append(kernels("prefill", lambda: (loop.cache.reset(), loop._prefill(padded))))

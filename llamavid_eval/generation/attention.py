@@ -7,14 +7,12 @@ Why not the built-in kernels: SDPA's only masked kernel (memory-efficient) spent
 models such as Llama-3 - the whole static cache, every layer, every step. Here the queries of one
 key/value head are stacked instead, so K and V are read once and never copied; for one group
 (LLaMA-VID's Vicuna) the operations are exactly ``eager``'s, so the token ids stay the same.
-A prompt prefix that every row shares can be passed as one copy (``shared_prefix``) rather than
-stored in each row's cache.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -23,9 +21,6 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 #: ``config._attn_implementation`` value that selects :func:`grouped_attention`.
 GROUPED_ATTENTION = "llamavid_grouped"
-
-#: Per layer, a shared prompt prefix's keys and values, each ``[kv_heads, prefix, head_dim]``.
-SharedPrefix = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
 def grouped_attention(
@@ -36,16 +31,11 @@ def grouped_attention(
     attention_mask: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
-    shared_prefix: SharedPrefix | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """``eager`` attention (additive mask, fp32 softmax) with each key/value head's query heads
     stacked along the query axis: ``query`` ``[rows, heads, q, dim]``, ``key``/``value``
-    ``[rows, kv_heads, length, dim]``, output ``[rows, q, heads, dim]``.
-
-    ``shared_prefix`` (per layer, keys and values ``[kv_heads, prefix, dim]``): a prompt prefix every
-    row has, held once instead of once per row in the cache. Every query sees all of it, before its
-    own keys (which ``attention_mask`` covers)."""
+    ``[rows, kv_heads, length, dim]``, output ``[rows, q, heads, dim]``."""
     rows, heads, queries, dim = query.shape
     kv_heads = key.shape[1]
     groups = heads // kv_heads
@@ -57,37 +47,9 @@ def grouped_attention(
             attention_mask = attention_mask[:, :, None].expand(mask_rows, 1, groups, queries, -1)
             attention_mask = attention_mask.reshape(mask_rows, 1, groups * queries, -1)
         scores = scores + attention_mask
-    if shared_prefix is None:
-        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-        output = torch.matmul(weights, value)
-    else:
-        output = _attend_with_prefix(stacked, scores, value, *shared_prefix[module.layer_idx], scaling)
-    return output.reshape(rows, heads, queries, dim).transpose(1, 2).contiguous(), None
-
-
-def _attend_with_prefix(
-    stacked: torch.Tensor,
-    scores: torch.Tensor,
-    value: torch.Tensor,
-    prefix_keys: torch.Tensor,
-    prefix_values: torch.Tensor,
-    scaling: float,
-) -> torch.Tensor:
-    """One softmax over the prefix's keys and then the row's own. The prefix is one copy for every
-    row: its scores and its share of the output are one matrix product per key/value head over all
-    rows' queries. A decode step otherwise reads the prefix once per row from the cache: a 32-token
-    system prompt was a third of a 512-row, 96-slot cache, and attention 9.2 of a 23 ms step
-    (H100, ``profile_batch.py`` record ``20261206T043433Z``)."""
-    rows, kv_heads, stacked_queries, dim = stacked.shape
-    prefix = prefix_keys.shape[1]
-    by_head = stacked.transpose(0, 1).reshape(kv_heads, rows * stacked_queries, dim)
-    prefix_scores = torch.matmul(by_head, prefix_keys.transpose(1, 2)) * scaling
-    prefix_scores = prefix_scores.view(kv_heads, rows, stacked_queries, prefix).transpose(0, 1)
-    weights = torch.softmax(torch.cat([prefix_scores, scores], dim=-1), dim=-1, dtype=torch.float32)
-    prefix_weights, own_weights = weights.to(stacked.dtype).split([prefix, scores.shape[-1]], dim=-1)
-    by_head_weights = prefix_weights.transpose(0, 1).reshape(kv_heads, rows * stacked_queries, prefix)
-    from_prefix = torch.matmul(by_head_weights, prefix_values).view(kv_heads, rows, stacked_queries, dim)
-    return torch.matmul(own_weights, value).add_(from_prefix.transpose(0, 1))
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    output = torch.matmul(weights, value).reshape(rows, heads, queries, dim)
+    return output.transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(GROUPED_ATTENTION, grouped_attention)

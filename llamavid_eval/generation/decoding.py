@@ -3,9 +3,8 @@
 ``generate`` spends most of a short answer's decode steps in Python: per step it rebuilds inputs,
 runs logits processors and stopping criteria, and synchronises with the GPU to ask whether every
 row finished, while 32 layers x a dozen small kernels are launched one by one. For greedy
-decoding :class:`GraphDecoder` runs its own loop instead: one prefill over the new tokens into a
-right-sized ``StaticCache`` (the shared prefix's KV is kept apart, once for all rows, and read by
-:func:`~llamavid_eval.generation.attention.grouped_attention`), then decode steps in which
+decoding :class:`GraphDecoder` runs its own loop instead: one prefill over the new tokens (the
+shared prefix's KV is copied into a right-sized ``StaticCache``), then decode steps in which
 everything - embedding, the model, the eos ban before ``min_new_tokens``, the argmax, padding of
 finished rows, the cache's write position and the attention mask - is one captured CUDA graph,
 replayed with no Python per token and no host synchronisation until the end (or every
@@ -31,12 +30,7 @@ import torch
 from torch.profiler import record_function
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
-from llamavid_eval.generation.attention import (
-    GROUPED_ATTENTION,
-    SharedPrefix,
-    attention_implementation,
-    grouped_attention_for,
-)
+from llamavid_eval.generation.attention import GROUPED_ATTENTION, attention_implementation, grouped_attention_for
 
 PrefixKV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
@@ -151,17 +145,15 @@ class GraphDecoder:
         return LlmInputs(embeds, mask, inputs.prefix)
 
     def _loop(self, inputs: LlmInputs, new_tokens: int) -> _StaticLoop:
-        """This shape's loop (cache, buffers, graph) or a new one, least recently used evicted. The
-        cache holds each row's own tokens, not the shared prefix."""
-        own = inputs.embeds.shape[1] - inputs.prefix_length
-        length = math.ceil((own + new_tokens) / self.bucket) * self.bucket
-        shape = (inputs.rows, length, inputs.prefix_length)
+        """This shape's loop (cache, buffers, graph) or a new one, least recently used evicted."""
+        length = math.ceil((inputs.embeds.shape[1] + new_tokens) / self.bucket) * self.bucket
+        shape = (inputs.rows, length)
         loop = self._states.pop(shape, None)
         if loop is None:
             while len(self._states) >= self.kept_shapes:
                 self._states.popitem(last=False)
             use_graphs = self.use_graphs if self.use_graphs is not None else inputs.embeds.device.type == "cuda"
-            loop = _StaticLoop(self.model, *shape, self.graph_tokens, inputs.embeds, use_graphs)
+            loop = _StaticLoop(self.model, inputs.rows, length, self.graph_tokens, inputs.embeds, use_graphs)
         self._states[shape] = loop
         return loop
 
@@ -253,18 +245,10 @@ class PendingDecode:
 
 
 class _StaticLoop:
-    """A static cache of the rows' own tokens, the shared prefix's KV (one copy), the decode step's
-    input/output buffers and, on CUDA, the step's graph."""
+    """A static cache with the decode step's input/output buffers and, on CUDA, the step's graph."""
 
     def __init__(
-        self,
-        model: PreTrainedModel,
-        rows: int,
-        length: int,
-        prefix: int,
-        max_tokens: int,
-        like: torch.Tensor,
-        use_graphs: bool,
+        self, model: PreTrainedModel, rows: int, length: int, max_tokens: int, like: torch.Tensor, use_graphs: bool
     ) -> None:
         config = model.config
         device = like.device
@@ -274,14 +258,6 @@ class _StaticLoop:
         self.cache = StaticCache(config=config, max_cache_len=length)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.cache.early_initialization(rows, config.num_key_value_heads, head_dim, like.dtype, device)
-        # filled by each prefill whose prefix differs from the last one; the graph reads these addresses
-        shape = (config.num_key_value_heads, prefix, head_dim)
-        self.prefix: SharedPrefix | None = (
-            [(like.new_zeros(shape), like.new_zeros(shape)) for _ in range(config.num_hidden_layers)]
-            if prefix
-            else None
-        )
-        self._attention_kwargs = {"shared_prefix": self.prefix} if prefix else {}
         self.mask = torch.zeros(rows, 1, 1, length, dtype=torch.bool, device=device)
         self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
         self.positions = torch.zeros(rows, dtype=torch.long, device=device)
@@ -293,7 +269,7 @@ class _StaticLoop:
         self.is_stop = torch.zeros(model.get_output_embeddings().weight.shape[0], dtype=torch.bool, device=device)
         self.pad = torch.zeros((), dtype=torch.long, device=device)
         self.graph = self._capture() if use_graphs else None
-        self._prefix_held: PrefixKV | None = None
+        self._prefix_in_cache: PrefixKV | None = None
         self._stops: _Stops | None = None
 
     def _capture(self) -> torch.cuda.CUDAGraph:
@@ -327,7 +303,6 @@ class _StaticLoop:
                 cache=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
-                **self._attention_kwargs,
             ).logits[:, -1]
         chosen = self.choose(logits)
         chosen = torch.where(self.finished, self.pad, chosen)
@@ -385,30 +360,26 @@ class _StaticLoop:
     def _prefill(self, inputs: LlmInputs) -> None:
         """Run the non-prefix part of the prompts; the first new token goes to the step buffers."""
         start, total = inputs.prefix_length, inputs.embeds.shape[1]
-        if inputs.prefix is not self._prefix_held:  # the same prefix object stays in place between batches
-            for (keys, values), (new_keys, new_values) in zip(self.prefix or (), inputs.prefix or (), strict=True):
-                keys.copy_(new_keys[0])
-                values.copy_(new_values[0])
-            self._prefix_held = inputs.prefix
-        # The cache is not cleared: the mask hides every slot not written for this batch.
+        # The cache is not cleared (the mask hides every slot not written for this batch), and the
+        # shared prefix stays in place from the previous batch when it is the same one.
+        reuse = inputs.prefix is not None and inputs.prefix is self._prefix_in_cache
         for layer in self.cache.layers:
-            layer.cumulative_length.fill_(0)
+            layer.cumulative_length.fill_(start if reuse else 0)
+        if not reuse:
+            rows = inputs.rows
+            for layer, (keys, values) in enumerate(inputs.prefix or ()):
+                self.cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
+            self._prefix_in_cache = inputs.prefix  # None: this batch's own tokens now fill those slots
         valid = inputs.attention_mask.bool()
         self.mask.zero_()
-        self.mask[:, 0, 0, : total - start] = valid[:, start:]
-        queries = torch.arange(total - start, device=valid.device)
+        self.mask[:, 0, 0, :total] = valid
+        queries = torch.arange(start, total, device=valid.device)
         keys = torch.arange(self.length, device=valid.device)
         # causal over the cache, padding keys hidden; a query always sees itself, so that a padding
         # row with nothing to attend to gives finite values instead of NaN
         mask = (self.mask & (keys <= queries[:, None])) | (keys == queries[:, None])
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        # only grouped attention reads a prefix held apart; it also reads K/V once, not once per query head
-        implementation = (
-            attention_implementation(self.model.config, GROUPED_ATTENTION)
-            if self.prefix is not None
-            else grouped_attention_for(self.model.config)
-        )
-        with implementation:
+        with grouped_attention_for(self.model.config):  # K/V read once, not copied per query head
             logits = self.model(
                 inputs_embeds=inputs.embeds[:, start:],
                 attention_mask=self._for_attention(mask),
@@ -416,7 +387,6 @@ class _StaticLoop:
                 cache=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
-                **self._attention_kwargs,
             ).logits[:, -1]
         first = torch.where(self.finished, self.pad, self.choose(logits))
         self.out[:, 0] = first
