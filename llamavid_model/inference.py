@@ -32,7 +32,7 @@ from llamavid_eval.generation.decoding import (
     prefix_kv,
     to_device,
 )
-from llamavid_eval.generation.fusion import fuse_rms_norms
+from llamavid_eval.generation.fusion import fuse_rms_norms, fuse_rotary
 from llamavid_eval.model.loading import LoadedLlamaVid, decode_answer
 from llamavid_eval.model.processing import (
     preprocess_frames,
@@ -170,9 +170,11 @@ class LlamaVidRunner:
         compile: bool = False,
     ) -> None:
         self.loaded = loaded
-        self.graph_decoder = GraphDecoder(loaded.model, batch_size) if compile else None
+        # a cache rounded up to 8 slots, not 32: each decode step reads every slot of every row
+        self.graph_decoder = GraphDecoder(loaded.model, batch_size, bucket=8) if compile else None
         if compile and self.device.type == "cuda":
             fuse_rms_norms(loaded.model)  # in place: +4.6% questions/s on an H200 (benchmarks/RESULTS.md)
+            fuse_rotary(loaded.model)
         self._prefix: tuple[tuple[int, ...], PrefixKV] | None = None
         if self.device.type == "cuda":
             # PyTorch's cuDNN attention builds a new plan for every new sequence length, and batched
@@ -213,10 +215,14 @@ class LlamaVidRunner:
 
         # Software pipeline: batch n+1's tower, Q-Former and prompt splice are queued on the GPU
         # before the host waits for batch n's answers, so the GPU never idles while the host
-        # tokenises and splices (~50 ms of host work per 128-question batch).
+        # tokenises and splices (~50 ms of host work per 128-question batch). Batch n+2 is fetched
+        # (its videos received from the workers and copied into one pinned tensor: ~160 ms for 512
+        # questions) while the GPU still runs batch n+1's tower and Q-Former, not after the decode
+        # launch, which returns when the GPU has only a decode step left.
         # The named ranges show up in torch.profiler traces (benchmarks/timeline.py).
         previous: tuple[list[int], PendingDecode] | None = None
-        for batch in batches:
+        batch = next(batches, None)
+        while batch is not None:
             batch_questions = [questions[i] for i in batch.indices]
             visual = self.visual_tokens(batch_questions, batch)
             with record_function("llamavid.llm_inputs"):
@@ -224,8 +230,11 @@ class LlamaVidRunner:
             if previous is not None:
                 with record_function("llamavid.collect"):
                     collect(*previous)
+            with record_function("llamavid.next_batch"):
+                upcoming = next(batches, None)
             with record_function("llamavid.launch"):
                 previous = (batch.indices, self.launch(inputs, batch_questions[0].generation))
+            batch = upcoming
         if previous is not None:
             with record_function("llamavid.collect"):
                 collect(*previous)
