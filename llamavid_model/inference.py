@@ -213,10 +213,14 @@ class LlamaVidRunner:
 
         # Software pipeline: batch n+1's tower, Q-Former and prompt splice are queued on the GPU
         # before the host waits for batch n's answers, so the GPU never idles while the host
-        # tokenises and splices (~50 ms of host work per 128-question batch).
+        # tokenises and splices (~50 ms of host work per 128-question batch). Batch n+2 is fetched
+        # (its videos received from the workers and copied into one pinned tensor: ~160 ms for 512
+        # questions) while the GPU still runs batch n+1's tower and Q-Former, not after the decode
+        # launch, which returns when the GPU has only a decode step left.
         # The named ranges show up in torch.profiler traces (benchmarks/timeline.py).
         previous: tuple[list[int], PendingDecode] | None = None
-        for batch in batches:
+        batch = next(batches, None)
+        while batch is not None:
             batch_questions = [questions[i] for i in batch.indices]
             visual = self.visual_tokens(batch_questions, batch)
             with record_function("llamavid.llm_inputs"):
@@ -224,8 +228,11 @@ class LlamaVidRunner:
             if previous is not None:
                 with record_function("llamavid.collect"):
                     collect(*previous)
+            with record_function("llamavid.next_batch"):
+                upcoming = next(batches, None)
             with record_function("llamavid.launch"):
                 previous = (batch.indices, self.launch(inputs, batch_questions[0].generation))
+            batch = upcoming
         if previous is not None:
             with record_function("llamavid.collect"):
                 collect(*previous)
