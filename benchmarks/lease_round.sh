@@ -1,0 +1,40 @@
+# One call on the lent GPU machine (run it there, from the repository root, with .whl and .snap
+# carried): installs the carried wheels, each snapshot's package apart, then evaluates $STEPS, e.g.
+#
+#     STEPS='run A 120 $TP --batch-size 512; run X 120 $TP --batch-size 512' bash benchmarks/lease_round.sh
+#
+# `run NAME TIMEOUT SCRIPT ARGS...` runs a benchmark script of snapshot NAME from its own benchmarks/
+# folder; it is skipped when it could run past BUDGET seconds of the call (default 580). Records go to
+# $OUT/rec, the whole log to $OUT/all.log: commit them here as soon as they come back.
+set -u
+START=$(date +%s)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+for d in .snap/*/; do
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "/tmp/pkg_$(basename "$d")" "$d"/*.whl || exit 1
+done
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT/rec"
+GPU=$(PYTHONPATH=/tmp/site python3 -c "import torch; print(torch.cuda.get_device_name())" 2>/dev/null || echo "no GPU")
+echo "GPU: $GPU, set-up $(($(date +%s) - START)) s" | tee -a "$OUT/all.log"
+TP="throughput.py --videos 520 --questions 26 --frames 10 --decode graph --only optimized"
+FP="throughput.py --videos 2 --questions 26 --frames 10 --batch-size 16 --decode graph --only optimized --fp32-check"
+JT="judge_throughput.py --items 4096 --batch-sizes 256,512 --judge-prompt instructions-first"
+export GPU TP FP JT
+
+run() {
+    local name=$1 limit=$2 elapsed
+    shift 2
+    elapsed=$(($(date +%s) - START))
+    if ((elapsed + limit > ${BUDGET:-580})); then
+        echo "=== skipped $name $* (the call's time)" | tee -a "$OUT/all.log"
+        return
+    fi
+    echo "=== $name $(cat ".snap/$name/COMMIT") python3 $* [t=${elapsed}s]" | tee -a "$OUT/all.log"
+    (cd ".snap/$name/benchmarks" && PYTHONPATH="/tmp/pkg_$name:/tmp/site" BENCH_COMMIT=$(cat ../COMMIT) \
+        BENCH_RECORD_DIR="$OUT/rec" timeout "$limit" python3 "$@") >>"$OUT/all.log" 2>&1
+    echo "--- rc=$? [t=$(($(date +%s) - START))s]" | tee -a "$OUT/all.log"
+    tail -25 "$OUT/all.log" | grep -E '"optimized_qps"|judgements|identical|Error' | tail -4
+}
+
+eval "$STEPS"
+ls "$OUT/rec"
