@@ -19,18 +19,18 @@ echo "GPU: $GPU, set-up $(($(date +%s) - START)) s" | tee -a "$OUT/all.log"
 TP="throughput.py --videos 520 --questions 26 --frames 10 --decode graph --only optimized"
 FP="throughput.py --videos 2 --questions 26 --frames 10 --batch-size 16 --decode graph --only optimized --fp32-check"
 JT="judge_throughput.py --items 4096 --batch-sizes 256,512 --judge-prompt instructions-first"
-export GPU TP FP JT
 
 run() {
-    local name=$1 limit=$2 elapsed
+    local name=$1 limit=$2 elapsed commit
     shift 2
+    commit=$(cat ".snap/$name/COMMIT")
     elapsed=$(($(date +%s) - START))
     if ((elapsed + limit > ${BUDGET:-580})); then
         echo "=== skipped $name $* (the call's time)" | tee -a "$OUT/all.log"
         return
     fi
-    echo "=== $name $(cat ".snap/$name/COMMIT") python3 $* [t=${elapsed}s]" | tee -a "$OUT/all.log"
-    (cd ".snap/$name/benchmarks" && PYTHONPATH="/tmp/pkg_$name:/tmp/site" BENCH_COMMIT=$(cat ../COMMIT) \
+    echo "=== $name $commit python3 $* [t=${elapsed}s]" | tee -a "$OUT/all.log"
+    (cd ".snap/$name/benchmarks" && PYTHONPATH="/tmp/pkg_$name:/tmp/site" BENCH_COMMIT=$commit \
         BENCH_RECORD_DIR="$OUT/rec" timeout "$limit" python3 "$@") >>"$OUT/all.log" 2>&1
     echo "--- rc=$? [t=$(($(date +%s) - START))s]" | tee -a "$OUT/all.log"
     tail -25 "$OUT/all.log" | grep -E '"optimized_qps"|judgements|identical|Error' | tail -4
