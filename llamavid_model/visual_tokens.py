@@ -8,7 +8,9 @@ feed-forward weights for query and text positions.
 Each (question, frame) pair runs the Q-Former, but the cross-attention's keys and values depend
 on the frame alone: :class:`FrameSharedCrossAttention` computes them (and the input layer norm)
 once per frame and lets every question about that frame read them, instead of once per pair
-(26 questions x 10 frames per MSVD video: 26x less of that work).
+(26 questions x 10 frames per MSVD video: 26x less of that work). :class:`DenseSplitQFormerLayer`
+copies the query and text parts of each layer into dense tensors once, instead of letting every
+linear layer and residual add read them as strided views.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.instructblip.modeling_instructblip import (
+    InstructBlipQFormerLayer,
     InstructBlipQFormerModel,
     InstructBlipQFormerMultiHeadAttention,
     eager_attention_forward,
 )
+from transformers.pytorch_utils import apply_chunking_to_forward
 
 from llamavid_eval.generation.decoding import to_device
 from llamavid_eval.model.configuration_llamavid import LlamaVidConfig
@@ -54,6 +58,8 @@ class VisualTokenizer(nn.Module):
         qformer_config.encoder_hidden_size = config.mm_hidden_size
         self.qformer = InstructBlipQFormerModel(qformer_config)
         self._cross_attentions = _share_cross_attention_by_frame(self.qformer)
+        for layer in self.qformer.encoder.layer:
+            layer.__class__ = DenseSplitQFormerLayer  # same parameters; only forward differs
         self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query, qformer_config.hidden_size))
         self.qformer_input_norm = nn.LayerNorm(config.mm_hidden_size)
         self.query_projector = nn.Linear(qformer_config.hidden_size, config.mm_hidden_size)
@@ -218,3 +224,45 @@ def _share_cross_attention_by_frame(qformer: InstructBlipQFormerModel) -> list[F
             layer.crossattention.attention = new.to(next(old.parameters()).device)
             swapped.append(new)
     return swapped
+
+
+class DenseSplitQFormerLayer(InstructBlipQFormerLayer):
+    """A Q-Former layer whose query and text parts are split into dense tensors.
+
+    The library's layer hands ``attention_output[:, :query_length]`` (a strided view) to the
+    cross-attention and feed-forward blocks, so their linear layers copy it and their residual adds
+    run the slow strided kernel: 28 of the 161 ms of a 512-question batch's Q-Former on an H100
+    (``profile_batch.py`` record ``20261206T043433Z``). Same operations on the same values otherwise.
+    """
+
+    def forward(
+        self,
+        hidden_states,
+        attention_mask=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        query_length=0,
+        **kwargs,
+    ):
+        attention_output = self.attention(hidden_states, attention_mask=attention_mask, **kwargs)
+        if query_length == 0:
+            return self._feed_forward(self.feed_forward_chunk, attention_output)
+        queries = attention_output[:, :query_length].contiguous()
+        if self.has_cross_attention:
+            if encoder_hidden_states is None:
+                raise ValueError("encoder_hidden_states must be given for cross-attention layers")
+            queries = self.crossattention(
+                queries,
+                attention_mask=attention_mask,
+                encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask,
+                **kwargs,
+            )
+        output = self._feed_forward(self.feed_forward_chunk_query, queries)
+        if attention_output.shape[1] == query_length:
+            return output
+        text = self._feed_forward(self.feed_forward_chunk, attention_output[:, query_length:].contiguous())
+        return torch.cat([output, text], dim=1)
+
+    def _feed_forward(self, block, states: torch.Tensor) -> torch.Tensor:
+        return apply_chunking_to_forward(block, self.chunk_size_feed_forward, self.seq_len_dim, states)

@@ -1,8 +1,10 @@
 """Decoding shared by the video model and the judge, on a grouped-query (Llama-3-like) model: the
 grouped attention computes eager attention's function, and the static loop gives ``generate``'s ids,
-stopping at extra stop tokens where asked."""
+stopping at extra stop tokens where asked; fused norms and RoPE compute the unfused model's function."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ from llamavid_eval.generation.attention import (
     grouped_attention_for,
 )
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
-from llamavid_eval.generation.fusion import fuse_rms_norms
+from llamavid_eval.generation.fusion import RotaryFusedAttention, fuse_rms_norms, fuse_rotary
 
 
 class _Heads(torch.nn.Module):
@@ -159,3 +161,58 @@ def test_grouped_attention_takes_a_2d_padding_mask(gqa_model):
             grouped = gqa_model(input_ids=ids, attention_mask=mask).logits
     valid = mask.bool()
     assert torch.allclose(grouped[valid], eager[valid], atol=1e-5)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_fused_rotary_computes_the_same_logits(kv_heads):
+    """RoPE compiled into one function: the unfused model's logits to fp32 rounding, at every prompt
+    length, with and without grouped-query heads and position offsets."""
+    torch.manual_seed(2)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+    )
+    model = LlamaForCausalLM(config).eval()
+    fused = copy.deepcopy(model)
+    prompts = [torch.randint(0, 97, shape) for shape in ((3, 9), (2, 5), (1, 1))]
+    with torch.inference_mode():
+        assert fuse_rotary(fused) == 2
+        for ids in prompts:
+            positions = torch.arange(ids.shape[1]).expand(ids.shape[0], -1) + 7
+            expected = model(ids, position_ids=positions).logits
+            torch.testing.assert_close(fused(ids, position_ids=positions).logits, expected, rtol=1e-5, atol=1e-5)
+    assert all(type(layer.self_attn) is RotaryFusedAttention for layer in fused.model.layers)
+    assert set(fused.state_dict()) == set(model.state_dict())  # released weights still load by name
+
+
+def test_fused_rotary_model_decodes_as_generate(gqa_model):
+    """The static loop on a fused model (prefix cache, padding, decode steps) gives ``generate``'s ids."""
+    fused = copy.deepcopy(gqa_model)
+    inputs = _gqa_inputs(gqa_model)
+    settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+    with torch.inference_mode():
+        eager = generate_eager(gqa_model, inputs, eos_token_id=1, **settings)
+        assert fuse_rotary(fused) == 2
+        graph = GraphDecoder(fused, batch_size=4, graph_tokens=4, bucket=8).generate(
+            _gqa_inputs(fused), eos_token_id=1, **settings
+        )
+    assert graph == eager
+
+
+def test_rotary_stays_unfused_when_compiling_fails(monkeypatch, caplog):
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4)
+    ).eval()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no working C compiler")
+
+    monkeypatch.setattr("llamavid_eval.generation.fusion._compiled_rotary_heads", broken)
+    with caplog.at_level("WARNING"):
+        assert fuse_rotary(model) == 0
+    assert "RoPE left unfused" in caplog.text and "no working C compiler" in caplog.text
+    assert all(type(layer.self_attn) is not RotaryFusedAttention for layer in model.model.layers)

@@ -197,3 +197,35 @@ def test_shared_prefix_is_found_only_when_every_prompt_has_it():
     assert shared_prefix_length(same) == 3
     assert shared_prefix_length([torch.tensor([1, 5, 6, image, 7]), torch.tensor([1, 5, 4, image, 7])]) == 0
     assert shared_prefix_length([torch.tensor([1, 5, 6, 7])]) == 0
+
+
+def test_dense_split_qformer_layers_compute_the_library_layers_function():
+    """The Q-Former's layers with dense query/text parts give the library layer's hidden states
+    exactly, with and without text tokens (cross-attention layers and plain ones)."""
+    from transformers import InstructBlipQFormerConfig, InstructBlipQFormerModel
+
+    from llamavid_eval.model.visual_tokens import DenseSplitQFormerLayer
+
+    torch.manual_seed(4)
+    config = InstructBlipQFormerConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64
+    )
+    config.encoder_hidden_size = 24
+    library = InstructBlipQFormerModel(config).eval()
+    dense = InstructBlipQFormerModel(config).eval()
+    dense.load_state_dict(library.state_dict())
+    for layer in dense.encoder.layer:
+        layer.__class__ = DenseSplitQFormerLayer
+    queries, frames = torch.randn(3, 5, 32), torch.randn(3, 7, 24)
+    ids = torch.randint(1, 50, (3, 4))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, -2:] = 0
+    with torch.inference_mode():
+        for text in (
+            {"input_ids": ids, "attention_mask": mask},
+            {"input_ids": ids[:, :0], "attention_mask": mask[:, :5]},
+        ):
+            expected = library(query_embeds=queries, encoder_hidden_states=frames, **text).last_hidden_state
+            got = dense(query_embeds=queries, encoder_hidden_states=frames, **text).last_hidden_state
+            assert got.shape == expected.shape
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
