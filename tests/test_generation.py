@@ -264,7 +264,7 @@ def test_compiled_parts_specialise_on_widths_only(monkeypatch):
 
     monkeypatch.setattr(
         "llamavid_eval.generation.fusion._compiled_rotate_pair",
-        fusion.compile_rows_dynamic(fusion._rotate_pair, backend=recording),
+        torch.compile(fusion._rotate_pair, backend=recording, **fusion.ROWS_DYNAMIC),
     )
     torch._dynamo.reset()
     for rows, tokens in ((3, 4), (5, 7), (2, 9)):

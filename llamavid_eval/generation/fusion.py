@@ -63,12 +63,12 @@ def _raise_recompile_limit() -> None:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
 
 
-def compile_rows_dynamic(function: Callable, backend: str | Callable = "inductor") -> Callable:
-    """``function`` compiled for inputs passed through :func:`_dynamic_rows`: their row axis is the only
-    symbolic size, the widths are constants. With every axis symbolic (``dynamic=True``) the RoPE
-    kernel indexed its inputs through divisions by runtime sizes and ran at a sixth of the memory
-    bandwidth on an H100 (417 us for a 235 MB call, ``profile_batch.py`` record ``20261206T200226Z``)."""
-    return torch.compile(function, backend=backend, dynamic=False)
+#: ``torch.compile`` settings for functions whose inputs pass through :func:`_dynamic_rows`: their row
+#: axis is the only symbolic size, the widths are constants. With every axis symbolic
+#: (``dynamic=True``) the RoPE kernel indexed its inputs through divisions by runtime sizes and ran at
+#: a sixth of the memory bandwidth on an H100 (417 us for a 235 MB call, ``profile_batch.py`` record
+#: ``20261206T200226Z``).
+ROWS_DYNAMIC: dict[str, Any] = {"dynamic": False}
 
 
 def _dynamic_rows(tensor: torch.Tensor) -> torch.Tensor:
@@ -95,7 +95,7 @@ def _rotate_pair(
     return rotate(query), rotate(key)
 
 
-_compiled_rotate_pair = compile_rows_dynamic(_rotate_pair)
+_compiled_rotate_pair = torch.compile(_rotate_pair, **ROWS_DYNAMIC)
 
 
 def rotary_heads(
@@ -151,7 +151,7 @@ def _silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-_compiled_silu_gate = compile_rows_dynamic(_silu_gate)
+_compiled_silu_gate = torch.compile(_silu_gate, **ROWS_DYNAMIC)
 
 
 class GateFusedMLP(LlamaMLP):
