@@ -70,29 +70,26 @@ def pair_layout(segments: Sequence[tuple[int, int]], device: torch.device) -> Pa
     """Lay out the pairs of ``segments`` (per item ``(first frame, count)``) frame by frame, items that
     share a segment side by side, segments grouped by how many items share them. Built on the host and
     copied without blocking (reading a device tensor back would make the host wait for the vision tower)."""
-    sharing: dict[tuple[int, int], list[int]] = {}
-    for item, segment in enumerate(segments):
-        sharing.setdefault(segment, []).append(item)
-    by_count: dict[int, list[tuple[tuple[int, int], list[int]]]] = {}
-    for segment, items in sharing.items():
-        by_count.setdefault(len(items), []).append((segment, items))
-    frames, items_of_pairs, group_frames, sizes = [], [], [], []
-    position: dict[tuple[int, int], int] = {}  # (item, frame) -> row
-    for questions, shared in sorted(by_count.items()):
-        sizes.append((questions, sum(count for (_, count), _ in shared)))
-        for (start, count), items in shared:
-            for frame in range(start, start + count):
-                group_frames.append(frame)
-                for item in items:
-                    position[item, frame] = len(frames)
-                    frames.append(frame)
-                    items_of_pairs.append(item)
-    item_major = [
-        position[item, frame] for item, (start, count) in enumerate(segments) for frame in range(start, start + count)
-    ]
-    on_device = to_device(torch.tensor([frames, items_of_pairs, item_major]), device)
-    group_frames = to_device(torch.tensor(group_frames), device).split([count for _, count in sizes])
-    groups = [FrameGroup(questions, part) for (questions, _), part in zip(sizes, group_frames, strict=True)]
+    table = torch.tensor(segments, dtype=torch.long).view(-1, 2)
+    distinct, segment_of, sharing = torch.unique(table, dim=0, return_inverse=True, return_counts=True)
+    counts = table[:, 1]
+    item = torch.repeat_interleave(torch.arange(table.shape[0]), counts)  # item-major pairs
+    offset = torch.arange(item.shape[0]) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    questions = sharing[segment_of[item]]
+    # sorted by: how many items share the segment, the segment, the frame in it, the item
+    key = (questions * distinct.shape[0] + segment_of[item]) * int(counts.max()) + offset
+    order = (key * table.shape[0] + item).argsort()
+    item_major = torch.empty_like(order)
+    item_major[order] = torch.arange(order.shape[0])
+    frames = (table[item, 0] + offset)[order]
+    sizes = torch.unique_consecutive(questions[order], return_counts=True)
+    group_frames, start = [], 0
+    for shared, pairs in zip(*(part.tolist() for part in sizes), strict=True):
+        group_frames.append(frames[start : start + pairs : shared])  # one pair in `shared` is a new frame
+        start += pairs
+    on_device = to_device(torch.stack([frames, item[order], item_major]), device)
+    parts = to_device(torch.cat(group_frames), device).split([part.shape[0] for part in group_frames])
+    groups = [FrameGroup(shared, part) for shared, part in zip(sizes[0].tolist(), parts, strict=True)]
     return PairLayout(on_device[0], on_device[1], groups, on_device[2])
 
 
