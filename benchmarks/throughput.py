@@ -80,7 +80,7 @@ def write_video(path: Path, index: int, seconds: int) -> Path:
 def write_videos(folder: Path, count: int, seconds: int, workers: int | None = None) -> list[Path]:
     """``count`` MP4s written by ``workers`` processes (default: one per CPU core). Encoding is CPU
     work of ~1 s a video: 520 videos in one process took longer than a GPU command may run. Videos
-    already in ``folder`` are kept (``--video-dir``: later runs of a lease skip ~30 s of encoding)."""
+    already in ``folder`` are kept (``--video-dir``: later runs of a lease skip the encoding, ~30 s estimated)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"video{index:03d}.mp4" for index in range(count)]
     missing = [index for index, path in enumerate(paths) if not path.exists()]
