@@ -49,7 +49,9 @@ QUESTIONS = (
 
 
 def write_video(path: Path, index: int, seconds: int) -> Path:
-    """One 320x240 MP4 at 30 fps (OpenCV or PyAV, whichever is installed); frames differ per ``index``."""
+    """One 320x240 MP4 at 30 fps (OpenCV or PyAV, whichever is installed); frames differ per ``index``.
+    Written under a temporary name and then renamed, so that a ``path`` that exists is whole."""
+    final, path = path, path.with_name(f"{path.stem}.partial{path.suffix}")
     # uint8 arithmetic wraps modulo 256, as the pattern needs (int64 frames took as long as encoding)
     ramp = (np.add.outer(np.arange(240), np.arange(320)) % 256).astype(np.uint8)
     shift = np.uint8(index % 256)
@@ -72,19 +74,25 @@ def write_video(path: Path, index: int, seconds: int) -> Path:
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
-    return path
+    return path.replace(final)
 
 
 def write_videos(folder: Path, count: int, seconds: int, workers: int | None = None) -> list[Path]:
     """``count`` MP4s written by ``workers`` processes (default: one per CPU core). Encoding is CPU
-    work of ~1 s a video: 520 videos in one process took longer than a GPU command may run."""
+    work of ~1 s a video: 520 videos in one process took longer than a GPU command may run. Videos
+    already in ``folder`` are kept (``--video-dir``: later runs of a lease skip the encoding, ~30 s estimated)."""
+    folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"video{index:03d}.mp4" for index in range(count)]
-    workers = min(count, workers or os.cpu_count() or 1)
+    missing = [index for index, path in enumerate(paths) if not path.exists()]
+    workers = min(len(missing), workers or os.cpu_count() or 1)
     if workers <= 1:
-        return [write_video(path, index, seconds) for index, path in enumerate(paths)]
+        for index in missing:
+            write_video(paths[index], index, seconds)
+        return paths
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(write_video, paths, range(count), [seconds] * count))
+        list(pool.map(write_video, [paths[index] for index in missing], missing, [seconds] * len(missing)))
+    return paths
 
 
 def write_tokenizers(folder: Path) -> Path:
@@ -223,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument(
+        "--video-dir",
+        type=Path,
+        help="keep the written videos here and reuse them in later runs (the same generator: one lease)",
+    )
+    parser.add_argument(
         "--frames-in-memory",
         action="store_true",
         help="decode every video before the timed run (workers only preprocess): is video decoding the bound?",
@@ -243,7 +256,8 @@ def main() -> None:
     torch.cuda.set_device(device)
     work = Path(tempfile.mkdtemp(prefix="llamavid-bench-"))
     tokenizers = write_tokenizers(work / "tokenizers")
-    videos = write_videos(work, args.videos, args.frames)[rank::world]
+    video_folder = args.video_dir / f"{args.frames}s" if args.video_dir else work
+    videos = write_videos(video_folder, args.videos, args.frames)[rank::world]
 
     rows = []
     for attn in args.attn.split(","):
