@@ -50,8 +50,9 @@ QUESTIONS = (
 
 def write_video(path: Path, index: int, seconds: int) -> Path:
     """One 320x240 MP4 at 30 fps (OpenCV or PyAV, whichever is installed); frames differ per ``index``.
-    Written under a temporary name and then renamed, so that a ``path`` that exists is whole."""
-    final, path = path, path.with_name(f"{path.stem}.partial{path.suffix}")
+    Written under a temporary name of this process and then renamed, so that a ``path`` that exists
+    is whole, also when the ranks of a multi-GPU run write into one ``--video-dir`` at once."""
+    final, path = path, path.with_name(f"{path.stem}.{os.getpid()}.partial{path.suffix}")
     # uint8 arithmetic wraps modulo 256, as the pattern needs (int64 frames took as long as encoding)
     ramp = (np.add.outer(np.arange(240), np.arange(320)) % 256).astype(np.uint8)
     shift = np.uint8(index % 256)
