@@ -32,7 +32,7 @@ from llamavid_eval.generation.decoding import (
     prefix_kv,
     to_device,
 )
-from llamavid_eval.generation.fusion import fuse_rms_norms, fuse_rotary
+from llamavid_eval.generation.fusion import fuse_gated_mlps, fuse_rms_norms, fuse_rotary
 from llamavid_eval.model.loading import LoadedLlamaVid, decode_answer
 from llamavid_eval.model.processing import (
     preprocess_frames,
@@ -175,6 +175,7 @@ class LlamaVidRunner:
         if compile and self.device.type == "cuda":
             fuse_rms_norms(loaded.model)  # in place: +4.6% questions/s on an H200 (benchmarks/RESULTS.md)
             fuse_rotary(loaded.model)
+            fuse_gated_mlps(loaded.model)
         self._prefix: tuple[tuple[int, ...], PrefixKV] | None = None
         if self.device.type == "cuda":
             # PyTorch's cuDNN attention builds a new plan for every new sequence length, and batched

@@ -7,8 +7,10 @@ feed-forward weights for query and text positions.
 
 Each (question, frame) pair runs the Q-Former, but the cross-attention's keys and values depend
 on the frame alone: :class:`FrameSharedCrossAttention` computes them (and the input layer norm)
-once per frame and lets every question about that frame read them, instead of once per pair
-(26 questions x 10 frames per MSVD video: 26x less of that work). :class:`DenseSplitQFormerLayer`
+once per frame, instead of once per pair (26 questions x 10 frames per MSVD video: 26x less of that
+work). The pairs are laid out frame by frame (:func:`pair_layout`), so that the queries of every
+question about a frame are one block that attends to that frame's keys once: no per-pair copy of
+keys, values or patches is made. :class:`DenseSplitQFormerLayer`
 copies the query and text parts of each layer into dense tensors once, instead of letting every
 linear layer and residual add read them as strided views.
 """
@@ -16,6 +18,7 @@ linear layer and residual add read them as strided views.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +45,52 @@ def build_content_projector(config: LlamaVidConfig) -> nn.Module:
         nn.GELU(),
         nn.Linear(config.hidden_size, config.hidden_size),
     )
+
+
+@dataclass(frozen=True)
+class FrameGroup:
+    """Frames that ``questions`` questions each ask about: its pairs are ``questions * len(frames)``
+    consecutive rows, frame by frame (the questions of one frame next to each other)."""
+
+    questions: int
+    frames: torch.Tensor  # distinct-frame indices, on the features' device
+
+
+@dataclass(frozen=True)
+class PairLayout:
+    """The (question, frame) pairs of a batch in the order the Q-Former runs them, by :class:`FrameGroup`."""
+
+    frame_index: torch.Tensor  # per pair, its distinct frame
+    item_index: torch.Tensor  # per pair, its question
+    groups: list[FrameGroup]
+    item_major: torch.Tensor  # rows of this layout in item order (each item's frames in order)
+
+
+def pair_layout(segments: Sequence[tuple[int, int]], device: torch.device) -> PairLayout:
+    """Lay out the pairs of ``segments`` (per item ``(first frame, count)``) frame by frame, items that
+    share a segment side by side, segments grouped by how many items share them. Built on the host and
+    copied without blocking (reading a device tensor back would make the host wait for the vision tower)."""
+    table = torch.tensor(segments, dtype=torch.long).view(-1, 2)
+    distinct, segment_of, sharing = torch.unique(table, dim=0, return_inverse=True, return_counts=True)
+    counts = table[:, 1]
+    item = torch.repeat_interleave(torch.arange(table.shape[0]), counts)  # item-major pairs
+    offset = torch.arange(item.shape[0]) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    questions = sharing[segment_of[item]]
+    # sorted by: how many items share the segment, the segment, the frame in it, the item
+    key = (questions * distinct.shape[0] + segment_of[item]) * int(counts.max()) + offset
+    order = (key * table.shape[0] + item).argsort()
+    item_major = torch.empty_like(order)
+    item_major[order] = torch.arange(order.shape[0])
+    frames = (table[item, 0] + offset)[order]
+    sizes = torch.unique_consecutive(questions[order], return_counts=True)
+    group_frames, start = [], 0
+    for shared, pairs in zip(*(part.tolist() for part in sizes), strict=True):
+        group_frames.append(frames[start : start + pairs : shared])  # one pair in `shared` is a new frame
+        start += pairs
+    on_device = to_device(torch.stack([frames, item[order], item_major]), device)
+    parts = to_device(torch.cat(group_frames), device).split([part.shape[0] for part in group_frames])
+    groups = [FrameGroup(shared, part) for shared, part in zip(sizes[0].tolist(), parts, strict=True)]
+    return PairLayout(on_device[0], on_device[1], groups, on_device[2])
 
 
 class VisualTokenizer(nn.Module):
@@ -93,21 +142,21 @@ class VisualTokenizer(nn.Module):
         self,
         features: torch.Tensor,
         keys: torch.Tensor,
-        frame_index: torch.Tensor,
+        layout: PairLayout,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """One context token per (question, frame) pair, ``[pairs, 1, width]``.
+        """One context token per (question, frame) pair in ``layout``'s order, ``[pairs, 1, width]``.
 
         ``features`` (with CLS) and ``keys`` (projected patches) are per distinct frame;
-        ``frame_index[i]`` is pair ``i``'s frame and ``input_ids``/``attention_mask`` its question.
+        ``input_ids``/``attention_mask`` are the pairs' questions.
         """
-        queries = self.query_tokens.expand(frame_index.shape[0], -1, -1)
+        queries = self.query_tokens.expand(layout.frame_index.shape[0], -1, -1)
         query_mask = torch.ones(queries.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device)
-        # The index stays set after the call: gradient checkpointing recomputes these layers during
-        # backward, after this method returned, and must see the same index. Every call sets it first.
+        # The groups stay set after the call: gradient checkpointing recomputes these layers during
+        # backward, after this method returned, and must see the same layout. Every call sets them first.
         for module in self._cross_attentions:
-            module.frame_index = frame_index
+            module.frame_groups = layout.groups
         mask = torch.cat([query_mask, attention_mask], dim=1)
         qformer_out = self.qformer(
             input_ids=input_ids,
@@ -117,9 +166,13 @@ class VisualTokenizer(nn.Module):
         ).last_hidden_state[:, : queries.shape[1]]
         text_q = self.query_projector(qformer_out)
         patches = self._patches(features)
-        weights = (text_q @ keys[frame_index].transpose(-1, -2) / patches.shape[-1] ** 0.5).softmax(dim=-1)
-        context = (weights @ patches[frame_index]).mean(dim=1, keepdim=True)
-        return self.context_projector(context)
+        context = []
+        for group, group_q in zip(layout.groups, _group_rows(text_q, layout.groups), strict=True):
+            # every query of every question about a frame against that frame's keys, as one block
+            scores = group_q @ keys.index_select(0, group.frames).transpose(-1, -2) / patches.shape[-1] ** 0.5
+            pooled = scores.softmax(dim=-1) @ patches.index_select(0, group.frames)
+            context.append(pooled.reshape(-1, *text_q.shape[1:]).mean(dim=1, keepdim=True))
+        return self.context_projector(torch.cat(context))
 
     def forward(
         self,
@@ -144,16 +197,13 @@ class VisualTokenizer(nn.Module):
         counts = [count for _, count in segments]
         if min(counts) <= 0:
             raise ValueError("every item needs at least one frame (got a segment with 0 frames)")
-        # index tensors built on the host and copied without blocking (a blocking copy, or reading a
-        # device tensor back, would make the host wait for the vision tower queued before this)
-        frame_index = torch.cat([torch.arange(start, start + count) for start, count in segments])
-        item_index = torch.repeat_interleave(torch.arange(len(segments)), torch.tensor(counts))
-        frame_index = to_device(frame_index, device)
-        item_index = to_device(item_index, device)
-
+        layout = pair_layout(segments, device)
         keys = self.key_projector(self._patches(features))
-        context = self.context_tokens(features, keys, frame_index, input_ids[item_index], attention_mask[item_index])
-        content = self.content_tokens(features)[frame_index]
+        items = layout.item_index
+        context = self.context_tokens(features, keys, layout, input_ids[items], attention_mask[items])
+        # back to item order: each item's frames in order, a context token then the frame's content tokens
+        context = context[layout.item_major]
+        content = self.content_tokens(features)[layout.frame_index[layout.item_major]]
         tokens = torch.cat([context, content], dim=1)
         return [chunk.flatten(0, 1) for chunk in tokens.split(counts)]
 
@@ -171,41 +221,56 @@ def _prepared_mask(mask: torch.Tensor, implementation: str, dtype: torch.dtype) 
     return mask  # flash attention takes the 2D mask
 
 
+def _group_rows(rows: torch.Tensor, groups: Sequence[FrameGroup]) -> list[torch.Tensor]:
+    """Pair rows ``[pairs, queries, width]`` (layout order) -> per group ``[frames, questions * queries,
+    width]`` views: the queries of all questions about one frame stacked."""
+    sizes = [group.questions * group.frames.shape[0] for group in groups]
+    return [
+        part.view(group.frames.shape[0], -1, rows.shape[-1])
+        for group, part in zip(groups, rows.split(sizes), strict=True)
+    ]
+
+
 class FrameSharedCrossAttention(InstructBlipQFormerMultiHeadAttention):
     """Q-Former cross-attention whose ``encoder_hidden_states`` rows are distinct frames.
 
-    While ``frame_index`` is set, batch row ``i`` attends to frame ``frame_index[i]``: keys and
-    values are projected once per frame and gathered per row. With ``frame_index`` unset it is
-    the library's module (rows of ``encoder_hidden_states`` are the batch rows).
+    While ``frame_groups`` is set, batch rows are (question, frame) pairs in :class:`PairLayout` order:
+    keys and values are projected once per frame, and the queries of all questions about a frame
+    attend to them as one block (cross-attention has no mask, so each query's result is the same as
+    alone). With ``frame_groups`` unset it is the library's module (rows of ``encoder_hidden_states``
+    are the batch rows).
     """
 
-    frame_index: torch.Tensor | None = None
+    frame_groups: list[FrameGroup] | None = None
 
     def forward(
         self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None, **kwargs
     ):
-        if self.frame_index is None or encoder_hidden_states is None:
+        if self.frame_groups is None or encoder_hidden_states is None:
             return super().forward(
                 hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask, **kwargs
             )
         if encoder_attention_mask is not None:
             raise ValueError("frame-shared cross-attention attends to every patch; pass no encoder_attention_mask")
-        query = self._heads(self.query(hidden_states))
-        # gathered while contiguous (a fast row copy; on the head-split view it was a 10 ms element gather)
-        key = self._heads(self.key(encoder_hidden_states).index_select(0, self.frame_index))
-        value = self._heads(self.value(encoder_hidden_states).index_select(0, self.frame_index))
+        keys, values = self.key(encoder_hidden_states), self.value(encoder_hidden_states)
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        output, weights = attention(
-            self,
-            query,
-            key,
-            value,
-            None,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            scaling=self.scaling,
-            **kwargs,
-        )
-        return output.reshape(*output.shape[:2], -1).contiguous(), weights
+        outputs = []
+        for group, queries in zip(
+            self.frame_groups, _group_rows(self.query(hidden_states), self.frame_groups), strict=True
+        ):
+            output, _ = attention(
+                self,
+                self._heads(queries),
+                self._heads(keys.index_select(0, group.frames)),
+                self._heads(values.index_select(0, group.frames)),
+                None,
+                dropout=0.0 if not self.training else self.attention_dropout,
+                scaling=self.scaling,
+                **kwargs,
+            )
+            outputs.append(output.reshape(-1, hidden_states.shape[1], keys.shape[-1]))
+        # no attention weights: one pair's are spread over its group's block
+        return torch.cat(outputs), None
 
     def _heads(self, states: torch.Tensor) -> torch.Tensor:
         """``[rows, tokens, heads * size]`` -> ``[rows, heads, tokens, size]``."""

@@ -1,6 +1,7 @@
 """Decoding shared by the video model and the judge, on a grouped-query (Llama-3-like) model: the
 grouped attention computes eager attention's function, and the static loop gives ``generate``'s ids,
-stopping at extra stop tokens where asked; fused norms and RoPE compute the unfused model's function."""
+stopping at extra stop tokens where asked; fused norms, RoPE and MLP gates compute the unfused model's
+function."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
+from llamavid_eval.generation import fusion
 from llamavid_eval.generation.attention import (
     GROUPED_ATTENTION,
     attention_implementation,
@@ -18,7 +20,13 @@ from llamavid_eval.generation.attention import (
     grouped_attention_for,
 )
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
-from llamavid_eval.generation.fusion import RotaryFusedAttention, fuse_rms_norms, fuse_rotary
+from llamavid_eval.generation.fusion import (
+    GateFusedMLP,
+    RotaryFusedAttention,
+    fuse_gated_mlps,
+    fuse_rms_norms,
+    fuse_rotary,
+)
 
 
 class _Heads(torch.nn.Module):
@@ -189,21 +197,28 @@ def test_fused_rotary_computes_the_same_logits(kv_heads):
     assert set(fused.state_dict()) == set(model.state_dict())  # released weights still load by name
 
 
-def test_fused_rotary_model_decodes_as_generate(gqa_model):
+def test_fused_model_decodes_as_generate(gqa_model):
     """The static loop on a fused model (prefix cache, padding, decode steps) gives ``generate``'s ids."""
     fused = copy.deepcopy(gqa_model)
     inputs = _gqa_inputs(gqa_model)
     settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
     with torch.inference_mode():
         eager = generate_eager(gqa_model, inputs, eos_token_id=1, **settings)
-        assert fuse_rotary(fused) == 2
+        assert fuse_rotary(fused) == 2 and fuse_gated_mlps(fused) == 2
         graph = GraphDecoder(fused, batch_size=4, graph_tokens=4, bucket=8).generate(
             _gqa_inputs(fused), eos_token_id=1, **settings
         )
     assert graph == eager
 
 
-def test_rotary_stays_unfused_when_compiling_fails(monkeypatch, caplog):
+@pytest.mark.parametrize(
+    ("fuse", "compiled", "what", "part"),
+    [
+        (fuse_rotary, "_compiled_rotate_pair", "RoPE", "self_attn"),
+        (fuse_gated_mlps, "_compiled_silu_gate", "MLP gates", "mlp"),
+    ],
+)
+def test_layers_stay_unfused_when_compiling_fails(monkeypatch, caplog, fuse, compiled, what, part):
     model = LlamaForCausalLM(
         LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4)
     ).eval()
@@ -211,8 +226,55 @@ def test_rotary_stays_unfused_when_compiling_fails(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no working C compiler")
 
-    monkeypatch.setattr("llamavid_eval.generation.fusion._compiled_rotary_heads", broken)
+    monkeypatch.setattr(f"llamavid_eval.generation.fusion.{compiled}", broken)
     with caplog.at_level("WARNING"):
-        assert fuse_rotary(model) == 0
-    assert "RoPE left unfused" in caplog.text and "no working C compiler" in caplog.text
-    assert all(type(layer.self_attn) is not RotaryFusedAttention for layer in model.model.layers)
+        assert fuse(model) == 0
+    assert f"{what} left unfused" in caplog.text and "no working C compiler" in caplog.text
+    assert all(type(getattr(layer, part)) not in (RotaryFusedAttention, GateFusedMLP) for layer in model.model.layers)
+
+
+def test_fused_gates_compute_the_same_logits():
+    """SiLU and gate product compiled into one function: the unfused model's logits to fp32 rounding,
+    at every prompt length; a model whose MLPs are not SiLU-gated is left as it is."""
+    torch.manual_seed(4)
+    config = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4
+    )
+    model = LlamaForCausalLM(config).eval()
+    fused = copy.deepcopy(model)
+    with torch.inference_mode():
+        assert fuse_gated_mlps(fused) == 2
+        for shape in ((3, 9), (2, 5), (1, 1)):
+            ids = torch.randint(0, 97, shape)
+            torch.testing.assert_close(fused(ids).logits, model(ids).logits, rtol=1e-5, atol=1e-5)
+    assert all(type(layer.mlp) is GateFusedMLP for layer in fused.model.layers)
+    assert set(fused.state_dict()) == set(model.state_dict())
+    config.hidden_act = "gelu"
+    assert fuse_gated_mlps(LlamaForCausalLM(config)) == 0
+
+
+def test_compiled_parts_specialise_on_widths_only(monkeypatch):
+    """One compiled RoPE graph serves every row and token count, with the widths as constants (with
+    symbolic widths the GPU kernel indexed through runtime divisions, six times slower)."""
+    graphs = []
+
+    def recording(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    monkeypatch.setattr(
+        "llamavid_eval.generation.fusion._compiled_rotate_pair",
+        torch.compile(fusion._rotate_pair, backend=recording, **fusion.ROWS_DYNAMIC),
+    )
+    torch._dynamo.reset()
+    for rows, tokens in ((3, 4), (5, 7), (2, 9)):
+        query, key = torch.randn(rows, tokens, 32), torch.randn(rows, tokens, 16)
+        angles = torch.randn(rows, tokens, 8)
+        got_query, got_key, _ = fusion.rotary_heads(query, key, key, angles, angles, head_dim=8)
+        assert got_query.shape == (rows, 4, tokens, 8) and got_key.shape == (rows, 2, tokens, 8)
+    (graph,) = graphs
+    values = [node.meta["example_value"] for node in graph.graph.nodes if node.op == "placeholder"]
+    tensors = [value.shape for value in values if isinstance(value, torch.Tensor)]
+    assert sorted(shape[1] for shape in tensors) == [8, 8, 16, 32]
+    assert all(type(shape[1]) is int for shape in tensors)
+    assert all(isinstance(shape[0], torch.SymInt) for shape in tensors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -229,3 +230,50 @@ def test_dense_split_qformer_layers_compute_the_library_layers_function():
             got = dense(query_embeds=queries, encoder_hidden_states=frames, **text).last_hidden_state
             assert got.shape == expected.shape
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def _pair_reference(model, features, frame, ids, mask):
+    """One (question, frame) pair's ``[context, content...]`` tokens the plain way: the library's
+    Q-Former on that frame alone (no frame sharing), then LLaMA-VID's context formula."""
+    tokenizer = model.visual_tokenizer
+    for module in tokenizer._cross_attentions:
+        module.frame_groups = None
+    one = features[frame : frame + 1]
+    queries = tokenizer.query_tokens
+    out = tokenizer.qformer(
+        input_ids=ids,
+        attention_mask=torch.cat([torch.ones(1, queries.shape[1], dtype=mask.dtype), mask], dim=1),
+        query_embeds=queries,
+        encoder_hidden_states=tokenizer.qformer_input_norm(one),
+    ).last_hidden_state[:, : queries.shape[1]]
+    patches = tokenizer._patches(one)
+    scores = tokenizer.query_projector(out) @ tokenizer.key_projector(patches).transpose(-1, -2)
+    context = (scores / patches.shape[-1] ** 0.5).softmax(dim=-1) @ patches
+    context = tokenizer.context_projector(context.mean(dim=1, keepdim=True))
+    return torch.cat([context, tokenizer.content_tokens(one)], dim=1).flatten(0, 1)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_pairs_laid_out_by_frame_give_each_pairs_own_tokens(loaded, implementation, monkeypatch):
+    """Items sharing a video (3, 2 and 1 asking about it, interleaved) run the Q-Former frame by frame,
+    their queries stacked per frame: each item's tokens are, frame by frame, those of the library's
+    Q-Former run on that one (question, frame) pair."""
+    from llamavid_eval.model.processing import preprocess_frames, qformer_tokenizer_inputs
+
+    model = copy.deepcopy(loaded.model)  # the reference unsets state that the shared model keeps
+    monkeypatch.setattr(model.visual_tokenizer.qformer.config, "_attn_implementation_internal", implementation)
+    clips = [list(coloured_frames(count, seed=seed)) for count, seed in ((3, 1), (4, 2), (2, 3))]
+    asks = [(0, "what colour is it?"), (1, "which way?"), (0, "describe the video"), (2, "how many?")]
+    asks += [(1, "what moves?"), (0, "is it dark?")]
+    starts = [0, 3, 7]
+    with torch.inference_mode():
+        features = model.encode_frames(preprocess_frames(loaded.image_processor, sum(clips, [])))
+        # random features: every patch of every frame differs, so a pair reading another frame shows
+        features = torch.randn(features.shape, generator=torch.Generator().manual_seed(5)) * 3
+        ids, mask = qformer_tokenizer_inputs(loaded.qformer_tokenizer, [question for _, question in asks])
+        batched = model.visual_tokens(features, [(starts[clip], len(clips[clip])) for clip, _ in asks], ids, mask)
+        for item, (clip, question) in enumerate(asks):
+            own_ids, own_mask = qformer_tokenizer_inputs(loaded.qformer_tokenizer, [question])
+            frames = range(starts[clip], starts[clip] + len(clips[clip]))
+            expected = torch.cat([_pair_reference(model, features, f, own_ids, own_mask) for f in frames])
+            torch.testing.assert_close(batched[item], expected, rtol=1e-5, atol=1e-5)

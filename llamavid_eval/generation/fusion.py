@@ -1,4 +1,5 @@
-"""Fewer, fused GPU kernels for the language model's RMSNorms and RoPE (``torch.compile`` of small parts).
+"""Fewer, fused GPU kernels for the language model's RMSNorms, RoPE and MLP gates (``torch.compile``
+of small parts).
 
 transformers' ``LlamaRMSNorm`` runs as separate kernels (upcast, square, mean, rsqrt, two
 multiplies, downcast): 65 norms x 7 launches in a 7B decode step, and seven fp32 passes over the
@@ -6,19 +7,27 @@ activations in a prefill. Compiling the norm modules alone - not the decoder lay
 ``layer_idx`` would make ``torch.compile`` specialise once per layer - costs one compilation shared
 by every instance (``dynamic=True``: every prompt length) and leaves the rest of the model as is.
 Measured on an H200: the 7B LLM stage 12-15% faster, fp32 token ids unchanged
-(``benchmarks/RESULTS.md``). RoPE is fused the same way, as one compiled function that the
-attention layers call (:class:`RotaryFusedAttention`), not by compiling the layers.
+(``benchmarks/RESULTS.md``). RoPE and the MLPs' SiLU gate are fused the same way, as compiled
+functions that the attention and MLP modules call (:class:`RotaryFusedAttention`,
+:class:`GateFusedMLP`), not by compiling the layers.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm, eager_attention_forward
+from transformers.models.llama.modeling_llama import (
+    LlamaAttention,
+    LlamaMLP,
+    LlamaRMSNorm,
+    eager_attention_forward,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,29 +63,50 @@ def _raise_recompile_limit() -> None:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
 
 
-def _rotary_heads(
+#: ``torch.compile`` settings for functions whose inputs pass through :func:`_dynamic_rows`: their row
+#: axis is the only symbolic size, the widths are constants. With every axis symbolic
+#: (``dynamic=True``) the RoPE kernel indexed its inputs through divisions by runtime sizes and ran at
+#: a sixth of the memory bandwidth on an H100 (417 us for a 235 MB call, ``profile_batch.py`` record
+#: ``20261206T200226Z``).
+ROWS_DYNAMIC: dict[str, Any] = {"dynamic": False}
+
+
+def _dynamic_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """``[..., width]`` -> ``[rows, width]`` (a view when contiguous), the row axis marked dynamic
+    (one compiled graph for every batch and prompt length; 1 row gets its own)."""
+    flat = tensor.reshape(-1, tensor.shape[-1])
+    torch._dynamo.maybe_mark_dynamic(flat, 0)
+    return flat
+
+
+def _rotate_pair(
+    query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE (``apply_rotary_pos_emb``'s formula) on token-major projections ``[n, heads * head_dim]``
+    with ``cos``/``sin`` ``[n, head_dim]``: the kernel reads and writes one layout (a kernel that also
+    transposed ran at under a tenth of the bandwidth, record ``20261206T174034Z``)."""
+
+    def rotate(states: torch.Tensor) -> torch.Tensor:
+        states = states.view(states.shape[0], -1, head_dim)
+        half = head_dim // 2
+        turned = torch.cat((-states[..., half:], states[..., :half]), dim=-1)
+        return (states * cos[:, None] + turned * sin[:, None]).flatten(1)
+
+    return rotate(query), rotate(key)
+
+
+_compiled_rotate_pair = torch.compile(_rotate_pair, **ROWS_DYNAMIC)
+
+
+def rotary_heads(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Projections ``[rows, tokens, heads * head_dim]`` -> ``[rows, heads, tokens, head_dim]`` views,
-    RoPE applied to queries and keys (``apply_rotary_pos_emb``'s formula).
-
-    The rotation is written in the projections' own layout and only then viewed head-major: a kernel
-    that also wrote the transposed layout ran at under a tenth of the memory bandwidth on an H100 (68 ms
-    per 512-question prefill, record ``20261206T174034Z``)."""
-
-    def rotate(states: torch.Tensor) -> torch.Tensor:
-        states = states.view(*states.shape[:2], -1, head_dim)
-        half = head_dim // 2
-        turned = torch.cat((-states[..., half:], states[..., :half]), dim=-1)
-        return states * cos[:, :, None] + turned * sin[:, :, None]
-
-    def heads(states: torch.Tensor) -> torch.Tensor:
-        return states.view(*states.shape[:2], -1, head_dim).transpose(1, 2)
-
-    return rotate(query).transpose(1, 2), rotate(key).transpose(1, 2), heads(value)
-
-
-_compiled_rotary_heads = torch.compile(_rotary_heads, dynamic=True)
+    RoPE applied to queries and keys by one compiled call; the values are only viewed."""
+    rows, tokens = query.shape[:2]
+    angles = (_dynamic_rows(part.expand(rows, tokens, -1)) for part in (cos, sin))
+    rotated = _compiled_rotate_pair(_dynamic_rows(query), _dynamic_rows(key), *angles, head_dim)
+    return tuple(states.view(rows, tokens, -1, head_dim).transpose(1, 2) for states in (*rotated, value))
 
 
 class RotaryFusedAttention(LlamaAttention):
@@ -97,7 +127,7 @@ class RotaryFusedAttention(LlamaAttention):
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         cos, sin = position_embeddings
-        query, key, value = _compiled_rotary_heads(
+        query, key, value = rotary_heads(
             self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states), cos, sin, self.head_dim
         )
         if cache is not None:
@@ -116,22 +146,66 @@ class RotaryFusedAttention(LlamaAttention):
         return self.o_proj(output.reshape(*hidden_states.shape[:-1], -1).contiguous()), weights
 
 
+def _silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``LlamaMLP``'s ``act_fn(gate_proj(x)) * up_proj(x)`` for ``hidden_act="silu"``."""
+    return F.silu(gate) * up
+
+
+_compiled_silu_gate = torch.compile(_silu_gate, **ROWS_DYNAMIC)
+
+
+class GateFusedMLP(LlamaMLP):
+    """``LlamaMLP`` whose SiLU and gate product run as one compiled kernel.
+
+    Unfused they are two kernels over ``[tokens, intermediate]`` tensors (the SiLU's output written and
+    read back): 16.4 of the 355 ms of a 512-question prefill on an H100 (record ``20261206T200226Z``).
+    Only ``forward`` differs; fused only where ``hidden_act`` is ``silu`` (:func:`fuse_gated_mlps`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(_compiled_silu_gate(_dynamic_rows(gate), _dynamic_rows(up)).view(gate.shape))
+
+
+def _swap_forward(layers: list[torch.nn.Module], fused: type, probe: Callable[[Any], Any], what: str) -> int:
+    """Give ``layers`` the class ``fused`` (same parameters and buffers, only ``forward`` differs) once
+    ``probe(layers[0])`` ran its compiled code; returns how many (0 when compiling does not work
+    here - no Triton, no C compiler for its launcher - and the layers stay as they were)."""
+    if not layers:
+        return 0
+    _raise_recompile_limit()
+    try:
+        with torch.inference_mode():
+            probe(layers[0])
+    except Exception as err:  # the model works unfused, only slower: say so and go on
+        log.warning("%s left unfused: torch.compile failed here (%s: %s)", what, type(err).__name__, err)
+        return 0
+    for layer in layers:
+        layer.__class__ = fused
+    return len(layers)
+
+
+def _probe_rotary(layer: LlamaAttention) -> None:
+    weight = layer.q_proj.weight
+    probe = torch.ones(2, 3, 2 * layer.head_dim, dtype=weight.dtype, device=weight.device)
+    angles = torch.ones(2, 3, layer.head_dim, dtype=weight.dtype, device=weight.device)
+    rotary_heads(probe, probe, probe, angles, angles, layer.head_dim)
+
+
+def _probe_gate(layer: LlamaMLP) -> None:
+    weight = layer.up_proj.weight
+    probe = torch.ones(3, 2, dtype=weight.dtype, device=weight.device)
+    _compiled_silu_gate(probe, probe)
+
+
 def fuse_rotary(model: torch.nn.Module) -> int:
     """Turn every ``LlamaAttention`` of ``model`` into a :class:`RotaryFusedAttention` in place; returns
     how many (0 when compiling does not work here, and the model stays as it was)."""
     layers = [module for module in model.modules() if type(module) is LlamaAttention]
-    if not layers:
-        return 0
-    _raise_recompile_limit()
-    weight = layers[0].q_proj.weight
-    probe = torch.ones(2, 3, 2 * layers[0].head_dim, dtype=weight.dtype, device=weight.device)
-    angles = torch.ones(2, 3, layers[0].head_dim, dtype=weight.dtype, device=weight.device)
-    try:
-        with torch.inference_mode():
-            _compiled_rotary_heads(probe, probe, probe, angles, angles, layers[0].head_dim)
-    except Exception as err:  # the model works unfused, only slower: say so and go on
-        log.warning("RoPE left unfused: torch.compile failed here (%s: %s)", type(err).__name__, err)
-        return 0
-    for layer in layers:
-        layer.__class__ = RotaryFusedAttention  # same parameters and buffers; only forward differs
-    return len(layers)
+    return _swap_forward(layers, RotaryFusedAttention, _probe_rotary, "RoPE")
+
+
+def fuse_gated_mlps(model: torch.nn.Module) -> int:
+    """Turn every SiLU-gated ``LlamaMLP`` of ``model`` into a :class:`GateFusedMLP` in place; returns
+    how many (0 when compiling does not work here, and the model stays as it was)."""
+    layers = [m for m in model.modules() if type(m) is LlamaMLP and m.config.hidden_act == "silu"]
+    return _swap_forward(layers, GateFusedMLP, _probe_gate, "MLP gates")
