@@ -55,6 +55,31 @@ def test_grouped_attention_is_eager_attention(heads, kv_heads, queries):
     assert not torch.allclose(unmasked, got)
 
 
+@pytest.mark.parametrize(("heads", "kv_heads", "queries"), [(4, 4, 1), (8, 2, 1), (8, 2, 5)])
+def test_grouped_attention_reads_a_shared_prefix_once(heads, kv_heads, queries):
+    """Told that the first slots hold one prefix in every row, the attention reads them from row 0
+    and gives what it gives reading every row's copy."""
+    generator = torch.Generator().manual_seed(heads + queries)
+    rows, length, dim, shared = 4, 13, 16, 5
+    query = torch.randn(rows, heads, queries, dim, generator=generator, dtype=torch.float64)
+    key = torch.randn(rows, kv_heads, length, dim, generator=generator, dtype=torch.float64)
+    value = torch.randn(rows, kv_heads, length, dim, generator=generator, dtype=torch.float64)
+    key[:, :, :shared], value[:, :, :shared] = key[:1, :, :shared], value[:1, :, :shared]
+    hidden = torch.rand(rows, 1, queries, length, generator=generator) < 0.3
+    hidden[..., :shared] = False  # the prefix is every row's
+    mask = torch.zeros(hidden.shape, dtype=torch.float64).masked_fill_(hidden, torch.finfo(torch.float64).min)
+    module = _Heads(heads // kv_heads)
+    expected, _ = grouped_attention(module, query, key, value, mask, scaling=dim**-0.5)
+    got, _ = grouped_attention(module, query, key, value, mask, scaling=dim**-0.5, shared_prefix=shared)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # row 0's prefix is what every row attends to: another prefix in row 1 is not read
+    key[1, :, :shared] += 1.0
+    changed, _ = grouped_attention(module, query, key, value, mask, scaling=dim**-0.5, shared_prefix=shared)
+    torch.testing.assert_close(changed, got, rtol=1e-12, atol=1e-12)
+    full, _ = grouped_attention(module, query, key, value, mask, scaling=dim**-0.5)
+    assert not torch.allclose(full[1], got[1])
+
+
 @pytest.fixture(scope="module")
 def gqa_model():
     torch.manual_seed(0)

@@ -7,6 +7,12 @@ Why not the built-in kernels: SDPA's only masked kernel (memory-efficient) spent
 models such as Llama-3 - the whole static cache, every layer, every step. Here the queries of one
 key/value head are stacked instead, so K and V are read once and never copied; for one group
 (LLaMA-VID's Vicuna) the operations are exactly ``eager``'s, so the token ids stay the same.
+
+Every row of a batched decode starts with the same system-prompt prefix (its KV is copied into each
+row's cache slots). Told its length (``shared_prefix``), the attention reads that part of K and V
+once, from row 0, as one matrix product per head for all rows, and only each row's own slots row by
+row: the per-row products were 8.6 of a 20.3 ms decode step (H200 profile 20261206T224606Z) and the
+prefix is 32 of their 72 slots.
 """
 
 from __future__ import annotations
@@ -35,12 +41,20 @@ def grouped_attention(
 ) -> tuple[torch.Tensor, None]:
     """``eager`` attention (additive mask, fp32 softmax) with each key/value head's query heads
     stacked along the query axis: ``query`` ``[rows, heads, q, dim]``, ``key``/``value``
-    ``[rows, kv_heads, length, dim]``, output ``[rows, q, heads, dim]``."""
+    ``[rows, kv_heads, length, dim]``, output ``[rows, q, heads, dim]``. ``shared_prefix`` (a
+    keyword the model passes through): the first slots of ``key``/``value`` hold the same prefix in
+    every row, read once from row 0."""
     rows, heads, queries, dim = query.shape
     kv_heads = key.shape[1]
     groups = heads // kv_heads
     stacked = query.reshape(rows, kv_heads, groups * queries, dim)
-    scores = torch.matmul(stacked, key.transpose(2, 3)) * scaling
+    shared = int(kwargs.get("shared_prefix") or 0)
+    if shared:
+        prefix_scores = _over_rows(stacked, key[0, :, :shared].transpose(1, 2))
+        scores = torch.cat([prefix_scores, stacked @ key[:, :, shared:].transpose(2, 3)], dim=-1)
+    else:
+        scores = torch.matmul(stacked, key.transpose(2, 3))
+    scores = scores * scaling
     if attention_mask is not None:
         if groups > 1 and queries > 1:  # the mask's query axis repeats once per stacked head
             mask_rows = attention_mask.shape[0]
@@ -48,8 +62,20 @@ def grouped_attention(
             attention_mask = attention_mask.reshape(mask_rows, 1, groups * queries, -1)
         scores = scores + attention_mask
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    output = torch.matmul(weights, value).reshape(rows, heads, queries, dim)
+    if shared:
+        output = weights[..., shared:] @ value[:, :, shared:] + _over_rows(weights[..., :shared], value[0, :, :shared])
+    else:
+        output = torch.matmul(weights, value)
+    output = output.reshape(rows, heads, queries, dim)
     return output.transpose(1, 2).contiguous(), None
+
+
+def _over_rows(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``left[r, h] @ right[h]`` for every row ``r`` as one product per head (``right`` read once):
+    ``left`` ``[rows, heads, n, k]``, ``right`` ``[heads, k, m]``, result ``[rows, heads, n, m]``."""
+    rows, heads, n, k = left.shape
+    flat = left.transpose(0, 1).reshape(heads, rows * n, k)
+    return (flat @ right).view(heads, rows, n, -1).transpose(0, 1)
 
 
 AttentionInterface.register(GROUPED_ATTENTION, grouped_attention)

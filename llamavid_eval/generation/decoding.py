@@ -245,7 +245,9 @@ class PendingDecode:
 
 
 class _StaticLoop:
-    """A static cache with the decode step's input/output buffers and, on CUDA, the step's graph."""
+    """A static cache with the decode step's input/output buffers and, on CUDA, the step's graphs:
+    one per length of shared prefix, which the attention reads once for all rows (a Python int that
+    the graph holds)."""
 
     def __init__(
         self, model: PreTrainedModel, rows: int, length: int, max_tokens: int, like: torch.Tensor, use_graphs: bool
@@ -253,6 +255,9 @@ class _StaticLoop:
         config = model.config
         device = like.device
         self.model = model
+        self.use_graphs = use_graphs
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.shared = 0  # slots of the current batch's shared prefix, the same in every row
         self.dtype = like.dtype
         self.length = length
         self.cache = StaticCache(config=config, max_cache_len=length)
@@ -268,13 +273,18 @@ class _StaticLoop:
         self.eos = torch.zeros(1, dtype=torch.long, device=device)
         self.is_stop = torch.zeros(model.get_output_embeddings().weight.shape[0], dtype=torch.bool, device=device)
         self.pad = torch.zeros((), dtype=torch.long, device=device)
-        self.graph = self._capture() if use_graphs else None
         self._prefix_in_cache: PrefixKV | None = None
         self._stops: _Stops | None = None
 
+    @property
+    def graph(self) -> torch.cuda.CUDAGraph | None:
+        """The decode step's graph for the current shared prefix (None without graphs)."""
+        return self.graphs.get(self.shared)
+
     def _capture(self) -> torch.cuda.CUDAGraph:
         """Record one decode step (after warm-up steps on a side stream, as CUDA graph capture needs);
-        the junk the warm-up writes is cleared by the next :meth:`run`."""
+        the junk the warm-up writes (the cached prefix too) is overwritten by the :meth:`run` that
+        called it."""
         self.mask[..., 0] = True
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -283,6 +293,7 @@ class _StaticLoop:
                 self.step()
         torch.cuda.current_stream().wait_stream(stream)
         self.cache.reset()
+        self._prefix_in_cache = None
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self.step()
@@ -303,6 +314,7 @@ class _StaticLoop:
                 cache=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
+                shared_prefix=self.shared,  # passed through to grouped_attention
             ).logits[:, -1]
         chosen = self.choose(logits)
         chosen = torch.where(self.finished, self.pad, chosen)
@@ -336,6 +348,9 @@ class _StaticLoop:
         """``[rows, <= new_tokens]`` greedy ids, a view of the output buffer that the next run
         overwrites (copy it first): prefill, then up to ``new_tokens - 1`` decode steps; the host
         waits only to check for finished rows."""
+        self.shared = inputs.prefix_length
+        if self.use_graphs and self.shared not in self.graphs:
+            self.graphs[self.shared] = self._capture()
         self.min_new.fill_(min_new)
         self.eos.fill_(stops.eos)
         if stops != self._stops:
