@@ -277,3 +277,23 @@ def test_pairs_laid_out_by_frame_give_each_pairs_own_tokens(loaded, implementati
             frames = range(starts[clip], starts[clip] + len(clips[clip]))
             expected = torch.cat([_pair_reference(model, features, f, own_ids, own_mask) for f in frames])
             torch.testing.assert_close(batched[item], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tower_attention_puts_cudnn_first_on_cuda_only_while_the_tower_runs():
+    """cuDNN attention is off for the language model (a new plan per decode length) but first for the
+    tower's fixed-length frames; on the CPU nothing changes."""
+    from torch.nn.attention import SDPBackend
+
+    from llamavid_eval.model.inference import _tower_attention
+
+    enabled = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        with _tower_attention(torch.device("cpu")):
+            assert not torch.backends.cuda.cudnn_sdp_enabled()
+        with _tower_attention(torch.device("cuda")):
+            assert torch.backends.cuda.cudnn_sdp_enabled()
+            assert torch._C._get_sdp_priority_order()[0] == int(SDPBackend.CUDNN_ATTENTION)
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(enabled)
