@@ -65,8 +65,12 @@ class Batch:
     segments: list[tuple[int, int]]
 
 
-def plan_batches(questions: Sequence[Question], batch_size: int) -> list[list[int]]:
-    """Caller indices grouped into batches of ``batch_size``, same video and generation settings adjacent."""
+def plan_batches(
+    questions: Sequence[Question], batch_size: int, first_batch_size: int | None = None
+) -> list[list[int]]:
+    """Caller indices grouped into batches of ``batch_size``, same video and generation settings
+    adjacent; the first batch holds at most ``first_batch_size``, so that the GPU starts once a few
+    videos are decoded rather than a whole batch's (the pipeline's fill)."""
     order = sorted(
         range(len(questions)),
         key=lambda i: (repr(sorted(questions[i].generation.items())), repr(questions[i].video_key), i),
@@ -74,7 +78,8 @@ def plan_batches(questions: Sequence[Question], batch_size: int) -> list[list[in
     batches: list[list[int]] = []
     for index in order:
         same_settings = batches and questions[batches[-1][0]].generation == questions[index].generation
-        if batches and same_settings and len(batches[-1]) < batch_size:
+        capacity = min(batch_size, first_batch_size or batch_size) if len(batches) == 1 else batch_size
+        if batches and same_settings and len(batches[-1]) < capacity:
             batches[-1].append(index)
         else:
             batches.append([index])
@@ -170,6 +175,7 @@ class LlamaVidRunner:
         vision_batch_size: int = 64,
         decode_workers: int = 4,
         compile: bool = False,
+        first_batch_size: int = 128,
     ) -> None:
         self.loaded = loaded
         # a cache rounded up to 8 slots, not 32: each decode step reads every slot of every row
@@ -185,6 +191,9 @@ class LlamaVidRunner:
             # an H100 with it off (benchmarks/RESULTS.md). Flash / memory-efficient kernels remain.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self.batch_size = batch_size
+        # A 512-question first batch waits for 20 videos before the GPU has work (~2 s of a 25 s
+        # H200 run, benchmarks/RESULTS.md); later batches' videos are decoded while the GPU runs.
+        self.first_batch_size = first_batch_size
         self.vision_batch_size = vision_batch_size
         self.decode_workers = decode_workers
 
@@ -205,7 +214,7 @@ class LlamaVidRunner:
     ) -> list[list[int]]:
         """Generated token ids in the order of ``questions`` (what :meth:`answer` decodes)."""
         answers: list[list[int]] = [[] for _ in questions]
-        plan = plan_batches(questions, self.batch_size)
+        plan = plan_batches(questions, self.batch_size, self.first_batch_size)
         batches = prepared_batches(
             questions, plan, self.loaded.image_processor, self.decode_workers, pin_memory=self.device.type == "cuda"
         )

@@ -100,6 +100,19 @@ def test_splice_places_text_and_visual_tokens_with_labels(loaded, padding_side):
         model.splice_visual_tokens([ids[0], ids[2]], [visual[0], None])
 
 
+def test_the_first_batch_may_be_smaller_and_the_rest_are_full():
+    """A small first batch starts the GPU early; every question is planned once, in video order."""
+    questions = _questions({}) * 4  # video "a": 8 questions, "b": 4
+    assert [len(b) for b in plan_batches(questions, batch_size=5)] == [5, 5, 2]
+    plan = plan_batches(questions, batch_size=5, first_batch_size=2)
+    assert [len(b) for b in plan] == [2, 5, 5]
+    assert sorted(i for b in plan for i in b) == list(range(12))
+    assert [questions[i].video_key for b in plan for i in b] == ["a"] * 8 + ["b"] * 4
+    assert plan_batches(questions, batch_size=5, first_batch_size=9) == plan_batches(questions, batch_size=5)
+    mixed = [*_questions({"max_new_tokens": 2}), *_questions({"max_new_tokens": 3})]
+    assert [len(b) for b in plan_batches(mixed, batch_size=5, first_batch_size=2)] == [2, 1, 3]
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_videos_decoded_one_per_worker_task_make_the_planned_batches(loaded, workers):
     """Batches assembled from per-video worker tasks equal preparing each batch on its own, also
