@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=10, help="video length in seconds (= frames at 1 fps)")
     parser.add_argument("--answer-tokens", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--vision-batch-size", type=int, default=64, help="frames per vision-tower call (fewer calls, fewer launches)"
+    )
     parser.add_argument("--baseline-videos", type=int, default=2, help="videos run through the slow path")
     parser.add_argument("--attn", default="sdpa", help="comma-separated: sdpa,eager,flash_attention_2")
     parser.add_argument(
@@ -310,7 +313,13 @@ def measure(
 ) -> dict:
     """Paths (b), then (a) and (c) unless ``--only optimized``."""
     torch.cuda.reset_peak_memory_stats(device)
-    fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=workers, **runner_options(decode))
+    fast_runner = LlamaVidRunner(
+        loaded,
+        batch_size=args.batch_size,
+        vision_batch_size=args.vision_batch_size,
+        decode_workers=workers,
+        **runner_options(decode),
+    )
     warm_videos = videos[: max(1, args.batch_size // args.questions)]
     _, warmup_s = timed(
         lambda: fast_runner.answer_ids(make_questions(warm_videos, args.questions, args.answer_tokens, shared=True))

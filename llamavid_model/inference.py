@@ -229,12 +229,18 @@ class LlamaVidRunner:
         # before the host waits for batch n's answers, so the GPU never idles while the host
         # tokenises and splices (~50 ms of host work per 128-question batch).
         # The named ranges show up in torch.profiler traces (benchmarks/timeline.py).
+        # The host's own work (both tokenisers) comes first, while the GPU still holds the previous
+        # batch's prefill and decode steps: launched later, between the tower's and the Q-Former's
+        # kernels, it let the GPU drain its queue and wait (H200 timeline 20261206T225326Z).
         previous: tuple[list[int], PendingDecode] | None = None
         for batch in batches:
             batch_questions = [questions[i] for i in batch.indices]
-            visual = self.visual_tokens(batch_questions, batch)
+            with record_function("llamavid.tokenise"):
+                qformer_text_ids = self.qformer_inputs(batch_questions)
+                prompts = self.prompt_ids(batch_questions)
+            visual = self.visual_tokens(batch_questions, batch, qformer_text_ids)
             with record_function("llamavid.llm_inputs"):
-                inputs = self.llm_inputs(batch_questions, visual)
+                inputs = self.llm_inputs(batch_questions, visual, prompts)
             if previous is not None:
                 with record_function("llamavid.collect"):
                     collect(*previous)
@@ -245,19 +251,27 @@ class LlamaVidRunner:
                 collect(*previous)
         return answers
 
+    def qformer_inputs(self, questions: Sequence[Question]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Q-Former's text ids and mask on the host (:meth:`visual_tokens` copies them over)."""
+        return qformer_tokenizer_inputs(self.loaded.qformer_tokenizer, [qformer_text(q.question) for q in questions])
+
     @torch.inference_mode()
-    def visual_tokens(self, questions: Sequence[Question], batch: Batch) -> list[torch.Tensor]:
+    def visual_tokens(
+        self,
+        questions: Sequence[Question],
+        batch: Batch,
+        qformer_text_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        """Each question's visual tokens; ``qformer_text_ids`` from :meth:`qformer_inputs` if already made."""
         model = self.loaded.model
+        qformer_ids, qformer_mask = qformer_text_ids or self.qformer_inputs(questions)
         with record_function("llamavid.tower"), _tower_attention(self.device):
             pixels = to_device(batch.pixel_values, self.device)
-            features = model.encode_frames(pixels, chunk_size=self.vision_batch_size)
-        with record_function("llamavid.qformer"):
-            # tokenised on the host and copied without blocking: a blocking copy would wait for the tower
-            qformer_ids, qformer_mask = qformer_tokenizer_inputs(
-                self.loaded.qformer_tokenizer, [qformer_text(q.question) for q in questions]
-            )
+            # host tensors copied without blocking: a blocking copy would wait for the queued work
             qformer_ids = to_device(qformer_ids, self.device)
             qformer_mask = to_device(qformer_mask, self.device)
+            features = model.encode_frames(pixels, chunk_size=self.vision_batch_size)
+        with record_function("llamavid.qformer"):
             return model.visual_tokens(features, batch.segments, qformer_ids, qformer_mask)
 
     @torch.inference_mode()
@@ -267,19 +281,29 @@ class LlamaVidRunner:
             self.llm_inputs(questions, self.visual_tokens(questions, batch)), questions[0].generation
         ).rows()
 
+    def prompt_ids(self, questions: Sequence[Question]) -> list[torch.Tensor]:
+        """Each question's prompt ids on the host, ``IMAGE_TOKEN_INDEX`` where its visual tokens go."""
+        tokenizer = self.loaded.tokenizer
+        return [
+            tokenize_with_image(vicuna_v1_prompt([(question_with_placeholder(q.question), None)]), tokenizer)
+            for q in questions
+        ]
+
     @torch.inference_mode()
-    def llm_inputs(self, questions: Sequence[Question], visual: Sequence[torch.Tensor]) -> LlmInputs:
+    def llm_inputs(
+        self,
+        questions: Sequence[Question],
+        visual: Sequence[torch.Tensor],
+        prompts: Sequence[torch.Tensor] | None = None,
+    ) -> LlmInputs:
         """Prompts with visual tokens spliced in, left padded; the shared system-prompt prefix run once.
 
         Every prompt starts with the same system text before ``<image>``: its KV cache is computed
         once per batch (about half of a short video-QA prompt's prefill) and repeated. The left
         padding of the question parts then sits between prefix and question, masked out.
         """
-        model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        prompts = [
-            tokenize_with_image(vicuna_v1_prompt([(question_with_placeholder(q.question), None)]), tokenizer)
-            for q in questions
-        ]
+        model = self.loaded.model
+        prompts = prompts if prompts is not None else self.prompt_ids(questions)
         shared = shared_prefix_length(prompts)
         inputs = model.splice_visual_tokens([p[shared:] for p in prompts], visual, padding_side="left")
         if not shared:
