@@ -140,6 +140,31 @@ def test_shared_prefix_cache_gives_the_full_prompt_result(loaded, beams):
     assert shared == whole
 
 
+def test_prefill_writes_the_whole_prompts_keys_and_values(loaded):
+    """After the prefill, every row's valid cache slots (the shared prefix's and its own) hold what
+    one forward pass over its whole prompt computes, in every layer; the first token is that pass's
+    greedy one. A slot read or written in the wrong place in any layer changes the next layers' keys
+    (the answers' ids alone did not show it: the tiny model gave the same ids)."""
+    inputs = _inputs(loaded, _questions({}))
+    assert inputs.prefix is not None
+    decoder = GraphDecoder(loaded.model, batch_size=3, bucket=8)
+    valid = inputs.attention_mask.bool()
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        first = decoder.generate(inputs, eos_token_id=loaded.tokenizer.eos_token_id, max_new_tokens=1)
+        whole = loaded.model(
+            inputs_embeds=inputs.embeds, attention_mask=inputs.attention_mask, position_ids=positions, use_cache=True
+        )
+    (loop,) = decoder._states.values()
+    total = inputs.embeds.shape[1]
+    for layer, reference in zip(loop.cache.layers, whole.past_key_values.layers, strict=True):
+        for row in range(inputs.rows):
+            slots = valid[row].nonzero().flatten()
+            for got, expected in ((layer.keys, reference.keys), (layer.values, reference.values)):
+                torch.testing.assert_close(got[row, :, :total][:, slots], expected[row][:, slots], rtol=1e-4, atol=1e-5)
+    assert first == whole.logits[:, -1].argmax(-1)[:, None].tolist()
+
+
 @pytest.mark.parametrize("shared_prefix", [True, False])
 def test_static_loop_honours_min_new_tokens_and_works_without_a_prefix(loaded, shared_prefix):
     """eos banned before min_new_tokens as generate bans it; left-padded rows with no cached prefix
