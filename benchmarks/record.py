@@ -54,6 +54,11 @@ def settings() -> dict[str, str]:
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith(("LLAMAVID_", "USE_HUB_KERNELS"))}
 
 
+def _plain(value: Any) -> str | float:
+    """JSON for what ``json`` cannot write itself: paths (``--video-dir``) as text, numbers (numpy, torch) as floats."""
+    return str(value) if isinstance(value, Path) else float(value)
+
+
 def write_record(
     benchmark: str, figures: dict[str, Any], folder: Path | None = None, device: str | None = None
 ) -> Path:
@@ -73,6 +78,6 @@ def write_record(
     folder.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", record["device"].lower()).strip("-")
     path = folder / f"{now:%Y%m%dT%H%M%SZ}_{benchmark}_{slug}.json"
-    path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    path.write_text(json.dumps(record, indent=2, default=_plain) + "\n")
     print(f"record: {path}", flush=True)
     return path
