@@ -7,6 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without a GPU, Triton kernels (llamavid_eval/generation/cache_attention.py) run in Triton's interpreter; the
+# variable must be set before triton is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_NAME = Path("shared") / "fixtures" / "llamavid-golden"

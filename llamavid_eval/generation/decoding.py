@@ -19,6 +19,7 @@ judge's verdicts both decode here; :func:`to_device` is how their host tensors r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections import OrderedDict
@@ -31,6 +32,11 @@ from torch.profiler import record_function
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
 from llamavid_eval.generation.attention import GROUPED_ATTENTION, attention_implementation, grouped_attention_for
+
+try:  # Triton ships with torch's Linux wheels; without it the grouped products serve everywhere
+    from llamavid_eval.generation.cache_attention import CACHE_ATTENTION, runs_here
+except ImportError:
+    CACHE_ATTENTION = None
 
 PrefixKV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
@@ -97,8 +103,10 @@ class GraphDecoder:
         kept_shapes: int = 3,
         check_every: int = 16,
         use_graphs: bool | None = None,
+        attention: str | None = None,
     ) -> None:
         self.model = model
+        self.attention = attention
         self.batch_size = batch_size
         self.graph_tokens = graph_tokens
         self.bucket = bucket
@@ -152,10 +160,20 @@ class GraphDecoder:
         if loop is None:
             while len(self._states) >= self.kept_shapes:
                 self._states.popitem(last=False)
-            use_graphs = self.use_graphs if self.use_graphs is not None else inputs.embeds.device.type == "cuda"
-            loop = _StaticLoop(self.model, inputs.rows, length, self.graph_tokens, inputs.embeds, use_graphs)
+            device = inputs.embeds.device
+            use_graphs = self.use_graphs if self.use_graphs is not None else device.type == "cuda"
+            attention = self.attention or _default_attention(device)
+            loop = _StaticLoop(self.model, inputs.rows, length, self.graph_tokens, inputs.embeds, use_graphs, attention)
         self._states[shape] = loop
         return loop
+
+
+def _default_attention(device: torch.device) -> str:
+    """The static loop's attention: the Triton cache kernel on CUDA (the shared prefix read once, one
+    kernel per layer), the grouped products elsewhere."""
+    if CACHE_ATTENTION is not None and device.type == "cuda" and runs_here(device):
+        return CACHE_ATTENTION
+    return GROUPED_ATTENTION
 
 
 @dataclass(frozen=True)
@@ -248,11 +266,21 @@ class _StaticLoop:
     """A static cache with the decode step's input/output buffers and, on CUDA, the step's graph."""
 
     def __init__(
-        self, model: PreTrainedModel, rows: int, length: int, max_tokens: int, like: torch.Tensor, use_graphs: bool
+        self,
+        model: PreTrainedModel,
+        rows: int,
+        length: int,
+        max_tokens: int,
+        like: torch.Tensor,
+        use_graphs: bool,
+        attention: str = GROUPED_ATTENTION,
     ) -> None:
         config = model.config
         device = like.device
         self.model = model
+        self.attention = attention
+        # slots at the cache's start that hold the shared prefix in every row (the cache kernel reads row 0's)
+        self.shared = torch.zeros((), dtype=torch.int32, device=device)
         self.dtype = like.dtype
         self.length = length
         self.cache = StaticCache(config=config, max_cache_len=length)
@@ -293,9 +321,9 @@ class _StaticLoop:
         write_at = self.cache.layers[0].cumulative_length.view(1)
         self.mask.index_fill_(3, write_at, True)
         embeds = self.model.get_input_embeddings()(self.tokens[:, None])
-        # One query per row against the whole cache: batched matrix-vector products that read K/V
-        # once (attention.py says why not SDPA or eager).
-        with attention_implementation(self.model.config, GROUPED_ATTENTION):
+        # One query per row against the whole cache, K/V read once (attention.py and
+        # cache_attention.py say why not SDPA or eager).
+        with attention_implementation(self.model.config, self.attention):
             logits = self.model(
                 inputs_embeds=embeds,
                 attention_mask=self._for_attention(self.mask),
@@ -303,6 +331,7 @@ class _StaticLoop:
                 cache=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **self._attention_options(),
             ).logits[:, -1]
         chosen = self.choose(logits)
         chosen = torch.where(self.finished, self.pad, chosen)
@@ -312,10 +341,21 @@ class _StaticLoop:
         self.positions.add_(1)
         self.step_index.add_(1)
 
+    def _attention_options(self) -> dict[str, torch.Tensor]:
+        """What the cache kernel takes beyond the interface's arguments: the shared prefix's length."""
+        return {"shared_prefix": self.shared} if self.attention == CACHE_ATTENTION else {}
+
+    def _prefill_attention(self) -> contextlib.AbstractContextManager[None]:
+        """The cache kernel where the steps use it, else grouped products for a grouped-query model
+        (K/V read once, not copied per query head) and the model's own attention otherwise."""
+        if self.attention == CACHE_ATTENTION:
+            return attention_implementation(self.model.config, CACHE_ATTENTION)
+        return grouped_attention_for(self.model.config)
+
     def _for_attention(self, mask: torch.Tensor) -> torch.Tensor:
-        """SDPA takes the boolean mask; eager and grouped attention add the mask to their scores, so
-        they get 0 / -inf."""
-        if self.model.config._attn_implementation == "sdpa":
+        """SDPA and the cache kernel take the boolean mask; eager and grouped attention add the mask to
+        their scores, so they get 0 / -inf."""
+        if self.model.config._attn_implementation in ("sdpa", CACHE_ATTENTION):
             return mask
         return torch.zeros(mask.shape, dtype=self.dtype, device=mask.device).masked_fill_(
             ~mask, torch.finfo(self.dtype).min
@@ -365,6 +405,7 @@ class _StaticLoop:
         reuse = inputs.prefix is not None and inputs.prefix is self._prefix_in_cache
         for layer in self.cache.layers:
             layer.cumulative_length.fill_(start if reuse else 0)
+        self.shared.fill_(start)
         if not reuse:
             rows = inputs.rows
             for layer, (keys, values) in enumerate(inputs.prefix or ()):
@@ -379,7 +420,7 @@ class _StaticLoop:
         # row with nothing to attend to gives finite values instead of NaN
         mask = (self.mask & (keys <= queries[:, None])) | (keys == queries[:, None])
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        with grouped_attention_for(self.model.config):  # K/V read once, not copied per query head
+        with self._prefill_attention():
             logits = self.model(
                 inputs_embeds=inputs.embeds[:, start:],
                 attention_mask=self._for_attention(mask),
@@ -387,6 +428,7 @@ class _StaticLoop:
                 cache=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **self._attention_options(),
             ).logits[:, -1]
         first = torch.where(self.finished, self.pad, self.choose(logits))
         self.out[:, 0] = first
