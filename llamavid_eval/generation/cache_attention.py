@@ -2,7 +2,7 @@
 
 Why not the library kernels: at the video model's batch of 512 rows, SDPA's masked kernel and
 :func:`~llamavid_eval.generation.attention.grouped_attention`'s batched products spend ~8.5 ms of a
-decode step on an H200 (benchmarks/RESULTS.md) for ~2.5 GB of cache; flash-attention takes no
+decode step on an H200 (profile record 20261206T224606Z) for ~2.5 GB of cache; flash-attention takes no
 arbitrary mask (the static cache's padding slots), and neither reads the shared prompt prefix once:
 every row holds its own copy. This kernel is flash attention's online softmax over blocks of cache
 slots, for one (row, key/value head) per program with that head's query heads stacked (so K/V are
@@ -25,8 +25,8 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 #: ``config._attn_implementation`` value that selects :func:`cache_attention`.
 CACHE_ATTENTION = "llamavid_cache"
-#: Cache slots per block of the online softmax, and warps per program (set by
-#: ``benchmarks/cache_attention.py`` on an H200).
+#: Cache slots per block of the online softmax, and warps per program (``benchmarks/cache_attention.py``
+#: times the alternatives; these are not tuned yet).
 BLOCK_SLOTS = 64
 NUM_WARPS = 4
 
