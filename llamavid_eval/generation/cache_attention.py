@@ -4,10 +4,11 @@ Why not the library kernels: at the video model's batch of 512 rows on an H200 (
 20261206T224606Z), :func:`~llamavid_eval.generation.attention.grouped_attention`'s batched products
 took ~8.5 ms of each 19.7 ms decode step and SDPA's masked kernel 22.8 ms of the prefill;
 flash-attention takes no arbitrary mask (the static cache's padding slots), and none of them reads
-the shared prompt prefix once: every row holds its own copy. This kernel is flash attention's online softmax over blocks of cache
-slots, for one (row, key/value head) per program with that head's query heads stacked (so K/V are
-read once, never copied per query head), fp32 accumulators, the mask read as given, and the first
-``shared_prefix`` slots read from row 0 (a device scalar, so a CUDA graph replays with any prefix).
+the shared prompt prefix once: every row holds its own copy. This kernel is flash attention's
+online softmax over blocks of cache slots, for one (row, key/value head) per program with that
+head's query heads stacked (so K/V are read once, never copied per query head), fp32 accumulators,
+the mask read as given, and the first ``shared_prefix`` slots read from row 0 (a device scalar, so
+a CUDA graph replays with any prefix).
 
 It runs on CUDA, and on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``, the tests).
 """
