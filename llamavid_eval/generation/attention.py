@@ -7,6 +7,8 @@ Why not the built-in kernels: SDPA's only masked kernel (memory-efficient) spent
 models such as Llama-3 - the whole static cache, every layer, every step. Here the queries of one
 key/value head are stacked instead, so K and V are read once and never copied; for one group
 (LLaMA-VID's Vicuna) the operations are exactly ``eager``'s, so the token ids stay the same.
+On a GPU the static loop uses the Triton kernel of ``cache_attention.py`` instead (one kernel, the
+shared prefix read once); these products serve where Triton does not run, and the constrained judge.
 """
 
 from __future__ import annotations
