@@ -12,11 +12,11 @@ replayed with no Python per token and no host synchronisation until the end (or 
 small batch up to a power of two) and the cache length is rounded up to a bucket, so every batch of
 the same shape replays the same graph; the last few shapes' graphs are kept. Answers longer than ``graph_tokens`` continue on the
 eager ``generate`` path, so a task's large ``max_new_tokens`` does not size the static cache.
-On a GPU the prefill and the steps attend with one Triton kernel (``cache_attention.py``) that reads
-the shared prefix once for all rows.
 Sampling and beam search go to ``generate`` as well. Rows may also stop at other tokens than eos
 (the judge stops once its verdict dictionary closes). The video model's answers and the in-process
 judge's verdicts both decode here; :func:`to_device` is how their host tensors reach the GPU.
+On a GPU the prefill and the steps attend with one Triton kernel (``cache_attention.py``) that reads
+the shared prefix once for all rows.
 """
 
 from __future__ import annotations
