@@ -7,20 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_llm import AttentionHeads, shared_prefix_prompts, tiny_llama
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from llamavid_eval.generation import cache_attention as kernel_module
 from llamavid_eval.generation.cache_attention import CACHE_ATTENTION, cache_attention, runs_here
-from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
+from llamavid_eval.generation.decoding import GraphDecoder, generate_eager
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class _Heads(torch.nn.Module):
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.num_key_value_groups, self.training = groups, False
 
 
 def _case(heads, kv_heads, queries, slots, dim, seed, dtype=torch.float32):
@@ -38,7 +32,7 @@ def _eager(query, key, value, seen, groups):
     """transformers' eager attention, in fp64, with the additive mask it takes."""
     mask = torch.zeros(seen.shape, dtype=torch.float64, device=seen.device).masked_fill_(~seen, -torch.inf)
     query, key, value = (t.double() for t in (query, key, value))
-    out, _ = eager_attention_forward(_Heads(groups), query, key, value, mask, scaling=query.shape[-1] ** -0.5)
+    out, _ = eager_attention_forward(AttentionHeads(groups), query, key, value, mask, scaling=query.shape[-1] ** -0.5)
     return out
 
 
@@ -53,7 +47,7 @@ def test_kernel_is_eager_attention(heads, kv_heads, queries, slots, dim, boolean
     mask = (
         seen if boolean else torch.zeros(seen.shape, device=DEVICE).masked_fill_(~seen, torch.finfo(torch.float32).min)
     )
-    got, weights = cache_attention(_Heads(heads // kv_heads), query, key, value, mask, scaling=dim**-0.5)
+    got, weights = cache_attention(AttentionHeads(heads // kv_heads), query, key, value, mask, scaling=dim**-0.5)
     assert weights is None and got.shape == (3, queries, heads, dim) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
 
@@ -61,14 +55,14 @@ def test_kernel_is_eager_attention(heads, kv_heads, queries, slots, dim, boolean
 def test_a_mask_shared_by_all_rows_and_queries_broadcasts():
     query, key, value, seen = _case(4, 2, 5, 30, 16, seed=7)
     one = seen[:1, :, :1].clone()
-    got, _ = cache_attention(_Heads(2), query, key, value, one, scaling=0.25)
+    got, _ = cache_attention(AttentionHeads(2), query, key, value, one, scaling=0.25)
     expected = _eager(query, key, value, one.expand_as(seen), 2)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_no_mask_attends_to_every_slot():
     query, key, value, seen = _case(4, 4, 2, 90, 16, seed=8)
-    got, _ = cache_attention(_Heads(1), query, key, value, None, scaling=0.25)
+    got, _ = cache_attention(AttentionHeads(1), query, key, value, None, scaling=0.25)
     torch.testing.assert_close(got.double(), _eager(query, key, value, torch.ones_like(seen), 1), rtol=1e-5, atol=1e-5)
 
 
@@ -80,16 +74,16 @@ def test_shared_prefix_is_read_from_row_zero_only():
     clean_key[1:, :, :prefix] = key[:1, :, :prefix]
     clean_value[1:, :, :prefix] = value[:1, :, :prefix]
     shared = torch.tensor(prefix, dtype=torch.int32, device=DEVICE)
-    got, _ = cache_attention(_Heads(4), query, key, value, seen, scaling=0.25, shared_prefix=shared)
+    got, _ = cache_attention(AttentionHeads(4), query, key, value, seen, scaling=0.25, shared_prefix=shared)
     torch.testing.assert_close(got.double(), _eager(query, clean_key, clean_value, seen, 4), rtol=1e-5, atol=1e-5)
-    unshared, _ = cache_attention(_Heads(4), query, key, value, seen, scaling=0.25)
+    unshared, _ = cache_attention(AttentionHeads(4), query, key, value, seen, scaling=0.25)
     assert not torch.allclose(unshared[1:], got[1:], atol=1e-3)  # the junk is there to be read
     torch.testing.assert_close(unshared[0], got[0])
 
 
 def test_bfloat16_is_close_to_the_exact_function():
     query, key, value, seen = _case(8, 2, 5, 80, 16, seed=10, dtype=torch.bfloat16)
-    got, _ = cache_attention(_Heads(4), query, key, value, seen, scaling=0.25)
+    got, _ = cache_attention(AttentionHeads(4), query, key, value, seen, scaling=0.25)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.double(), _eager(query, key, value, seen, 4), rtol=2e-2, atol=2e-2)
 
@@ -97,49 +91,24 @@ def test_bfloat16_is_close_to_the_exact_function():
 def test_refuses_a_strided_head_dimension_and_an_uninterpreted_cpu(monkeypatch):
     query, key, value, seen = _case(4, 4, 1, 10, 16, seed=11)
     with pytest.raises(ValueError, match="contiguous"):
-        cache_attention(_Heads(1), query, key.transpose(2, 3).contiguous().transpose(2, 3), value, seen, 0.25)
+        cache_attention(AttentionHeads(1), query, key.transpose(2, 3).contiguous().transpose(2, 3), value, seen, 0.25)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert not runs_here(torch.device("cpu")) and runs_here(torch.device("cuda"))
     if DEVICE.type == "cpu":
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-            kernel_module.cache_attention(_Heads(1), query, key, value, seen, 0.25)
-
-
-def _model(kv_heads: int) -> LlamaForCausalLM:
-    torch.manual_seed(kv_heads)
-    config = LlamaConfig(
-        vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=8,
-        num_key_value_heads=kv_heads, max_position_embeddings=128, pad_token_id=0, eos_token_id=1,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval().to(DEVICE)
-
-
-def _inputs(model, shared: int, seed: int) -> LlmInputs:
-    """Three left-padded prompts of different lengths sharing their first ``shared`` ids."""
-    generator = torch.Generator().manual_seed(seed)
-    prefix = torch.randint(2, 97, (shared,), generator=generator)
-    own = [torch.randint(2, 97, (n,), generator=generator) for n in (4, 7, 2)]
-    width = shared + max(len(o) for o in own)
-    ids, mask = torch.zeros(3, width, dtype=torch.long), torch.zeros(3, width, dtype=torch.long)
-    for row, tokens in enumerate(own):
-        ids[row, :shared], mask[row, :shared] = prefix, 1
-        ids[row, width - len(tokens) :], mask[row, width - len(tokens) :] = tokens, 1
-    ids, mask = ids.to(DEVICE), mask.to(DEVICE)
-    with torch.inference_mode():
-        kv = prefix_kv(model, prefix[None].to(DEVICE)) if shared else None
-        return LlmInputs(model.get_input_embeddings()(ids), mask, kv)
+            kernel_module.cache_attention(AttentionHeads(1), query, key, value, seen, 0.25)
 
 
 @pytest.mark.parametrize("kv_heads", [8, 2])
 @pytest.mark.parametrize("shared", [5, 0])
 def test_static_loop_on_the_kernel_decodes_as_generate(kv_heads, shared):
     """Prefill and steps on the kernel; the second batch reuses the prefix left in the cache."""
-    model = _model(kv_heads)
+    model = tiny_llama(kv_heads, seed=kv_heads).to(DEVICE)
     settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
     decoder = GraphDecoder(model, batch_size=4, graph_tokens=6, bucket=8, attention=CACHE_ATTENTION)
     with torch.inference_mode():
         for seed in (3, 4):
-            inputs = _inputs(model, shared, seed)
+            inputs = shared_prefix_prompts(model, shared, seed)
             eager = generate_eager(model, inputs, eos_token_id=1, **settings)
             assert decoder.generate(inputs, eos_token_id=1, **settings) == eager, seed
     assert [loop.attention for loop in decoder._states.values()] == [CACHE_ATTENTION]

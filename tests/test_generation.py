@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+from tiny_llm import AttentionHeads, shared_prefix_prompts, tiny_llama
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
@@ -19,7 +20,7 @@ from llamavid_eval.generation.attention import (
     grouped_attention,
     grouped_attention_for,
 )
-from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
+from llamavid_eval.generation.decoding import GraphDecoder, generate_eager
 from llamavid_eval.generation.fusion import (
     GateFusedMLP,
     RotaryFusedAttention,
@@ -27,12 +28,6 @@ from llamavid_eval.generation.fusion import (
     fuse_rms_norms,
     fuse_rotary,
 )
-
-
-class _Heads(torch.nn.Module):
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.num_key_value_groups, self.training = groups, False
 
 
 @pytest.mark.parametrize(("heads", "kv_heads", "queries"), [(4, 4, 1), (8, 2, 1), (8, 2, 5), (6, 1, 3)])
@@ -45,7 +40,7 @@ def test_grouped_attention_is_eager_attention(heads, kv_heads, queries):
     hidden = torch.rand(rows, 1, queries, length, generator=generator) < 0.3
     hidden[..., 0] = False  # every query sees at least one key
     mask = torch.zeros(hidden.shape, dtype=torch.float64).masked_fill_(hidden, torch.finfo(torch.float64).min)
-    module = _Heads(heads // kv_heads)
+    module = AttentionHeads(heads // kv_heads)
     expected, _ = eager_attention_forward(module, query, key, value, mask, scaling=dim**-0.5)
     got, weights = grouped_attention(module, query, key, value, mask, scaling=dim**-0.5)
     assert weights is None and got.shape == (rows, queries, heads, dim)
@@ -57,38 +52,11 @@ def test_grouped_attention_is_eager_attention(heads, kv_heads, queries):
 
 @pytest.fixture(scope="module")
 def gqa_model():
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
-def _gqa_inputs(model, shared: int = 5) -> LlmInputs:
-    """Three prompts of different lengths (left padded) that share their first ``shared`` ids."""
-    generator = torch.Generator().manual_seed(3)
-    prefix = torch.randint(2, 97, (shared,), generator=generator)
-    own = [torch.randint(2, 97, (n,), generator=generator) for n in (4, 7, 2)]
-    width = shared + max(len(o) for o in own)
-    ids = torch.zeros(3, width, dtype=torch.long)
-    mask = torch.zeros(3, width, dtype=torch.long)
-    for row, tokens in enumerate(own):
-        ids[row, :shared], mask[row, :shared] = prefix, 1
-        ids[row, width - len(tokens) :], mask[row, width - len(tokens) :] = tokens, 1
-    with torch.inference_mode():
-        return LlmInputs(model.get_input_embeddings()(ids), mask, prefix_kv(model, prefix[None]))
+    return tiny_llama(kv_heads=2, seed=0)
 
 
 def test_grouped_query_model_decodes_as_generate(gqa_model):
-    inputs = _gqa_inputs(gqa_model)
+    inputs = shared_prefix_prompts(gqa_model)
     settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
     with torch.inference_mode():
         eager = generate_eager(gqa_model, inputs, eos_token_id=1, **settings)
@@ -101,7 +69,7 @@ def test_grouped_query_model_decodes_as_generate(gqa_model):
 
 def test_rows_end_at_extra_stop_tokens(gqa_model):
     """A stop token ends its row (included), other rows go on; past the graph part as well."""
-    inputs = _gqa_inputs(gqa_model)
+    inputs = shared_prefix_prompts(gqa_model)
     settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
     with torch.inference_mode():
         free = generate_eager(gqa_model, inputs, eos_token_id=1, **settings)
@@ -200,13 +168,13 @@ def test_fused_rotary_computes_the_same_logits(kv_heads):
 def test_fused_model_decodes_as_generate(gqa_model):
     """The static loop on a fused model (prefix cache, padding, decode steps) gives ``generate``'s ids."""
     fused = copy.deepcopy(gqa_model)
-    inputs = _gqa_inputs(gqa_model)
+    inputs = shared_prefix_prompts(gqa_model)
     settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
     with torch.inference_mode():
         eager = generate_eager(gqa_model, inputs, eos_token_id=1, **settings)
         assert fuse_rotary(fused) == 2 and fuse_gated_mlps(fused) == 2
         graph = GraphDecoder(fused, batch_size=4, graph_tokens=4, bucket=8).generate(
-            _gqa_inputs(fused), eos_token_id=1, **settings
+            shared_prefix_prompts(fused), eos_token_id=1, **settings
         )
     assert graph == eager
 
