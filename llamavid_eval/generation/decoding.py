@@ -36,7 +36,7 @@ from transformers import DynamicCache, PreTrainedModel, StaticCache
 from llamavid_eval.generation.attention import GROUPED_ATTENTION, attention_implementation, grouped_attention_for
 
 try:  # Triton ships with torch's Linux wheels; without it the grouped products serve everywhere
-    from llamavid_eval.generation.cache_attention import CACHE_ATTENTION, runs_here
+    from llamavid_eval.generation.cache_attention import CACHE_ATTENTION
 except ImportError:
     CACHE_ATTENTION = None
 
@@ -173,7 +173,7 @@ class GraphDecoder:
 def _default_attention(device: torch.device) -> str:
     """The static loop's attention: the Triton cache kernel on CUDA (the shared prefix read once, one
     kernel per layer), the grouped products elsewhere."""
-    if CACHE_ATTENTION is not None and device.type == "cuda" and runs_here(device):
+    if CACHE_ATTENTION is not None and device.type == "cuda":
         return CACHE_ATTENTION
     return GROUPED_ATTENTION
 
