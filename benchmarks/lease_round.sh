@@ -4,8 +4,10 @@
 #     STEPS='run A 120 $TP --batch-size 512; run X 120 $TP --batch-size 512' bash benchmarks/lease_round.sh
 #
 # `run NAME TIMEOUT SCRIPT ARGS...` runs a benchmark script of snapshot NAME from its own benchmarks/
-# folder; it is skipped when it could run past BUDGET seconds of the call (default 580). Records go to
-# $OUT/rec, the whole log to $OUT/all.log: commit them here as soon as they come back.
+# folder; it is skipped when it could run past BUDGET seconds of the call (default 580). Records come
+# back packed in $OUT/recs.tgz (a call returns only a few files), the whole log as $OUT/all.log:
+# commit them here as soon as they come back. The first $TP run of a call writes the videos: give it
+# ~95 s.
 set -u
 START=$(date +%s)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -38,4 +40,5 @@ run() {
 }
 
 eval "$STEPS"
-ls "$OUT/rec"
+ls "$OUT/rec" | tee -a "$OUT/all.log"
+(cd "$OUT" && tar czf recs.tgz rec && rm -rf rec)
