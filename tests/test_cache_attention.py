@@ -66,6 +66,16 @@ def test_no_mask_attends_to_every_slot():
     torch.testing.assert_close(got.double(), _eager(query, key, value, torch.ones_like(seen), 1), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("heads", "kv_heads", "queries"), [(4, 4, 1), (8, 2, 3)])
+def test_scores_rising_block_by_block_rescale_what_came_before(heads, kv_heads, queries):
+    """Each block of slots holds larger scores than the one before, so every block moves the running
+    maximum and the earlier blocks' sums must be rescaled each time."""
+    query, key, value, seen = _case(heads, kv_heads, queries, 100, 16, seed=12)
+    key = key * torch.linspace(0.2, 3.0, 100, device=DEVICE)[None, None, :, None]
+    got, _ = cache_attention(AttentionHeads(heads // kv_heads), query, key, value, seen, scaling=0.25)
+    torch.testing.assert_close(got.double(), _eager(query, key, value, seen, heads // kv_heads), rtol=1e-5, atol=1e-5)
+
+
 def test_shared_prefix_is_read_from_row_zero_only():
     """Rows 1 and 2 hold junk in the prefix slots: with ``shared_prefix`` the kernel must not read it."""
     query, key, value, seen = _case(8, 2, 3, 100, 16, seed=9)
