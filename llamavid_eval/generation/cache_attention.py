@@ -27,9 +27,9 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 #: ``config._attn_implementation`` value that selects :func:`cache_attention`.
 CACHE_ATTENTION = "llamavid_cache"
 #: Cache slots per block of the online softmax, and warps per program (``benchmarks/cache_attention.py``
-#: times the alternatives; these are not tuned yet).
-BLOCK_SLOTS = 64
-NUM_WARPS = 4
+#: times the alternatives; experiment: ``LLAMAVID_CACHE_BLOCK_SLOTS`` / ``LLAMAVID_CACHE_WARPS``).
+BLOCK_SLOTS = int(os.environ.get("LLAMAVID_CACHE_BLOCK_SLOTS", "64"))
+NUM_WARPS = int(os.environ.get("LLAMAVID_CACHE_WARPS", "4"))
 
 
 def runs_here(device: torch.device) -> bool:
