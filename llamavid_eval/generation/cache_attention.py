@@ -41,10 +41,18 @@ class LaunchConfig:
 #: Up to this many stacked (query head, query) pairs per program (decode steps: 1 for Vicuna, 4 for
 #: Llama-3's grouped heads) the scores are broadcast products summed on the CUDA cores, in registers;
 #: tensor cores need at least 16 rows, so below that ``tl.dot`` would mostly multiply padding.
-FEW_QUERIES_MAX = 8
+FEW_QUERIES_MAX = int(os.environ.get("LLAMAVID_CACHE_FEW_MAX", "8"))
+
+
+def _launch_from_env(name: str, default: LaunchConfig) -> LaunchConfig:
+    """Experiment: ``block,warps,stages`` from the environment."""
+    text = os.environ.get(name)
+    return LaunchConfig(*map(int, text.split(","))) if text else default
+
+
 #: Launch settings of the two paths (``benchmarks/cache_attention.py`` times the alternatives).
-FEW_QUERIES = LaunchConfig(block_slots=32, warps=4, stages=1)
-MANY_QUERIES = LaunchConfig(block_slots=32, warps=4, stages=1)
+FEW_QUERIES = _launch_from_env("LLAMAVID_CACHE_FEW", LaunchConfig(block_slots=32, warps=4, stages=1))
+MANY_QUERIES = _launch_from_env("LLAMAVID_CACHE_MANY", LaunchConfig(block_slots=32, warps=4, stages=1))
 
 
 def runs_here(device: torch.device) -> bool:
