@@ -275,7 +275,7 @@ class _StaticLoop:
         max_tokens: int,
         like: torch.Tensor,
         use_graphs: bool,
-        attention: str = GROUPED_ATTENTION,
+        attention: str,
     ) -> None:
         config = model.config
         device = like.device
