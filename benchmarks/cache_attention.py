@@ -5,7 +5,8 @@ video model's Vicuna-7B (32 heads) and the 8B judge's Llama-3 (32 query heads on
 Cache as the loop makes it: ``--prefix`` shared slots, then each row's tokens left padded, slots
 rounded up to a bucket; decode: one query per row; prefill: ``--new`` queries, causal. Prints the
 median milliseconds per call (``triton.testing.do_bench``) and the largest difference from fp64
-eager attention, for block sizes and warps, and writes a record.
+eager attention, for both of the kernel's paths (stacked queries summed on the CUDA cores, "few",
+or multiplied on the tensor cores, "dot"), block sizes, warps and pipelining stages; writes a record.
 
     python benchmarks/cache_attention.py --rows 512
 """
@@ -24,6 +25,7 @@ from llamavid_eval.generation import cache_attention as kernel_module
 from llamavid_eval.generation.attention import grouped_attention
 
 SHAPES = {"vicuna7b": (32, 32), "llama3_8b": (32, 8)}  # query heads, key/value heads; head size 128
+FEW_QUERIES_MAX = kernel_module.FEW_QUERIES_MAX  # the sweep below changes the module's
 
 
 class _Heads(torch.nn.Module):
@@ -74,11 +76,15 @@ def measure(name: str, heads: int, kv_heads: int, queries: int, args) -> dict[st
         "sdpa_ms": triton.testing.do_bench(lambda: sdpa_attention_forward(module, query, key, value, mask, scaling=scale)),
     }  # fmt: skip
     reference = exact(module, query, key, value, mask)
-    for block, warps in itertools.product((32, 64, 128), (4, 8)):
-        kernel_module.BLOCK_SLOTS, kernel_module.NUM_WARPS = block, warps
+    paths = ("few", "dot") if heads // kv_heads * queries <= FEW_QUERIES_MAX else ("dot",)
+    for path, block, warps, stages in itertools.product(paths, (16, 32, 64), (1, 2, 4), (1, 2)):
+        launch = kernel_module.LaunchConfig(block, warps, stages)
+        kernel_module.FEW_QUERIES = kernel_module.MANY_QUERIES = launch
+        kernel_module.FEW_QUERIES_MAX = FEW_QUERIES_MAX if path == "few" else 0
         run = lambda: kernel_module.cache_attention(module, query, key, value, mask, scale, shared_prefix=shared)  # noqa: E731
-        figures[f"kernel_b{block}_w{warps}_ms"] = triton.testing.do_bench(run)
-        figures[f"kernel_b{block}_w{warps}_max_error"] = (run()[0].double() - reference).abs().max().item()
+        label = f"kernel_{path}_b{block}_w{warps}_s{stages}"
+        figures[f"{label}_ms"] = triton.testing.do_bench(run)
+        figures[f"{label}_max_error"] = (run()[0].double() - reference).abs().max().item()
     for label, value_ in figures.items():
         print(f"{name:24s} {label:28s} {value_:10.4f}")
     return {f"{name}_{label}": value_ for label, value_ in figures.items()}
@@ -92,11 +98,11 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=72, help="static cache length")
     args = parser.parse_args()
     figures = {"rows": args.rows, "prefix": args.prefix, "new": args.new, "slots": args.slots}
-    defaults = (kernel_module.BLOCK_SLOTS, kernel_module.NUM_WARPS)
+    defaults = (kernel_module.FEW_QUERIES, kernel_module.MANY_QUERIES, kernel_module.FEW_QUERIES_MAX)
     for model, (heads, kv_heads) in SHAPES.items():
         figures |= measure(f"{model}_decode", heads, kv_heads, 1, args)
         figures |= measure(f"{model}_prefill", heads, kv_heads, args.new, args)
-    kernel_module.BLOCK_SLOTS, kernel_module.NUM_WARPS = defaults
+    kernel_module.FEW_QUERIES, kernel_module.MANY_QUERIES, kernel_module.FEW_QUERIES_MAX = defaults
     write_record("cache_attention", figures)
 
 

@@ -16,6 +16,7 @@ It runs on CUDA, and on the CPU under Triton's interpreter (``TRITON_INTERPRET=1
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,11 +27,24 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 #: ``config._attn_implementation`` value that selects :func:`cache_attention`.
 CACHE_ATTENTION = "llamavid_cache"
-#: Cache slots per block of the online softmax, and warps per program: the fastest of
-#: ``benchmarks/cache_attention.py``'s block sizes and warps for Vicuna's decode and prefill on an H100
-#: (record 20261207T150139Z; 64 slots took 0.348 ms a decode layer, 32 slots 0.239).
-BLOCK_SLOTS = 32
-NUM_WARPS = 4
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Cache slots per block of the online softmax, warps per program, and software-pipelining stages."""
+
+    block_slots: int
+    warps: int
+    stages: int
+
+
+#: Up to this many stacked (query head, query) pairs per program (decode steps: 1 for Vicuna, 4 for
+#: Llama-3's grouped heads) the scores are broadcast products summed on the CUDA cores, in registers;
+#: tensor cores need at least 16 rows, so below that ``tl.dot`` would mostly multiply padding.
+FEW_QUERIES_MAX = 8
+#: Launch settings of the two paths (``benchmarks/cache_attention.py`` times the alternatives).
+FEW_QUERIES = LaunchConfig(block_slots=32, warps=4, stages=1)
+MANY_QUERIES = LaunchConfig(block_slots=32, warps=4, stages=1)
 
 
 def runs_here(device: torch.device) -> bool:
@@ -48,7 +62,8 @@ def _cache_attention_kernel(
     so_row, so_query, so_head,
     queries, slots, dim, scaling,
     GROUPS: tl.constexpr, HAS_MASK: tl.constexpr, BOOL_MASK: tl.constexpr, UPCAST: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0).to(tl.int64)  # offsets past 2**31 elements in a large cache
     kv_head = tl.program_id(1)
@@ -63,7 +78,7 @@ def _cache_attention_kernel(
         mask=real[:, None] & in_dim[None, :],
         other=0.0,
     )
-    if UPCAST:
+    if UPCAST or not DOT:
         q = q.to(tl.float32)
     shared = tl.load(shared_ptr)
     best = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: a masked block gives exp(-inf) = 0, not NaN
@@ -78,9 +93,12 @@ def _cache_attention_kernel(
                     mask=tile, other=0.0)  # fmt: skip
         v = tl.load(v_ptr + source[:, None] * sv_row + kv_head * sv_head + slot[:, None] * sv_slot + dims[None, :],
                     mask=tile, other=0.0)  # fmt: skip
-        if UPCAST:
+        if UPCAST or not DOT:
             k, v = k.to(tl.float32), v.to(tl.float32)
-        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scaling
+        if DOT:
+            scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scaling
+        else:
+            scores = tl.sum(q[:, None, :] * k[None, :, :], axis=2) * scaling
         visible = real[:, None] & in_cache[None, :]
         if HAS_MASK:
             mask_at = mask_ptr + row * sm_row + query[:, None] * sm_query + slot[None, :] * sm_slot
@@ -94,7 +112,10 @@ def _cache_attention_kernel(
         weights = tl.exp(scores - new_best[:, None])
         rescale = tl.exp(best - new_best)
         total = total * rescale + tl.sum(weights, axis=1)
-        acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
+        if DOT:
+            acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
+        else:
+            acc = acc * rescale[:, None] + tl.sum(weights[:, :, None] * v[None, :, :], axis=1)
         best = new_best
     out = acc / tl.where(total == 0.0, 1.0, total)[:, None]
     tl.store(
@@ -137,9 +158,12 @@ def cache_attention(
     output = torch.empty(rows, queries, heads, dim, dtype=query.dtype, device=query.device)
     mask, mask_strides, is_bool = _mask_arguments(attention_mask, slots, query)
     groups = heads // kv_heads
-    block_m = max(16, triton.next_power_of_2(groups * queries)) if groups * queries <= 64 else 64
+    stacked = groups * queries
+    dot = stacked > FEW_QUERIES_MAX
+    launch = MANY_QUERIES if dot else FEW_QUERIES
+    block_m = min(64, max(16, triton.next_power_of_2(stacked))) if dot else triton.next_power_of_2(stacked)
     interpreted = query.device.type == "cpu"
-    grid = (rows, kv_heads, triton.cdiv(groups * queries, block_m))
+    grid = (rows, kv_heads, triton.cdiv(stacked, block_m))
     _cache_attention_kernel[grid](
         query, key, value, mask, output, shared_prefix,
         query.stride(0), query.stride(1), query.stride(2),
@@ -150,8 +174,9 @@ def cache_attention(
         queries, slots, dim, scaling,
         GROUPS=groups, HAS_MASK=attention_mask is not None, BOOL_MASK=is_bool,
         # Triton 3.8's interpreter computes bf16 dot products wrongly: it gets fp32 operands
-        UPCAST=interpreted, PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
-        BLOCK_M=block_m, BLOCK_N=BLOCK_SLOTS, BLOCK_D=max(16, triton.next_power_of_2(dim)), num_warps=NUM_WARPS,
+        UPCAST=interpreted, PRECISION="ieee" if query.dtype == torch.float32 else "tf32", DOT=dot,
+        BLOCK_M=block_m, BLOCK_N=launch.block_slots, BLOCK_D=max(16, triton.next_power_of_2(dim)),
+        num_warps=launch.warps, num_stages=launch.stages,
     )  # fmt: skip
     return output, None
 
