@@ -38,10 +38,11 @@ class LaunchConfig:
     stages: int
 
 
-#: Up to this many stacked (query head, query) pairs per program (decode steps: 1 for Vicuna, 4 for
-#: Llama-3's grouped heads) the scores are broadcast products summed on the CUDA cores, in registers;
-#: tensor cores need at least 16 rows, so below that ``tl.dot`` would mostly multiply padding.
-FEW_QUERIES_MAX = 8
+#: Up to this many stacked (query head, query) pairs per program the scores are broadcast products
+#: summed on the CUDA cores, in registers, instead of ``tl.dot`` on 16 rows that are mostly padding:
+#: faster for Vicuna's one query per decode step (0.169 against 0.181 ms a layer on an H100), slower
+#: for Llama-3's four grouped heads (0.077 against 0.058; log 20261207T154339Z).
+FEW_QUERIES_MAX = 1
 #: Launch settings of the two paths: the fastest of ``benchmarks/cache_attention.py``'s sweep for
 #: Vicuna on an H100 (log 20261207T154339Z): a decode layer 0.169 ms (the tensor-core path's best
 #: 0.181), a prefill layer 0.417 ms (SDPA 0.549). Small programs keep more of them resident per SM,
