@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import warnings
 
 import pytest
@@ -121,6 +122,34 @@ def test_a_broken_video_in_a_worker_process_is_named(loaded):
     questions = [*_questions({"max_new_tokens": 2}), Question("what?", "broken", broken, {"max_new_tokens": 2})]
     with pytest.raises(ValueError, match="broken.mp4"):
         LlamaVidRunner(loaded, batch_size=2, decode_workers=2).answer(questions)
+
+
+def test_the_heap_is_frozen_while_batches_run_and_unfrozen_after(loaded):
+    """Full collections skip the objects alive before the loop (a pause of ~0.2 s each otherwise);
+    the process's collector is left as found, also when a batch fails."""
+    frozen_at_progress = []
+    runner = LlamaVidRunner(loaded, batch_size=2, decode_workers=0)
+    assert gc.get_freeze_count() == 0
+    runner.answer(_questions({"max_new_tokens": 2}), lambda _: frozen_at_progress.append(gc.get_freeze_count()))
+    assert len(frozen_at_progress) == 2 and min(frozen_at_progress) > 0
+    assert gc.get_freeze_count() == 0
+
+    def broken():
+        raise ValueError("could not decode /data/broken.mp4")
+
+    with pytest.raises(ValueError, match="broken.mp4"):
+        runner.answer([Question("what?", "broken", broken, {"max_new_tokens": 2})])
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_heap_frozen_by_the_caller_stays_frozen(loaded):
+    runner = LlamaVidRunner(loaded, batch_size=3, decode_workers=0)
+    gc.freeze()
+    try:
+        runner.answer(_questions({"max_new_tokens": 2}))
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.parametrize("beams", [1, 2])
