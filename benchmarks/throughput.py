@@ -356,14 +356,18 @@ def measure(
     return row
 
 
-def pipeline_rates(started: float, answered: list[tuple[float, int]]) -> dict[str, float]:
+def pipeline_rates(started: float, answered: list[tuple[float, int]]) -> dict[str, object]:
     """When the first batch's answers reached the host (pipeline fill: workers start, first videos
-    decoded, one batch end to end), and questions/s from there to the last batch (steady state)."""
+    decoded, one batch end to end), questions/s from there to the last batch (steady state), and
+    each batch's interval."""
     first, last = answered[0][0], answered[-1][0]
     after_first = sum(count for _, count in answered[1:])
+    times = [started] + [when for when, _ in answered]
     return {
         "first_batch_s": first - started,
         "steady_qps": after_first / (last - first) if last > first else float("nan"),
+        # (seconds since the previous batch's answers, questions) per batch: where fill and tail sit
+        "batch_s": [(round(b - a, 4), count) for a, b, (_, count) in zip(times[:-1], times[1:], answered, strict=True)],
     }
 
 
