@@ -256,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="4",
         help="comma-separated: processes that decode and preprocess videos (one row per value and decode path)",
     )
+    parser.add_argument(
+        "--warmup-videos",
+        type=int,
+        help="videos of the untimed warm-up run (default: one batch's worth, batch size // questions); "
+        "more run the timed run's own batch shapes and two batches in flight before the clock starts",
+    )
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument(
         "--video-dir",
@@ -337,7 +343,7 @@ def measure(
     """Paths (b), then (a) and (c) unless ``--only optimized``."""
     torch.cuda.reset_peak_memory_stats(device)
     fast_runner = LlamaVidRunner(loaded, batch_size=args.batch_size, decode_workers=workers, **runner_options(decode))
-    warm_videos = videos[: max(1, args.batch_size // args.questions)]
+    warm_videos = videos[: args.warmup_videos or max(1, args.batch_size // args.questions)]
     _, warmup_s = timed(
         lambda: fast_runner.answer_ids(make_questions(warm_videos, args.questions, args.answer_tokens, shared=True))
     )
