@@ -8,7 +8,10 @@ the shared prompt prefix once: every row holds its own copy. This kernel is flas
 online softmax over blocks of cache slots, for one (row, key/value head) per program with that
 head's query heads stacked (so K/V are read once, never copied per query head), fp32 accumulators,
 the mask read as given, and the first ``shared_prefix`` slots read from row 0 (a device scalar, so
-a CUDA graph replays with any prefix).
+a CUDA graph replays with any prefix). Few stacked queries (a decode step's one) are summed on the
+CUDA cores, more go through ``tl.dot`` on the tensor cores (:data:`FEW_QUERIES_MAX`): a decode layer
+at 512 rows takes 0.169 ms on an H100, against 0.307 for the grouped products (record
+20261207T165800Z).
 
 It runs on CUDA, and on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``, the tests).
 """
