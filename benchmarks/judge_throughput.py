@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from collector import collector_pauses  # noqa: E402
 from random_judge import WORDS, build_judge, build_tokenizer  # noqa: E402
 from record import write_record  # noqa: E402
 
@@ -75,7 +76,8 @@ def main() -> None:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        out = judge.judge_many(subset)
+        with collector_pauses() as pauses:
+            out = judge.judge_many(subset)
         seconds = time.perf_counter() - start
         parsed = sum(not j.failed for j in out)
         prompt_tokens = [len(judge._ids(tok, prompt.messages(r))) for r in subset[:256]]
@@ -94,6 +96,7 @@ def main() -> None:
                 "reply": out[0].raw,
                 "decoding": judge.decoding,
                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0,
+                "gc_pauses": pauses,
             }
         )
         print(json.dumps(rows[-1]), flush=True)

@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
-import gc
 import json
 import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from collector import collector_pauses
 from record import write_record
 
 from llamavid_eval.model.inference import LlamaVidRunner, Question, plan_batches
@@ -172,29 +170,6 @@ def one_batch_workload(
     loaded = random_loaded(tokenizers, work, device="cuda")
     questions = make_questions(videos, args.questions, args.answer_tokens, shared=True)
     return loaded, videos, questions, plan_batches(questions, args.batch_size)[0]
-
-
-@contextlib.contextmanager
-def collector_pauses() -> Iterator[dict[str, list[float]]]:
-    """The main process's cyclic-collector pauses while the block runs, per generation: [count,
-    total s, longest s] (``gc.callbacks``): a full collection of the libraries' and model's objects
-    is a pause of the loop that launches the GPU's work."""
-    pauses: dict[str, list[float]] = {}
-    began = [0.0]
-
-    def note(phase: str, info: dict) -> None:
-        if phase == "start":
-            began[0] = time.perf_counter()
-            return
-        spent = time.perf_counter() - began[0]
-        count, total, longest = pauses.get(str(info["generation"]), [0, 0.0, 0.0])
-        pauses[str(info["generation"])] = [count + 1, round(total + spent, 4), round(max(longest, spent), 4)]
-
-    gc.callbacks.append(note)
-    try:
-        yield pauses
-    finally:
-        gc.callbacks.remove(note)
 
 
 def timed(fn, sync: bool = True) -> tuple[object, float]:
