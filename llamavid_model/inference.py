@@ -12,8 +12,6 @@ against ~410 ms of GPU work (``benchmarks/stages.py``).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 import multiprocessing
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -24,6 +22,7 @@ import torch
 from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset
 
+from llamavid_eval.core.heap import frozen_heap
 from llamavid_eval.core.tokens import IMAGE_TOKEN_INDEX
 from llamavid_eval.generation.decoding import (
     GraphDecoder,
@@ -115,24 +114,6 @@ def prepare_batch(questions: Sequence[Question], indices: list[int], image_proce
     """Decode + preprocess the distinct videos of the questions at ``indices``."""
     videos = [prepare_video(questions, index, image_processor) for index in first_asked(questions, indices)]
     return assemble_batch(questions, indices, videos)
-
-
-@contextlib.contextmanager
-def frozen_heap() -> Iterator[None]:
-    """Leave the objects alive now (libraries, the model, the questions) out of the cyclic garbage
-    collector while the batches run, as Python's ``gc.freeze`` documentation advises before forking
-    workers: a full collection otherwise walks them all (~0.5M objects; 0.33-0.35 s on an H100
-    host, once in a 13,520-question run, benchmarks/RESULTS.md), a pause of the loop that launches
-    the GPU's work, and a forked worker's collections write to the parent's
-    object pages (copy-on-write). Objects still go when their last reference does; only cycles
-    among them wait until the heap is unfrozen at the end (unless someone else froze it first)."""
-    already_frozen = gc.get_freeze_count() > 0
-    gc.freeze()
-    try:
-        yield
-    finally:
-        if not already_frozen:
-            gc.unfreeze()
 
 
 class PlannedVideos(Dataset):

@@ -3,6 +3,7 @@ left padding, decoding and parsing work end to end; a checkpoint's sampling defa
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 
@@ -232,6 +233,24 @@ def test_out_of_memory_in_a_constrained_batch_fails_its_items_only(monkeypatch):
     assert calls == [2, 1] and sum(j.failed for j in out) == 2  # batch 2 of 3 items: the second batch still runs
     assert all("lower LLAMAVID_JUDGE_BATCH_SIZE, now 2" in j.error for j in out if j.failed)
     assert [j.metadata["attempts"] for j in out] == [1, 1, 1]  # a failed batch is not re-asked
+
+
+def test_the_heap_is_frozen_while_chunks_are_judged_and_unfrozen_after(monkeypatch):
+    """No full collection of the libraries' objects between chunks; the collector left as found."""
+    from llamavid_eval.judges.backends import constrained
+
+    tok, lm = byte_level_llama(seed=2)
+    judge = HFJudge.with_model("bytes", tok, lm, batch_size=2, device="cpu")
+    real, frozen = constrained.choose, []
+
+    def noting_the_heap(*args, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(constrained, "choose", noting_the_heap)
+    out = judge.judge_many(REQS)
+    assert len(frozen) == 2 and min(frozen) > 0 and not any(j.failed for j in out)
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_chunks_verdicts_are_cached_together_as_it_ends_and_kept_on_ctrl_c(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from llamavid_eval.core.heap import frozen_heap
 from llamavid_eval.generation.attention import grouped_attention_for
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs
 from llamavid_eval.generation.fusion import fuse_rms_norms
@@ -156,30 +157,36 @@ class HFJudge(ConversationJudge):
                 return
             prompts = [frame.prefix for frame in frames]
         else:
-            prompts = self._encode(tok, conversations)
+            frames, prompts = None, self._encode(tok, conversations)
         shared = _shared_length(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths: little padding
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            try:
-                if self.decoding == "constrained":
-                    prefix = self._prefix_kv(lm, tuple(prompts[0][:shared])) if shared else None
-                    with grouped_attention_for(self._fused(lm).config):  # K/V read once, not copied per head
-                        choices = constrained.choose(lm, [frames[i] for i in chunk], tok.pad_token_id, shared, prefix)
-                    replies = [Reply(constrained.canonical(c.verdict, c.score), metadata=c.metadata()) for c in choices]
-                else:
-                    texts = self._generate(tok, lm, [prompts[i] for i in chunk], shared)
-                    replies = [Reply(text=text, metadata={"decoding": "free"}) for text in texts]
-            except Exception as err:  # e.g. out of memory: this chunk fails, the rest still runs
-                hint = (
-                    f" (lower LLAMAVID_JUDGE_BATCH_SIZE, now {self.batch_size})"
-                    if isinstance(err, torch.OutOfMemoryError)
-                    else ""
-                )
-                replies = [Reply(error=f"generation failed: {type(err).__name__}: {err}{hint}")] * len(chunk)
-            with self.replies_together():  # the chunk's verdicts cached in one transaction, as the chunk ends
-                for index, reply in zip(chunk, replies, strict=True):
-                    on_reply(index, reply)
+        with frozen_heap():  # no full collection of the libraries' objects between chunks
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                replies = self._judge_chunk(tok, lm, chunk, prompts, frames, shared)
+                with self.replies_together():  # the chunk's verdicts cached in one transaction, as the chunk ends
+                    for index, reply in zip(chunk, replies, strict=True):
+                        on_reply(index, reply)
+
+    def _judge_chunk(
+        self, tok: Any, lm: Any, chunk: list[int], prompts: list[list[int]], frames: list | None, shared: int
+    ) -> list[Reply]:
+        """Replies for the items at ``chunk``; a failure (e.g. out of memory) fails this chunk only."""
+        try:
+            if frames is not None:
+                prefix = self._prefix_kv(lm, tuple(prompts[0][:shared])) if shared else None
+                with grouped_attention_for(self._fused(lm).config):  # K/V read once, not copied per head
+                    choices = constrained.choose(lm, [frames[i] for i in chunk], tok.pad_token_id, shared, prefix)
+                return [Reply(constrained.canonical(c.verdict, c.score), metadata=c.metadata()) for c in choices]
+            texts = self._generate(tok, lm, [prompts[i] for i in chunk], shared)
+            return [Reply(text=text, metadata={"decoding": "free"}) for text in texts]
+        except Exception as err:
+            hint = (
+                f" (lower LLAMAVID_JUDGE_BATCH_SIZE, now {self.batch_size})"
+                if isinstance(err, torch.OutOfMemoryError)
+                else ""
+            )
+            return [Reply(error=f"generation failed: {type(err).__name__}: {err}{hint}")] * len(chunk)
 
     def _ids(self, tok: Any, messages: Messages) -> list[int]:
         return self._encode(tok, [messages])[0]
