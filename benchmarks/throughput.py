@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from collector import collector_pauses
+from fill import decode_fill
 from record import write_record
 
 from llamavid_eval.model.inference import LlamaVidRunner, Question, plan_batches
@@ -237,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="videos of the untimed warm-up run (default: one batch's worth, batch size // questions); "
         "more run the timed run's own batch shapes and two batches in flight before the clock starts",
     )
+    parser.add_argument(
+        "--fill-probe",
+        action="store_true",
+        help="after the timed run, time the first batches' videos alone (workers' start, decode; no GPU)",
+    )
     parser.add_argument("--only", choices=["all", "optimized"], default="all")
     parser.add_argument(
         "--video-dir",
@@ -341,6 +347,8 @@ def measure(
         "warmup_s": warmup_s,
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
     }
+    if args.fill_probe:  # after the timed run: its workers have exited, and the clock is stopped
+        row["fill"] = decode_fill(questions, args.batch_size, loaded.image_processor, workers)
     if args.only == "optimized":
         return row
     slow_runner = LlamaVidRunner(loaded, batch_size=1, decode_workers=0)

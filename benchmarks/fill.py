@@ -1,0 +1,34 @@
+"""The video side of a run's first batch, with no GPU work: how long the workers take to start and
+to hand over each of the first batches' decoded, preprocessed videos (``prepared_batches`` as the
+runner calls it). A whole run's first batch waits for its videos before the GPU has any work; if
+a later batch's videos take about as long as the GPU spends on a batch, decoding is a bound too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from llamavid_eval.model.inference import Question, plan_batches, prepared_batches
+
+
+def decode_fill(
+    questions: Sequence[Question], batch_size: int, image_processor: Any, workers: int, batches: int = 6
+) -> dict[str, object]:
+    """Seconds from the call until each of the first ``batches`` batches is ready on the host (pinned
+    pixels where a GPU is present, as for a GPU run), and the mean interval after the first (the workers' steady rate)."""
+    plan = plan_batches(questions, batch_size)[:batches]
+    started = time.perf_counter()
+    ready = []
+    for _ in prepared_batches(questions, plan, image_processor, workers, torch.cuda.is_available()):
+        ready.append(time.perf_counter() - started)
+    later = [b - a for a, b in zip(ready[:-1], ready[1:], strict=False)]
+    return {
+        "workers": workers,
+        "batch_size": batch_size,
+        "ready_s": [round(t, 4) for t in ready],
+        "later_interval_s": round(sum(later) / len(later), 4) if later else None,
+    }
