@@ -18,17 +18,17 @@ from llamavid_eval.model.inference import Question, plan_batches, prepared_batch
 def decode_fill(
     questions: Sequence[Question], batch_size: int, image_processor: Any, workers: int, batches: int = 6
 ) -> dict[str, object]:
-    """Seconds from the call until each of the first ``batches`` batches is ready on the host (pinned
-    pixels where a GPU is present, as for a GPU run), and the mean interval after the first (the workers' steady rate)."""
+    """Seconds from the call until each of the first ``batches`` batches is ready on the host
+    (pinned pixels where a GPU is present, as for a GPU run), and the mean interval after the
+    first (the workers' steady rate)."""
     plan = plan_batches(questions, batch_size)[:batches]
     started = time.perf_counter()
     ready = []
     for _ in prepared_batches(questions, plan, image_processor, workers, torch.cuda.is_available()):
         ready.append(time.perf_counter() - started)
-    later = [b - a for a, b in zip(ready[:-1], ready[1:], strict=False)]
     return {
         "workers": workers,
         "batch_size": batch_size,
         "ready_s": [round(t, 4) for t in ready],
-        "later_interval_s": round(sum(later) / len(later), 4) if later else None,
+        "later_interval_s": round((ready[-1] - ready[0]) / (len(ready) - 1), 4) if len(ready) > 1 else None,
     }

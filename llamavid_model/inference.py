@@ -123,9 +123,9 @@ def frozen_heap() -> Iterator[None]:
     collector while the batches run, as Python's ``gc.freeze`` documentation advises before forking
     workers: a full collection otherwise walks them all (~0.5M objects; 0.33-0.35 s on an H100
     host, once in a 13,520-question run, benchmarks/RESULTS.md), a pause of the loop that launches
-    the GPU's work, and a forked worker's collections write to the parent's
-    object pages (copy-on-write). Objects still go when their last reference does; only cycles
-    among them wait until the heap is unfrozen at the end (unless someone else froze it first)."""
+    the GPU's work, and a forked worker's collections write to the parent's object pages
+    (copy-on-write). Objects still go when their last reference does; only cycles among them wait
+    until the heap is unfrozen at the end (unless someone else froze it first)."""
     already_frozen = gc.get_freeze_count() > 0
     gc.freeze()
     try:
