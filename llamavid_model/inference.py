@@ -65,19 +65,30 @@ class Batch:
     segments: list[tuple[int, int]]
 
 
-def plan_batches(questions: Sequence[Question], batch_size: int) -> list[list[int]]:
-    """Caller indices grouped into batches of ``batch_size``, same video and generation settings adjacent."""
+def plan_batches(questions: Sequence[Question], batch_size: int, first_videos: int = 0) -> list[list[int]]:
+    """Caller indices grouped into batches of ``batch_size``, same video and generation settings adjacent.
+
+    ``first_videos`` > 0 closes the first batch after that many distinct videos: the GPU starts once
+    each decode worker has delivered one video, instead of waiting for a whole batch's videos
+    (a run's pipeline fill; benchmarks/RESULTS.md), and the batches after it are full again.
+    """
     order = sorted(
         range(len(questions)),
         key=lambda i: (repr(sorted(questions[i].generation.items())), repr(questions[i].video_key), i),
     )
     batches: list[list[int]] = []
+    first_keys: set[Hashable] = set()
     for index in order:
         same_settings = batches and questions[batches[-1][0]].generation == questions[index].generation
-        if batches and same_settings and len(batches[-1]) < batch_size:
+        first_closed = (
+            len(batches) == 1 and len(first_keys) == first_videos and questions[index].video_key not in first_keys
+        )
+        if batches and same_settings and len(batches[-1]) < batch_size and not first_closed:
             batches[-1].append(index)
         else:
             batches.append([index])
+        if len(batches) == 1:
+            first_keys.add(questions[index].video_key)
     return batches
 
 
@@ -223,7 +234,7 @@ class LlamaVidRunner:
     ) -> list[list[int]]:
         """Generated token ids in the order of ``questions`` (what :meth:`answer` decodes)."""
         answers: list[list[int]] = [[] for _ in questions]
-        plan = plan_batches(questions, self.batch_size)
+        plan = plan_batches(questions, self.batch_size, first_videos=self.decode_workers)
         batches = prepared_batches(
             questions, plan, self.loaded.image_processor, self.decode_workers, pin_memory=self.device.type == "cuda"
         )

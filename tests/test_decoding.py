@@ -101,6 +101,22 @@ def test_splice_places_text_and_visual_tokens_with_labels(loaded, padding_side):
         model.splice_visual_tokens([ids[0], ids[2]], [visual[0], None])
 
 
+def test_a_short_first_batch_holds_one_video_per_decode_worker_and_the_rest_are_full():
+    """``first_videos``: the GPU starts after one round of decoding, then batches are full again;
+    every question is planned once, generation settings never mixed."""
+    asks = [Question("q", key, lambda: [], {"max_new_tokens": 3}) for key in "aaabbbcccdddeee"]
+    asks.append(Question("q", "f", lambda: [], {}))  # other settings: planned after the rest
+    assert plan_batches(asks, batch_size=8) == [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15]]
+    assert plan_batches(asks, batch_size=8, first_videos=2) == [
+        [0, 1, 2, 3, 4, 5],
+        [6, 7, 8, 9, 10, 11, 12, 13],
+        [14],
+        [15],
+    ]
+    # a batch size smaller than the videos' questions closes the first batch first
+    assert plan_batches(asks, batch_size=4, first_videos=2) == plan_batches(asks, batch_size=4)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_videos_decoded_one_per_worker_task_make_the_planned_batches(loaded, workers):
     """Batches assembled from per-video worker tasks equal preparing each batch on its own, also
