@@ -18,10 +18,11 @@ from llamavid_eval.model.inference import Question, plan_batches, prepared_batch
 def decode_fill(
     questions: Sequence[Question], batch_size: int, image_processor: Any, workers: int, batches: int = 6
 ) -> dict[str, object]:
-    """Seconds from the call until each of the first ``batches`` batches is ready on the host
-    (pinned pixels where a GPU is present, as for a GPU run), and the mean interval after the
-    first (the workers' steady rate)."""
-    plan = plan_batches(questions, batch_size)[:batches]
+    """Seconds from the call until each of the first ``batches`` batches of the runner's plan is
+    ready on the host (pinned pixels where a GPU is present, as for a GPU run), and the mean
+    interval after the first (the workers' steady rate). The runner's first batch holds one video
+    per worker, so its time is the workers' start plus one video each."""
+    plan = plan_batches(questions, batch_size, first_videos=workers)[:batches]
     started = time.perf_counter()
     ready = []
     for _ in prepared_batches(questions, plan, image_processor, workers, torch.cuda.is_available()):
