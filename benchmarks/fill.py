@@ -8,28 +8,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
-import torch
-
-from llamavid_eval.model.inference import Question, plan_batches, prepared_batches
+from llamavid_eval.model.inference import LlamaVidRunner, Question, prepared_batches
 
 
-def decode_fill(
-    questions: Sequence[Question], batch_size: int, image_processor: Any, workers: int, batches: int = 6
-) -> dict[str, object]:
-    """Seconds from the call until each of the first ``batches`` batches of the runner's plan is
+def decode_fill(questions: Sequence[Question], runner: LlamaVidRunner, batches: int = 6) -> dict[str, object]:
+    """Seconds from the call until each of the first ``batches`` batches of ``runner``'s plan is
     ready on the host (pinned pixels where a GPU is present, as for a GPU run), and the mean
     interval after the first (the workers' steady rate). The runner's first batch holds one video
     per worker, so its time is the workers' start plus one video each."""
-    plan = plan_batches(questions, batch_size, first_videos=workers)[:batches]
+    plan, workers = runner.plan(questions)[:batches], runner.decode_workers
     started = time.perf_counter()
     ready = []
-    for _ in prepared_batches(questions, plan, image_processor, workers, torch.cuda.is_available()):
+    for _ in prepared_batches(questions, plan, runner.loaded.image_processor, workers, runner.device.type == "cuda"):
         ready.append(time.perf_counter() - started)
     return {
         "workers": workers,
-        "batch_size": batch_size,
+        "batch_size": runner.batch_size,
         "ready_s": [round(t, 4) for t in ready],
         "later_interval_s": round((ready[-1] - ready[0]) / (len(ready) - 1), 4) if len(ready) > 1 else None,
     }

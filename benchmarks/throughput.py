@@ -348,7 +348,7 @@ def measure(
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
     }
     if args.fill_probe:  # after the timed run: its workers have exited, and the clock is stopped
-        row["fill"] = decode_fill(questions, args.batch_size, loaded.image_processor, workers)
+        row["fill"] = decode_fill(questions, fast_runner)
     if args.only == "optimized":
         return row
     slow_runner = LlamaVidRunner(loaded, batch_size=1, decode_workers=0)

@@ -229,13 +229,17 @@ class LlamaVidRunner:
             for question, ids in zip(questions, self.answer_ids(questions, progress), strict=True)
         ]
 
+    def plan(self, questions: Sequence[Question]) -> list[list[int]]:
+        """The batches :meth:`answer_ids` runs: a short first batch of one video per decode worker
+        (+1.0% over a 13,520-question run on an H100, benchmarks/RESULTS.md), then full ones."""
+        return plan_batches(questions, self.batch_size, first_videos=self.decode_workers)
+
     def answer_ids(
         self, questions: Sequence[Question], progress: Callable[[int], None] | None = None
     ) -> list[list[int]]:
         """Generated token ids in the order of ``questions`` (what :meth:`answer` decodes)."""
         answers: list[list[int]] = [[] for _ in questions]
-        # the short first batch: +1.0% over a 13,520-question run on an H100 (benchmarks/RESULTS.md)
-        plan = plan_batches(questions, self.batch_size, first_videos=self.decode_workers)
+        plan = self.plan(questions)
         batches = prepared_batches(
             questions, plan, self.loaded.image_processor, self.decode_workers, pin_memory=self.device.type == "cuda"
         )

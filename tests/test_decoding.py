@@ -117,6 +117,17 @@ def test_a_short_first_batch_holds_one_video_per_decode_worker_and_the_rest_are_
     assert plan_batches(asks, batch_size=4, first_videos=2) == plan_batches(asks, batch_size=4)
 
 
+def test_the_runner_answers_in_its_plans_batches_a_short_first_one_included(loaded):
+    """:meth:`LlamaVidRunner.plan` is what runs: one video per decode worker first (here "a" alone,
+    though its questions and "b"'s would fill one batch), and what the fill probe times."""
+    questions = _questions({"max_new_tokens": 2}) * 2  # video "a": 4 questions, "b": 2
+    runner = LlamaVidRunner(loaded, batch_size=8, decode_workers=1)
+    assert runner.plan(questions) == plan_batches(questions, batch_size=8, first_videos=1)
+    answered = []
+    runner.answer(questions, answered.append)
+    assert answered == [len(batch) for batch in runner.plan(questions)] == [4, 2]
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_videos_decoded_one_per_worker_task_make_the_planned_batches(loaded, workers):
     """Batches assembled from per-video worker tasks equal preparing each batch on its own, also
