@@ -68,7 +68,8 @@ class Batch:
 def plan_batches(questions: Sequence[Question], batch_size: int, first_videos: int = 0) -> list[list[int]]:
     """Caller indices grouped into batches of ``batch_size``, same video and generation settings adjacent.
 
-    ``first_videos`` > 0 closes the first batch after that many distinct videos: the GPU starts once
+    ``first_videos`` > 0 ramps up: batch k closes after ``first_videos * 2**k`` distinct videos (until
+    full). The GPU starts once
     each decode worker has delivered one video, instead of waiting for a whole batch's videos
     (a run's pipeline fill; benchmarks/RESULTS.md), and the batches after it are full again.
     """
@@ -77,18 +78,22 @@ def plan_batches(questions: Sequence[Question], batch_size: int, first_videos: i
         key=lambda i: (repr(sorted(questions[i].generation.items())), repr(questions[i].video_key), i),
     )
     batches: list[list[int]] = []
-    first_keys: set[Hashable] = set()
+    keys: set[Hashable] = set()  # the current batch's videos
     for index in order:
         same_settings = batches and questions[batches[-1][0]].generation == questions[index].generation
-        first_closed = (
-            len(batches) == 1 and len(first_keys) == first_videos and questions[index].video_key not in first_keys
+        # the ramp: batch k closes after first_videos * 2**k videos, until batches are full
+        ramp_closed = (
+            first_videos > 0
+            and len(batches) < 8
+            and len(keys) >= first_videos * 2 ** (len(batches) - 1)
+            and questions[index].video_key not in keys
         )
-        if batches and same_settings and len(batches[-1]) < batch_size and not first_closed:
+        if batches and same_settings and len(batches[-1]) < batch_size and not ramp_closed:
             batches[-1].append(index)
         else:
             batches.append([index])
-        if len(batches) == 1:
-            first_keys.add(questions[index].video_key)
+            keys = set()
+        keys.add(questions[index].video_key)
     return batches
 
 
