@@ -7,9 +7,15 @@
 # folder; it is skipped when it could run past BUDGET seconds of the call (default 580). Records come
 # back packed in $OUT/recs.tgz (a call returns only a few files), the whole log as $OUT/all.log:
 # commit them here as soon as they come back. The first $TP run of a call writes the videos: give it
-# ~95 s.
+# ~95 s. With NEED=H200 the call stops at once, before installing anything, on any other card (a
+# draw costs ~100 s of device time instead of a whole round): give the machine back and call again.
 set -u
 START=$(date +%s)
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+if [[ -n ${NEED:-} && $CARD != *"$NEED"* ]]; then
+    echo "GPU: ${CARD:-none}, not $NEED: nothing run" | tee -a "$OUT/all.log"
+    exit 0
+fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 for d in .snap/*/; do
     python3 -m pip install -q --no-index --no-deps --no-compile --target "/tmp/pkg_$(basename "$d")" "$d"/*.whl || exit 1
