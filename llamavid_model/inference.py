@@ -234,15 +234,19 @@ class LlamaVidRunner:
         (+1.0% over a 13,520-question run on an H100, benchmarks/RESULTS.md), then full ones."""
         return plan_batches(questions, self.batch_size, first_videos=self.decode_workers)
 
+    def prepared(self, questions: Sequence[Question], plan: list[list[int]]) -> Iterator[Batch]:
+        """``plan``'s batches as :meth:`answer_ids` gets them: this runner's decode workers, pinned
+        pixels on CUDA (also what the fill probe, benchmarks/fill.py, times)."""
+        return prepared_batches(
+            questions, plan, self.loaded.image_processor, self.decode_workers, pin_memory=self.device.type == "cuda"
+        )
+
     def answer_ids(
         self, questions: Sequence[Question], progress: Callable[[int], None] | None = None
     ) -> list[list[int]]:
         """Generated token ids in the order of ``questions`` (what :meth:`answer` decodes)."""
         answers: list[list[int]] = [[] for _ in questions]
-        plan = self.plan(questions)
-        batches = prepared_batches(
-            questions, plan, self.loaded.image_processor, self.decode_workers, pin_memory=self.device.type == "cuda"
-        )
+        batches = self.prepared(questions, self.plan(questions))
 
         def collect(indices: list[int], pending: PendingDecode) -> None:
             for index, row in zip(indices, pending.rows(), strict=True):
