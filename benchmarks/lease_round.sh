@@ -11,9 +11,12 @@
 # draw costs ~100 s of device time instead of a whole round): give the machine back and call again.
 set -u
 START=$(date +%s)
-CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-if [[ -n ${NEED:-} && $CARD != *"$NEED"* ]]; then
-    echo "GPU: ${CARD:-none}, not $NEED: nothing run" | tee -a "$OUT/all.log"
+# the card's name (nvidia-smi and torch.cuda.get_device_name() both read the driver's), before any
+# install; the image's torch where nvidia-smi is missing
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+GPU=${GPU:-$(python3 -c "import torch; print(torch.cuda.get_device_name())" 2>/dev/null || echo "no GPU")}
+if [[ -n ${NEED:-} && $GPU != *"$NEED"* ]]; then
+    echo "GPU: $GPU, not $NEED: nothing run" | tee -a "$OUT/all.log"
     exit 0
 fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -22,7 +25,6 @@ for d in .snap/*/; do
 done
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT/rec"
-GPU=$(PYTHONPATH=/tmp/site python3 -c "import torch; print(torch.cuda.get_device_name())" 2>/dev/null || echo "no GPU")
 echo "GPU: $GPU, set-up $(($(date +%s) - START)) s" | tee -a "$OUT/all.log"
 # the videos are written once per call and reused by its later runs (~30 s of encoding each, estimated)
 TP="throughput.py --videos 520 --questions 26 --frames 10 --decode graph --only optimized --video-dir /tmp/bench-videos"
