@@ -47,6 +47,7 @@ from llamavid_eval.core.scores import (
     mean_interval,
     metric_items,
     over_budget,
+    written_method,
 )
 from llamavid_eval.core.stats import Interval
 from llamavid_eval.judges.exam import exam_notes
@@ -66,7 +67,6 @@ __all__ = [
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 STDERR_METHOD = "normal approximation (value ± 1.96 × lmms-eval's stderr; items treated as independent)"
 CLUSTERED_METHOD = "normal approximation (value ± 1.96 × lmms-eval's clustered stderr, by video)"
-RESULTS_METHOD = "cluster bootstrap over videos, 2000 resamples, seed 0, written by the task at evaluation time"
 REPORTED_NOTE = "reported rows (paper/study) carry no interval: their per-item results are not public"
 
 
@@ -75,11 +75,12 @@ def from_stderr(value: float, stderr: float, n: int | None, method: str = STDERR
     return Interval(value, value - Z_95 * stderr, value + Z_95 * stderr, count, count, method)
 
 
-def from_results(value: float, found: dict[str, float], n: int | None) -> Interval | None:
-    """The interval results.json holds for a metric (task-written CI, else a stderr), or None."""
+def from_results(metric: str, value: float, found: dict[str, float], n: int | None) -> Interval | None:
+    """The interval results.json holds for ``metric`` (task-written CI, else a stderr), or None."""
     if "ci_low" in found and "ci_high" in found:
         count = int(found.get("n", n or 0))
-        return Interval(value, found["ci_low"], found["ci_high"], count, count, RESULTS_METHOD)
+        method = written_method(metric.split("[")[0], value)
+        return Interval(value, found["ci_low"], found["ci_high"], count, count, method)
     if "stderr_clustered" in found:
         return from_stderr(value, found["stderr_clustered"], n, CLUSTERED_METHOD)
     if "stderr" in found:
@@ -259,7 +260,7 @@ def _attach_intervals(run: Run) -> None:
             found = dict(run.uncertainty.get(task, {}).get(metric, {}))
             if metric in run.stderr.get(task, {}):
                 found.setdefault("stderr", run.stderr[task][metric])
-            interval = from_results(value, found, n)
+            interval = from_results(metric, value, found, n)
             if interval is None and task in run.samples:
                 samples = _task_samples(run, task) if samples is None else samples
                 interval = _from_samples(samples, task, metric, value)

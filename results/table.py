@@ -289,6 +289,10 @@ def interval_notes(board: Leaderboard) -> list[str]:
     ]
     every = [iv for run in board.runs for by_metric in run.intervals.values() for iv in by_metric.values()]
     lines += [f"Interval method: {m}." for m in methods(every)]
+    if every:
+        lines.append(
+            "The items each interval rests on (n): the CSV's `<metric>_n` columns; the HTML page's cell tooltips."
+        )
     if any(run.kind == "reported" for run in board.runs):
         lines.append(REPORTED_NOTE[0].upper() + REPORTED_NOTE[1:] + ".")
     lines.append(

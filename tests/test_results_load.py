@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from llamavid_eval.core import scores
 from llamavid_eval.results import table
 from llamavid_eval.results.__main__ import main
 from llamavid_eval.results.load import load_reference, load_runs, parse_model_args, parse_task_metrics, short_checkpoint
@@ -378,8 +379,34 @@ def test_task_written_interval_and_clustered_stderr_without_samples(tmp_path: Pa
     (run,), _ = load_runs([tmp_path])
     assert set(run.metrics["msvd_qa"]) == {"accuracy", "mean_score"}
     accuracy, score = run.intervals["msvd_qa"]["accuracy"], run.intervals["msvd_qa"]["mean_score"]
-    assert (accuracy.low, accuracy.high, accuracy.n) == (55.0, 66.0, 120) and "written by the task" in accuracy.method
+    assert (accuracy.low, accuracy.high, accuracy.n) == (55.0, 66.0, 120)
+    assert accuracy.method == "cluster bootstrap (percentile) over videos, 2000 resamples, seed 0"
     assert score.half_width == pytest.approx(1.959964 * 0.2) and "clustered stderr" in score.method
+
+
+@pytest.mark.parametrize(
+    ("metric", "values", "exact"),
+    [
+        ("accuracy", [0.0] * 12, True),  # 0% correct: the exact binomial bound, never a zero-width bootstrap
+        ("accuracy", [100.0] * 12, True),
+        ("mean_score", [5.0] * 12, True),  # the judge's top score on every item
+        ("mean_score", [0.0, 5.0] * 6, False),
+        ("accuracy", [0.0, 100.0, 100.0] * 4, False),
+        ("accuracy", [0.0] * 11 + [100.0], False),  # 8.3%: one item off the bound is a bootstrap again
+    ],
+)
+def test_a_task_written_interval_is_labelled_with_the_method_that_made_it(
+    tmp_path: Path, metric: str, values: list[float], exact: bool
+) -> None:
+    """results.json keeps only an interval's ends and n; the table's method line must still name the rule
+    that the task's ``mean_interval`` applied (the demo's 0% zero-shot row was labelled a bootstrap)."""
+    made = scores.mean_interval(values, [f"v{i // 2}" for i in range(len(values))], scores.MEASURES[metric][2])
+    block = {"alias": "msvd_qa", **{f"{k},none": v for k, v in scores.interval_values(metric, made).items()}}
+    write_run(tmp_path, "20250101_100000", {"msvd_qa": block})
+    (run,), _ = load_runs([tmp_path])
+    shown = run.intervals["msvd_qa"][metric]
+    assert (shown.low, shown.high, shown.method) == (made.low, made.high, made.method)
+    assert ("Clopper-Pearson" in shown.method) is exact
 
 
 def test_a_named_input_that_cannot_be_read_fails_the_command(
@@ -439,7 +466,7 @@ def test_per_type_columns_get_intervals_from_the_one_logged_record(tmp_path: Pat
     assert colour.estimate == pytest.approx(200 / 3) and colour.n == 3 and "bootstrap" in colour.method
     assert 0.0 <= colour.low <= colour.estimate <= colour.high <= 100.0
     assert count.estimate == pytest.approx(50.0) and count.n == 2
-    assert "written by the task" in run.intervals["demo"]["accuracy"].method
+    assert run.intervals["demo"]["accuracy"].method == colour.method  # one line under the table serves both
 
     block["accuracy_colour,none"] = 50.0  # not what the logged items give: no interval rather than a wrong one
     write_run(tmp_path / "other", "20250101_100000", {"demo": block}, samples={"demo": lines})

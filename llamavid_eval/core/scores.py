@@ -48,7 +48,14 @@ from typing import Any
 
 from llamavid_eval.core.outputs import CI_PARTS, is_judgement, judged_records, judgement_failed, normalize_judgement
 from llamavid_eval.core.records import VIDEO_KEY
-from llamavid_eval.core.stats import DEFAULT_RESAMPLES, PERCENT, Interval, cluster_bootstrap_mean
+from llamavid_eval.core.stats import (
+    DEFAULT_RESAMPLES,
+    PERCENT,
+    Interval,
+    bootstrap_method,
+    cluster_bootstrap_mean,
+    exact_bound_method,
+)
 from llamavid_eval.core.ucf import NORMAL, UNMAPPED
 
 MAX_FAILURE_RATE_ENV = "LLAMAVID_JUDGE_MAX_FAILURE_RATE"
@@ -155,6 +162,17 @@ def mean_interval(
     return cluster_bootstrap_mean(
         floats, clusters, resamples=DEFAULT_RESAMPLES, seed=SEED, unit="videos", bounds=bounds
     )
+
+
+def written_method(metric: str, estimate: float) -> str:
+    """How :func:`mean_interval` made the interval a task wrote for ``metric`` (results.json keeps only its
+    ends and ``n``): the exact binomial bound when the estimate is an end of the metric's range (every item
+    at that end, the one case that rule covers), else the cluster bootstrap by video (our tasks' items
+    always name their video)."""
+    bounds = MEASURES[metric][2] if metric in MEASURES else PERCENT
+    if estimate in bounds:
+        return exact_bound_method("videos")
+    return bootstrap_method(True, DEFAULT_RESAMPLES, SEED, "videos")
 
 
 def interval_values(metric: str, interval: Interval, *, withheld: bool = False) -> dict[str, float]:

@@ -108,9 +108,16 @@ def _cluster_codes(clusters: Sequence[Hashable] | np.ndarray | None, n: int) -> 
     return codes.reshape(-1)
 
 
-def _method(clusters_given: bool, resamples: int, seed: int, unit: str) -> str:
+def bootstrap_method(clusters_given: bool, resamples: int, seed: int, unit: str) -> str:
+    """How a percentile bootstrap interval was made, as tables print it under their rows."""
     over = f"cluster bootstrap (percentile) over {unit}" if clusters_given else "bootstrap (percentile) over items"
     return f"{over}, {resamples} resamples, seed {seed}"
+
+
+def exact_bound_method(unit: str) -> str:
+    """How :func:`cluster_bootstrap_mean` bounds a mean whose every item sits at one end of its range.
+    No counts in the text: one line under a table then serves every column that used this rule."""
+    return f"every item at the same end of its range: exact binomial (Clopper-Pearson) bound, {unit} as trials"
 
 
 def _draw_chunks(rng: np.random.Generator, groups: int, resamples: int):
@@ -158,7 +165,7 @@ def cluster_bootstrap_mean(
     codes = _cluster_codes(clusters, len(x))
     keep = ~np.isnan(x)
     x, codes = x[keep], codes[keep]
-    method = _method(clusters is not None, resamples, seed, unit)
+    method = bootstrap_method(clusters is not None, resamples, seed, unit)
     _, codes = np.unique(codes, return_inverse=True)
     groups = int(codes.max()) + 1 if len(codes) else 0
     if groups == 0:
@@ -183,9 +190,7 @@ def _at_bound(
     lowest, highest = bounds
     reach = (highest - lowest) * float(sps.beta.ppf(confidence + (1 - confidence) / 2, 1, groups))
     low, high = (lowest, lowest + reach) if estimate == lowest else (highest - reach, highest)
-    # no counts in the text: one line under a table then serves every column that used this rule
-    method = f"every item at the same end of its range: exact binomial (Clopper-Pearson) bound, {unit} as trials"
-    return Interval(estimate, low, high, n, groups, method, confidence)
+    return Interval(estimate, low, high, n, groups, exact_bound_method(unit), confidence)
 
 
 def paired_difference(
@@ -258,7 +263,7 @@ def bootstrap_statistic(
     keep = ~np.any([_missing_mask(v) for v in arrays.values()], axis=0) if arrays else np.ones(n_all, bool)
     arrays = {k: v[keep] for k, v in arrays.items()}
     _, codes = np.unique(codes[keep], return_inverse=True)
-    method = _method(clusters is not None, resamples, seed, unit)
+    method = bootstrap_method(clusters is not None, resamples, seed, unit)
     if name:
         method = f"{name}; {method}"
     n, groups = int(keep.sum()), (int(codes.max()) + 1 if keep.any() else 0)
