@@ -135,9 +135,8 @@ def run(args: argparse.Namespace) -> None:
     chance = {qtype: info["chance"] for qtype, info in meta["question_types"].items()}
     tested = meta["splits"]["test"]["per_type"]
     overall = sum(chance[q] * tested[q]["questions"] for q in chance) / sum(tested[q]["questions"] for q in chance)
-    print(
-        f"chance level (uniform guess, %): overall {overall:.1f}, per type {json.dumps({q: round(c, 1) for q, c in chance.items()})}"
-    )
+    per_type = json.dumps({qtype: round(level, 1) for qtype, level in chance.items()})
+    print(f"chance level (uniform guess, %): overall {overall:.1f}, per type {per_type}")
     print(f"leaderboard: {work / 'leaderboard'}  |  total {time.perf_counter() - started:.0f} s")
 
 

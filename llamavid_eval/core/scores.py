@@ -64,6 +64,8 @@ DEFAULT_MAX_FAILURE_RATE = 0.05
 SCORE_RANGE = (0.0, 5.0)
 """The judge's 0-5 score (the prompt's scale)."""
 SEED = 0
+CLUSTER_UNIT = "videos"
+"""What :func:`mean_interval` resamples, as its method text names it."""
 #: metric -> (per-item quantity, failures counted as 0, value range)
 MEASURES = {
     "accuracy": ("verdict", False, PERCENT),
@@ -160,7 +162,7 @@ def mean_interval(
     :data:`SEED`)."""
     floats = [math.nan if v is None else float(v) for v in values]
     return cluster_bootstrap_mean(
-        floats, clusters, resamples=DEFAULT_RESAMPLES, seed=SEED, unit="videos", bounds=bounds
+        floats, clusters, resamples=DEFAULT_RESAMPLES, seed=SEED, unit=CLUSTER_UNIT, bounds=bounds
     )
 
 
@@ -171,8 +173,8 @@ def written_method(metric: str, estimate: float) -> str:
     always name their video)."""
     bounds = MEASURES[metric][2] if metric in MEASURES else PERCENT
     if estimate in bounds:
-        return exact_bound_method("videos")
-    return bootstrap_method(True, DEFAULT_RESAMPLES, SEED, "videos")
+        return exact_bound_method(CLUSTER_UNIT)
+    return bootstrap_method(True, DEFAULT_RESAMPLES, SEED, CLUSTER_UNIT)
 
 
 def interval_values(metric: str, interval: Interval, *, withheld: bool = False) -> dict[str, float]:
