@@ -83,7 +83,9 @@ class JudgeSettings:
     max_retries: int = 5
     parse_retries: int = 2
     response_format: str = "auto"
-    batch_size: int = 256  # hf judge: 8B judge on an H200, 280 judgements/s at 256 (28.7 GiB), 312 at 512 (42.5 GiB)
+    # hf judge, items per batch. An 8B judge on an H200, built-in prompt: 278 judgements/s at 256 (27 GiB
+    # peak), 257 at 512 (39 GiB) - record 20261204T181028Z_judge_throughput in benchmarks/results/
+    batch_size: int = 256
     cache: str = str(DEFAULT_CACHE_DIR)
     preflight: bool = True  # check the judge when a task is built (judges.preflight); off to judge later
     prompt: str = ""  # a judge prompt file (judges.prompt); "": the built-in prompt
