@@ -338,3 +338,100 @@ def test_animal_kingdom_code_with_a_skipped_segment_is_dropped_whole(tmp_path):
     assert any(
         row["reason"].startswith("reference incomplete: its segment on line 1") for row in report["skipped_rows"]
     )
+
+
+@pytest.mark.parametrize("copy", [[], ["--copy"]], ids=["symlink", "copy"])
+def test_videos_already_in_the_prepared_folder_are_never_lost(tmp_path, copy):
+    """--videos naming the folder prepare writes into (directly, through a symlink, or after an earlier
+    prepare left links there): every raw video survives, and every record's video still plays."""
+    qa, raw = video_qa_raw(tmp_path / "raw")
+    root = tmp_path / "root"
+    target = root / "msvd_qa" / "videos"
+    target.parent.mkdir(parents=True)
+    raw.rename(target)  # the raw videos sit where prepare places them
+    (tmp_path / "through").symlink_to(target)
+    originals = {p.name: p.read_bytes() for p in target.iterdir()}
+    for videos in (target, tmp_path / "through", target):
+        assert main(["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--root", str(root), *copy]) == 0
+        assert {p.name: p.read_bytes() for p in target.iterdir()} == originals
+        assert not any(p.is_symlink() for p in target.iterdir())
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["msvd_qa", "--qa", str(qa), "--videos", str(target), "--root", str(elsewhere), *copy]) == 0
+    assert (
+        main(["msvd_qa", "--qa", str(qa), "--videos", str(elsewhere / "msvd_qa" / "videos"), "--root", str(elsewhere)])
+        == 0
+    )
+    for record in read_jsonl(elsewhere / "msvd_qa" / "test.jsonl"):
+        assert (elsewhere / record["video"]).read_bytes() == originals[Path(record["video"]).name]
+
+
+def test_a_split_without_usable_rows_is_reported_and_the_others_still_written(tmp_path, capsys):
+    annotations, videos = animal_kingdom_raw(tmp_path / "raw")
+    (annotations / "train.txt").write_text("NOVIDEO 0 1##A cat sleeps.\n")
+    root = tmp_path / "root"
+    assert (
+        main(["animal_kingdom", "--annotations", str(annotations), "--videos", str(videos), "--root", str(root)]) == 0
+    )
+    assert [r["id"] for r in read_jsonl(root / "animal_kingdom" / "test.jsonl")] == ["AAA1", "AAA2"]
+    assert not (root / "animal_kingdom" / "train.jsonl").exists()
+    train = json.loads((root / "animal_kingdom" / "prepare_report_train.json").read_text())
+    assert (train["written"], train["skipped_rows"][0]["reason"]) == (0, "video not found")
+    assert "animal_kingdom/train: not prepared (no usable rows: skipped 1)" in capsys.readouterr().out
+    (annotations / "test.txt").write_text("NOVIDEO2 0 1##A dog runs.\n")
+    assert (
+        main(["animal_kingdom", "--annotations", str(annotations), "--videos", str(videos), "--root", str(root)]) == 1
+    )
+    out, err = capsys.readouterr()
+    assert "animal_kingdom/test: not prepared (no usable rows: skipped 1)" in out
+    assert last_line(err).startswith("error: llamavid prepare: No usable rows for animal_kingdom/train: 1 skipped")
+
+
+def test_videos_are_found_by_any_extension_case_through_symlinked_folders_and_never_guessed(tmp_path):
+    raw = ucf_raw(tmp_path / "raw")
+    videos = raw / "Videos"
+    abuse = videos / "Anomaly-Videos-Part-1" / "Abuse"
+    (abuse / "Abuse028_x264.mp4").rename(abuse / "Abuse028_x264.MP4")  # listed as .mp4
+    (videos / "Anomaly-Videos-Part-1").rename(tmp_path / "part1")
+    (videos / "Anomaly-Videos-Part-1").symlink_to(tmp_path / "part1")  # a part linked in, not copied
+    (videos / "Anomaly-Videos-Part-1" / "loop").symlink_to(videos)  # a cycle is walked once
+    twin = videos / "copy" / "Arrest001_x264.mp4"
+    twin.parent.mkdir()
+    twin.write_bytes((tmp_path / "part1" / "Arrest" / "Arrest001_x264.mp4").read_bytes())
+    root = tmp_path / "root"
+    listing = raw / "Anomaly_Detection_splits" / "Anomaly_Test.txt"
+    assert main(["ucf_crime", "--videos", str(videos), "--test-list", str(listing), "--root", str(root)]) == 0
+    ids = [r["id"] for r in read_jsonl(root / "ucf_crime" / "test.jsonl")]
+    assert "Abuse028_x264" in ids and "Shoplifting005_x264" in ids and "Arrest001_x264" not in ids
+    report = json.loads((root / "ucf_crime" / "prepare_report_test.json").read_text())
+    (skipped,) = report["skipped_rows"]
+    assert skipped["reason"].startswith("ambiguous: 2 videos match") and str(twin) in skipped["reason"]
+
+
+def test_annotation_text_is_utf8_with_or_without_a_bom_and_other_encodings_are_named(tmp_path, capsys):
+    raw = ucf_raw(tmp_path / "raw")
+    listing = raw / "Anomaly_Detection_splits" / "Anomaly_Test.txt"
+    listing.write_bytes("\ufeff".encode() + listing.read_bytes())  # as Notepad saves it
+    args = ["ucf_crime", "--videos", str(raw / "Videos"), "--test-list", str(listing), "--root", str(tmp_path / "root")]
+    assert main(args) == 0
+    assert read_jsonl(tmp_path / "root" / "ucf_crime" / "test.jsonl")[0]["id"] == "Abuse028_x264"
+    qa, videos = video_qa_raw(tmp_path / "qa")
+    qa.write_bytes(qa.read_text().replace("dancing", "danc\u00e9").encode("latin-1"))
+    assert main(["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--root", str(tmp_path / "root")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"{qa}: not UTF-8 text" in last_line(err) and "iconv" in last_line(err)
+
+
+@pytest.mark.parametrize("split", ["../x", "a/b", ""])
+def test_a_split_is_a_name_not_a_path(tmp_path, capsys, split):
+    qa, videos = video_qa_raw(tmp_path / "raw")
+    with pytest.raises(SystemExit) as exit_:
+        main(["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--split", split, "--root", str(tmp_path / "r")])
+    assert exit_.value.code == 2 and "--split" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_a_null_id_is_a_bad_row(tmp_path):
+    qa, videos = video_qa_raw(tmp_path / "raw")
+    qa.write_text(json.dumps([{**row, "id": None} if row["id"] == 1 else row for row in json.loads(qa.read_text())]))
+    root = tmp_path / "root"
+    assert main(["msvd_qa", "--qa", str(qa), "--videos", str(videos), "--root", str(root), "--skip-bad-rows"]) == 0
+    assert "None" not in [r["id"] for r in read_jsonl(root / "msvd_qa" / "test.jsonl")]

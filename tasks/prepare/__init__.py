@@ -4,13 +4,21 @@ the local dataset the lmms-eval tasks read from ``$LLAMAVID_DATA_ROOT/<dataset>/
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from llamavid_eval.core.exits import run_command
 from llamavid_eval.core.records import DATA_ROOT_ENV, data_root
 from llamavid_eval.tasks.prepare import animal_kingdom, ucf_crime, video_qa
-from llamavid_eval.tasks.prepare.common import PrepareError, summarize_run
+from llamavid_eval.tasks.prepare.common import PrepareError, no_usable_rows, summarize_run
+
+
+def split_name(text: str) -> str:
+    """A split becomes a file name (``<split>.jsonl``) inside the dataset's folder, never a path."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits, '_', '-' or '.' (e.g. test, train, val)")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--split",
             default="test",
+            type=split_name,
             help="split name to write (default test; 'train' also writes train_instruct.json)",
         )
     p = sub.add_parser("ucf_crime", help="UCF-Crime: video folder + split lists")
@@ -66,6 +75,9 @@ def run(args: argparse.Namespace) -> str:
         reports, files = ucf_crime.prepare(args.videos, args.test_list, args.train_list, **common)
     else:
         reports, files = animal_kingdom.prepare(args.annotations, args.videos, **common)
+    if failure := no_usable_rows(reports):
+        print(summarize_run(reports, files))
+        raise failure
     note = "" if root == data_root() else f"\nSet {DATA_ROOT_ENV}={root} when running the tasks."
     return summarize_run(reports, files) + note
 

@@ -19,7 +19,7 @@ from llamavid_eval.tasks.prepare.common import (
     VideoLinker,
     available_splits,
     bad_row,
-    index_videos,
+    read_text,
     require_dir,
     write_split,
 )
@@ -49,7 +49,7 @@ def read_segments(path: Path, report: SplitReport, skip_bad_rows: bool) -> dict[
     reference would silently miss that animal's action."""
     by_code: dict[str, list[str]] = {}
     broken: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         match = _LINE.match(line.strip())
@@ -90,24 +90,15 @@ def prepare(
         "Animal Kingdom {split} annotations",
         "Pass the video-grounding annotation folder (with train.txt and/or test.txt) with --annotations.",
     )
-    index, linker = index_videos(videos), VideoLinker(root, FAMILY, copy)
+    linker = VideoLinker(videos, root, FAMILY, copy)
     files: list[Path] = []
     for split, source in present.items():
         report = SplitReport(FAMILY, split)
         records: list[dict[str, Any]] = []
         for code, sentences in read_segments(source, report, skip_bad_rows).items():
-            if code not in index:
-                report.skip(
-                    str(source), f"video code {code}", "video not found", {"code": code, "searched": str(videos)}
-                )
-                continue
-            problem = linker.problem(index[code])
-            if problem:
-                report.skip(str(source), f"video code {code}", problem, {"code": code})
-                continue
-            records.append(
-                {"id": code, "video": linker.place(index[code]), "question": QUESTION, "answer": " ".join(sentences)}
-            )
+            video = linker.link(code, report, source, f"video code {code}", {"code": code})
+            if video is not None:
+                records.append({"id": code, "video": video, "question": QUESTION, "answer": " ".join(sentences)})
         instruct = (
             [conversation_record(r["id"], r["video"], r["question"], r["answer"]) for r in records]
             if split == "train"

@@ -16,7 +16,7 @@ from llamavid_eval.tasks.prepare.common import (
     VideoLinker,
     available_splits,
     bad_row,
-    index_videos,
+    read_text,
     require_dir,
     write_split,
 )
@@ -29,7 +29,7 @@ LIST_FIX = "Lines must start with a video file name such as Abuse028_x264.mp4 or
 def read_list(path: Path, report: SplitReport, skip_bad_rows: bool) -> list[tuple[int, str, str]]:
     """``(line number, file name, class)`` for each entry of a split list or the temporal annotation file."""
     entries, seen = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         name = line.split()[0].replace("\\", "/").rsplit("/", 1)[-1]
@@ -56,21 +56,14 @@ def read_list(path: Path, report: SplitReport, skip_bad_rows: bool) -> list[tupl
 
 
 def prepare_split(
-    split: str, listing: Path, index: dict[str, Path], linker: VideoLinker, root: Path, skip_bad_rows: bool
+    split: str, listing: Path, linker: VideoLinker, root: Path, skip_bad_rows: bool
 ) -> tuple[SplitReport, list[Path]]:
     report = SplitReport(FAMILY, split)
     records: list[dict[str, Any]] = []
     for number, name, cls in read_list(listing, report, skip_bad_rows):
-        if name not in index:
-            report.skip(str(listing), number, "video not found", {"file": name})
-            continue
-        problem = linker.problem(index[name])
-        if problem:
-            report.skip(str(listing), number, problem, {"file": name})
-            continue
-        records.append(
-            {"id": Path(name).stem, "video": linker.place(index[name]), "label": cls, "is_anomaly": cls != NORMAL}
-        )
+        video = linker.link(name, report, listing, number, {"file": name})
+        if video is not None:
+            records.append({"id": Path(name).stem, "video": video, "label": cls, "is_anomaly": cls != NORMAL})
     instruct = (
         [conversation_record(r["id"], r["video"], MC_PROMPT, mc_answer(r["label"])) for r in records]
         if split == "train"
@@ -98,10 +91,10 @@ def prepare(
         "Pass Anomaly_Test.txt (or Temporal_Anomaly_Annotation_for_Testing_Videos.txt) with --test-list "
         "and/or Anomaly_Train.txt with --train-list.",
     )
-    index, linker = index_videos(videos), VideoLinker(root, FAMILY, copy)
+    linker = VideoLinker(videos, root, FAMILY, copy)
     files: list[Path] = []
     for split, path in lists.items():
-        report, written = prepare_split(split, path, index, linker, root, skip_bad_rows)
+        report, written = prepare_split(split, path, linker, root, skip_bad_rows)
         reports.append(report)
         files += written
     return reports, files

@@ -13,7 +13,7 @@ from llamavid_eval.tasks.prepare.common import (
     SplitReport,
     VideoLinker,
     bad_row,
-    index_videos,
+    read_text,
     require_dir,
     require_file,
     write_split,
@@ -29,7 +29,7 @@ def load_qa(path: Path) -> list[Any]:
         "Pass the JSON list of QA records (e.g. test_qa.json from the LLaMA-VID data release) with --qa.",
     )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise PrepareError(f"{path}:{err.lineno}: not valid JSON ({err.msg}). Fix the file or re-download it.") from err
     if not isinstance(data, list):
@@ -44,7 +44,7 @@ def row_problem(row: Any) -> str | None:
     missing = [k for k in REQUIRED_KEYS if k not in row]
     if missing:
         return f"record lacks {', '.join(missing)}"
-    empty = [k for k in ("video_id", "question", "answer") if row[k] is None or not str(row[k]).strip()]
+    empty = [k for k in REQUIRED_KEYS if row[k] is None or not str(row[k]).strip()]
     return f"record has empty {', '.join(empty)}" if empty else None
 
 
@@ -58,8 +58,8 @@ def prepare(
         "Video folder",
         f"Pass the folder holding the {family} videos (named <video_id>.mp4/.avi/...) with --videos.",
     )
-    index, linker, report = index_videos(videos), VideoLinker(root, family, copy), SplitReport(family, split)
-    records, placed, seen_ids = [], {}, set()
+    linker, report = VideoLinker(videos, root, family, copy), SplitReport(family, split)
+    records, seen_ids = [], set()
     for number, row in enumerate(rows):
         problem = row_problem(row)
         if not problem and str(row["id"]) in seen_ids:
@@ -71,20 +71,14 @@ def prepare(
                 qa,
                 f"record {number}",
                 problem,
-                f"Each record needs {', '.join(REQUIRED_KEYS)}",
+                f"Each record needs {', '.join(REQUIRED_KEYS)}, none of them empty, and an id of its own",
                 row,
             )
             continue
         video_id = str(row["video_id"])
-        if video_id not in index:
-            report.skip(str(qa), f"record {number}", "video not found", {"video_id": video_id, "searched": str(videos)})
+        video = linker.link(video_id, report, qa, f"record {number}", {"video_id": video_id})
+        if video is None:
             continue
-        problem = linker.problem(index[video_id])
-        if problem:
-            report.skip(str(qa), f"record {number}", problem, {"video_id": video_id})
-            continue
-        if video_id not in placed:
-            placed[video_id] = linker.place(index[video_id])
         seen_ids.add(str(row["id"]))
         records.append(
             {
@@ -92,7 +86,7 @@ def prepare(
                 "video_id": video_id,
                 "question": str(row["question"]),
                 "answer": str(row["answer"]),
-                "video": placed[video_id],
+                "video": video,
             }
         )
     instruct = (
