@@ -89,7 +89,9 @@ def cmd_table(args: argparse.Namespace) -> int:
             return 2
     _write(board, args)
     status = _failure_status(
-        *table.judge_failures(board), args.max_failure_rate or 0.0, "see the judge_failures column (--detail)"
+        *table.judge_failures(board),
+        args.max_failure_rate or 0.0,
+        where="they are counted in the judge_failures column (--detail); `llamavid judge rejudge <run>` asks again",
     )
     if problems:  # the table shows what could be read, but a named input it could not read is a failure
         print(f"error: {len(problems)} input problem(s), left out of the table: {problems[0]}", file=sys.stderr)
@@ -100,6 +102,8 @@ def cmd_table(args: argparse.Namespace) -> int:
 def _write(board: table.Leaderboard, args: argparse.Namespace) -> None:
     """Markdown on stdout; .md (the chosen view), .csv, .html (everything) and plots under ``--out``."""
     out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder (it is created when missing)")
     out.mkdir(parents=True, exist_ok=True)
     markdown = table.to_markdown(board, detail=args.detail)
     pairs = agreement.find_pairs(board.runs)
@@ -124,11 +128,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.a, args.b, task=args.task, metric=args.metric, max_failure_rate=args.max_failure_rate
     )
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else compare_mod.to_markdown(report))
+    if not report["matched"]:
+        print(f"error: {compare_mod.nothing_paired(report)}", file=sys.stderr)
+        return 1
     return _failure_status(*compare_mod.failure_rate(report), args.max_failure_rate or 0.0)
 
 
-def _failure_status(failed: int, total: int, max_rate: float, reason: str | None = None) -> int:
-    message = failures.excess(failed, total, max_rate, reason)
+def _failure_status(failed: int, total: int, max_rate: float, where: str = "see the failures above") -> int:
+    message = failures.excess(failed, total, max_rate, where=where)
     if message:
         print(message, file=sys.stderr)
         return 1
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return cmd_table(args) if args.command == "table" else cmd_compare(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: an unreadable input, an --out that is a file, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -4,7 +4,7 @@ Both runs answered the same items, so the right test pairs them: the per-item di
 averaged and its 95% interval comes from a cluster bootstrap over videos (questions about one video
 are resampled together); for yes/no metrics an exact McNemar test on the discordant items says the
 same thing without resampling. Items are matched by ``doc_id``; an item in one run only, or whose
-question/answer differs between the runs, is listed and left out of the pairing, never dropped
+id, video, question or answer differs between the runs, is listed and left out of the pairing, never dropped
 silently. A judge failure leaves its item out of that run's metric and out of the pairing (counted);
 ``--metric accuracy_all`` pairs with failures counted as wrong instead. Each run's judged metrics (VALID and
 ALL, n, failures) come from :func:`llamavid_eval.core.scores.judged_scores` on its recorded verdicts, and a run
@@ -35,7 +35,9 @@ from llamavid_eval.judges.factory import resolve_settings
 
 #: Metrics tried, in order, when none is named: the task's headline number.
 DEFAULT_METRICS = ("accuracy", "exact_match", "gpt_eval_accuracy", "acc", "mean_score")
-_CONTENT_KEYS = ("question", "answer", "gold")
+#: What must agree for two runs' items with one doc_id to be one item: MSVD-QA repeats questions word
+#: for word across videos, so the record's id and video count as much as the question and answer.
+_CONTENT_KEYS = ("id", "video", "question", "answer", "gold")
 _LIST_LIMIT = 50  # unmatched item ids shown in Markdown (the JSON has them all)
 
 
@@ -139,9 +141,20 @@ def compare_runs(
         mcnemar_p = mcnemar_exact(only_a, only_b)
         report["mcnemar"] = {"only_a": only_a, "only_b": only_b, "p": mcnemar_p}
     report["verdict"] = verdict(difference, unit="points" if binary else "", mcnemar_p=mcnemar_p)
+    if not matched:
+        report["verdict"] = f"no verdict: {nothing_paired(report)}"
     if withheld:
         report["verdict"] = "no verdict: the judge failed on too many items (" + "; ".join(withheld) + ")"
     return report
+
+
+def nothing_paired(report: dict[str, Any]) -> str:
+    """Why a comparison has no item in common (the exit reason of ``results compare``)."""
+    return (
+        f"the runs share no item ({len(report['only_in_a'])} only in A, {len(report['only_in_b'])} only in B, "
+        f"{len(report['different_content'])} with one doc_id but a different id, video, question or answer); "
+        "compare two runs of the same prepared data"
+    )
 
 
 def _side_summary(side: Side) -> dict[str, Any]:
@@ -160,6 +173,7 @@ def _side_summary(side: Side) -> dict[str, Any]:
         "failures": side.items.failures,
         "interval": interval.to_dict() if interval is not None and interval.n else None,
         "judged": judged,
+        "over_budget": side.judged is not None and side.judged.over_budget,
     }
 
 
@@ -195,10 +209,13 @@ def failure_rate(report: dict[str, Any]) -> tuple[int, int]:
 
 
 def _side_lines(name: str, side: dict[str, Any]) -> list[str]:
-    """``- A: <samples> - <interval>; n items, f judge failure(s)`` and, for a judged task, VALID and ALL."""
+    """``- A: <samples> - <interval>; n items, f judge failure(s)`` and, for a judged task, VALID and ALL;
+    a run over the judge failure budget shows no number, as in the leaderboard (the JSON keeps them)."""
     shown = Interval.from_dict(side["interval"]).describe() if side["interval"] else "n/a"
+    if side.get("over_budget"):
+        shown = f"judge failed ({side['failures']} of {side['items']} items), no score"
     lines = [f"- {name}: {side['samples']} - {shown}; {side['items']} items, {side['failures']} judge failure(s)"]
-    for metric, iv in (side.get("judged") or {}).items():
+    for metric, iv in ({} if side.get("over_budget") else side.get("judged") or {}).items():
         way = "ALL, failures as wrong" if metric.endswith("_all") else "VALID, failures left out"
         lines.append(f"  - {metric} ({way}): {Interval.from_dict(iv).describe()}")
     return lines
@@ -231,7 +248,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     for key, title in (
         ("only_in_a", "only in A"),
         ("only_in_b", "only in B"),
-        ("different_content", "same doc_id, different question/answer (not paired)"),
+        ("different_content", "same doc_id, different id, video, question or answer (not paired)"),
         ("duplicate_ids", "logged more than once in a run (not paired)"),
     ):
         ids = report[key]

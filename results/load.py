@@ -5,7 +5,7 @@ this module turns them into rows: configuration from ``model_args``, judge per t
 dates in UTC, the judge failure budget, and a 95% interval for every metric as the run recorded it; and
 the reported numbers (paper, reproduction study) of ``reference.csv`` as rows of their own.
 
-Intervals, in order of preference: the ``<metric>_ci_low/_ci_high/_n`` the task wrote into results.json
+Intervals, in order of preference: the ``<metric>_ci_low/_ci_high/_n/_clusters`` the task wrote into results.json
 (made by :mod:`llamavid_eval.core.scores` at evaluation time; for an older judged run without them, the
 same function on its logged verdicts); lmms-eval's clustered stderr (``cluster_key``), then its plain
 stderr (normal approximation); otherwise none. Reported (paper/study) rows never get one: their per-item
@@ -80,7 +80,7 @@ def from_results(metric: str, value: float, found: dict[str, float], n: int | No
     if "ci_low" in found and "ci_high" in found:
         count = int(found.get("n", n or 0))
         method = written_method(metric.split("[")[0], value)
-        return Interval(value, found["ci_low"], found["ci_high"], count, count, method)
+        return Interval(value, found["ci_low"], found["ci_high"], count, int(found.get("clusters", count)), method)
     if "stderr_clustered" in found:
         return from_stderr(value, found["stderr_clustered"], n, CLUSTERED_METHOD)
     if "stderr" in found:
@@ -115,7 +115,7 @@ class Run:
     checkpoint_path: str = ""
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
     stderr: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: task -> metric -> results.json's stderr / stderr_clustered / ci_low / ci_high / n
+    #: task -> metric -> results.json's stderr / stderr_clustered / ci_low / ci_high / n / clusters
     uncertainty: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     higher_is_better: dict[str, dict[str, bool | None]] = field(default_factory=dict)
     n_samples: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)  # effective, original

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -291,7 +292,8 @@ def interval_notes(board: Leaderboard) -> list[str]:
     lines += [f"Interval method: {m}." for m in methods(every)]
     if every:
         lines.append(
-            "The items each interval rests on (n): the CSV's `<metric>_n` columns; the HTML page's cell tooltips."
+            "The items each interval rests on (n) and their videos (clusters): the CSV's `<metric>_n` and `_clusters` "
+            "columns; the HTML page's cell tooltips."
         )
     if any(run.kind == "reported" for run in board.runs):
         lines.append(REPORTED_NOTE[0].upper() + REPORTED_NOTE[1:] + ".")
@@ -356,13 +358,19 @@ def short_source_text(sources: str) -> str:
 
 def to_csv(board: Leaderboard, path: Path) -> None:
     """Machine-readable: raw numbers, empty cells for missing values; after each metric column its
-    ``_ci_low`` / ``_ci_high`` / ``_n`` (empty for reported rows and where no interval could be made)."""
+    ``_ci_low`` / ``_ci_high`` / ``_n`` (items) / ``_clusters`` (the videos they were resampled by; ``_n``
+    when items were independent), empty for reported rows and where no interval could be made."""
     frame = board.frame.copy()
+    parts: tuple[tuple[str, Callable[[Interval], float], str], ...] = (
+        ("ci_low", lambda iv: iv.low, "float64"),
+        ("ci_high", lambda iv: iv.high, "float64"),
+        ("n", lambda iv: iv.n, "Int64"),  # counts stay integers beside empty cells
+        ("clusters", lambda iv: iv.clusters, "Int64"),
+    )
     for col in board.metric_columns:
         found = [board.intervals.get((i, col)) for i in range(len(frame))]
         at = frame.columns.get_loc(col) + 1
-        for offset, (suffix, get) in enumerate(
-            (("ci_low", lambda iv: iv.low), ("ci_high", lambda iv: iv.high), ("n", lambda iv: iv.n))
-        ):
-            frame.insert(at + offset, f"{col}_{suffix}", [math.nan if iv is None else get(iv) for iv in found])
+        for offset, (suffix, get, dtype) in enumerate(parts):
+            cells = pd.array([None if iv is None else get(iv) for iv in found], dtype=dtype)
+            frame.insert(at + offset, f"{col}_{suffix}", cells)
     frame.to_csv(path, index=False)

@@ -193,3 +193,37 @@ def test_a_doc_id_logged_twice_is_listed_not_paired(tmp_path):
     a.write_text("\n".join([*lines, lines[1]]) + "\n")  # doc 1 logged twice in run A
     report = compare_runs(a, b)
     assert report["duplicate_ids"] == ["1"] and report["matched"] == 3 and "1" not in report["only_in_b"]
+
+
+def test_items_pair_only_when_id_and_video_agree_too(tmp_path):
+    """MSVD-QA asks "what is the man doing?" about many videos: after a re-prepare that moved doc_ids,
+    the same doc_id and question can be another video's item, which must not be paired."""
+    a = write_samples(tmp_path / "a" / "20250101_000000_samples_msvd_qa.jsonl", [True, False, True, True])
+    b = write_samples(tmp_path / "b" / "20250102_000000_samples_msvd_qa.jsonl", [True, True, True, True])
+    lines = [json.loads(line) for line in b.read_text().splitlines()]
+    lines[1]["accuracy"]["video"] = "another"
+    lines[2]["accuracy"]["id"] = 99
+    b.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = compare_runs(a, b)
+    assert report["different_content"] == ["1", "2"] and report["matched"] == 2
+
+
+def test_runs_without_a_common_item_fail_with_the_counts(tmp_path, capsys):
+    a = write_samples(tmp_path / "a" / "20250101_000000_samples_msvd_qa.jsonl", [True, False, True])
+    b = write_samples(tmp_path / "b" / "20250102_000000_samples_msvd_qa.jsonl", [True, True, True])
+    lines = [json.loads(line) for line in b.read_text().splitlines()]
+    b.write_text("".join(json.dumps({**line, "doc_id": line["doc_id"] + 100}) + "\n" for line in lines))
+    assert main(["compare", str(a), str(b)]) == 1
+    out, err = capsys.readouterr()
+    assert "**no verdict: the runs share no item (3 only in A, 3 only in B, 0 with one doc_id" in out
+    assert err.strip().splitlines()[-1].startswith("error: the runs share no item (3 only in A, 3 only in B")
+
+
+def test_a_run_over_the_failure_budget_shows_no_number(tmp_path, capsys):
+    a = write_samples(tmp_path / "a" / "20250101_000000_samples_msvd_qa.jsonl", [True, False, True, True])
+    b = write_samples(tmp_path / "b" / "20250102_000000_samples_msvd_qa.jsonl", [True, None, True, True])
+    assert main(["compare", str(a), str(b)]) == 1  # 1 failure in 4: over the default budget (5%)
+    out = capsys.readouterr().out
+    (line_b,) = [line for line in out.splitlines() if line.startswith("- B:")]
+    assert line_b.endswith("judge failed (1 of 4 items), no score; 4 items, 1 judge failure(s)")
+    assert "- withheld: B: [msvd_qa] judge failed on 1 of 4 items" in out and "accuracy_all (ALL" in out

@@ -272,12 +272,19 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["table", str(tmp_path), "--out", str(tmp_path / "o"), "--all", "--no-plots"]) == 0
     csv_text = (tmp_path / "o" / "leaderboard.csv").read_text()
     header = csv_text.splitlines()[0].split(",")
-    assert header[header.index("msvd_qa/accuracy") + 1 : header.index("msvd_qa/accuracy") + 4] == [
+    assert header[header.index("msvd_qa/accuracy") + 1 : header.index("msvd_qa/accuracy") + 5] == [
         "msvd_qa/accuracy_ci_low",
         "msvd_qa/accuracy_ci_high",
         "msvd_qa/accuracy_n",
+        "msvd_qa/accuracy_clusters",
     ]
     assert "69.7" in csv_text
+    (tmp_path / "a_file").write_text("")
+    assert main(["table", str(tmp_path), "--out", str(tmp_path / "a_file"), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].endswith(
+        "is a file; name a folder (it is created when missing)"
+    )
 
 
 def test_dates_are_utc_whatever_zone_lmms_eval_wrote(tmp_path: Path) -> None:
@@ -398,7 +405,7 @@ def test_task_written_interval_and_clustered_stderr_without_samples(tmp_path: Pa
 def test_a_task_written_interval_is_labelled_with_the_method_that_made_it(
     tmp_path: Path, metric: str, values: list[float], exact: bool
 ) -> None:
-    """results.json keeps only an interval's ends and n; the table's method line must still name the rule
+    """results.json keeps an interval's ends, n and clusters; the table's method line must still name the rule
     that the task's ``mean_interval`` applied (the demo's 0% zero-shot row was labelled a bootstrap)."""
     made = scores.mean_interval(values, [f"v{i // 2}" for i in range(len(values))], scores.MEASURES[metric][2])
     block = {"alias": "msvd_qa", **{f"{k},none": v for k, v in scores.interval_values(metric, made).items()}}
@@ -407,6 +414,8 @@ def test_a_task_written_interval_is_labelled_with_the_method_that_made_it(
     shown = run.intervals["msvd_qa"][metric]
     assert (shown.low, shown.high, shown.method) == (made.low, made.high, made.method)
     assert ("Clopper-Pearson" in shown.method) is exact
+    # what it rests on: items and the videos they were resampled by (the exact bound counts videos as trials)
+    assert (shown.n, shown.clusters) == (made.n, made.clusters) and shown.describe() == made.describe()
 
 
 def test_a_named_input_that_cannot_be_read_fails_the_command(

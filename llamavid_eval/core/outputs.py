@@ -52,8 +52,9 @@ HARNESS_KEYS = frozenset(
         "input_media",
     }
 )
-#: A metric's interval as our tasks write it into results.json: ``<metric>_ci_low`` etc.
-CI_PARTS = ("ci_low", "ci_high", "n")
+#: A metric's interval as our tasks write it into results.json: ``<metric>_ci_low`` etc.; ``_n`` counts the
+#: items, ``_clusters`` the videos they were resampled by (runs before it: none written, taken as ``_n``).
+CI_PARTS = ("ci_low", "ci_high", "n", "clusters")
 _NON_METRIC = {"alias", "samples", " ", ""}
 _STAMP_FORMATS = ("%Y%m%d_%H%M%S", "%Y-%m-%dT%H-%M-%S.%f", "%Y-%m-%dT%H-%M-%S", "%Y-%m-%d_%H-%M-%S")
 
@@ -89,7 +90,7 @@ def _metric_name(key: str) -> str:
 def parse_task_metrics(task_results: dict[str, Any]) -> tuple[dict[str, float | None], dict[str, float]]:
     """Metric values and their plain stderr for one ``results[task]`` block; a filter other than
     ``none`` is kept in the name as ``metric[filter]``. A metric's interval rows (``<metric>_ci_low``,
-    ``_ci_high``, ``_n``, written by our tasks) are not metrics of their own: see :func:`parse_task_uncertainty`."""
+    ``_ci_high``, ``_n``, ``_clusters``, written by our tasks) are not metrics of their own: see :func:`parse_task_uncertainty`."""
     values: dict[str, float | None] = {}
     errors: dict[str, float] = {}
     for key, raw in task_results.items():
@@ -113,7 +114,7 @@ def parse_task_metrics(task_results: dict[str, Any]) -> tuple[dict[str, float | 
 
 def parse_task_uncertainty(task_results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """metric -> what lmms-eval and our tasks wrote about its uncertainty: ``stderr``,
-    ``stderr_clustered`` (lmms-eval's ``cluster_key`` column), ``ci_low``/``ci_high``/``n``."""
+    ``stderr_clustered`` (lmms-eval's ``cluster_key`` column), ``ci_low``/``ci_high``/``n``/``clusters``."""
     values, _ = parse_task_metrics({k: v for k, v in task_results.items() if "_stderr" not in k})
     out: dict[str, dict[str, float]] = {}
     for key, raw in task_results.items():

@@ -13,7 +13,8 @@ Every judged metric is reported two ways:
   VLMEvalKit's "ALL" report.
 
 Each comes with its 95% cluster-bootstrap interval by video (:func:`llamavid_eval.core.stats.cluster_bootstrap_mean`,
-2000 resamples, seed 0) written as ``<metric>_ci_low``, ``_ci_high`` and ``_n`` (the items it rests on).
+2000 resamples, seed 0) written as ``<metric>_ci_low``, ``_ci_high``, ``_n`` (the items it rests on) and
+``_clusters`` (their videos).
 
 The failure budget (``LLAMAVID_JUDGE_MAX_FAILURE_RATE``, default :data:`DEFAULT_MAX_FAILURE_RATE`):
 when more than that share of a task's items has no verdict, the run says nothing about the model, so
@@ -178,9 +179,11 @@ def written_method(metric: str, estimate: float) -> str:
 
 
 def interval_values(metric: str, interval: Interval, *, withheld: bool = False) -> dict[str, float]:
-    """``metric``, ``<metric>_ci_low``, ``_ci_high`` and ``_n`` as a task reports them; NaN values if ``withheld``."""
+    """``metric``, ``<metric>_ci_low``, ``_ci_high``, ``_n`` (items) and ``_clusters`` (videos) as a task reports
+    them; NaN values if ``withheld``."""
     shown = {metric: interval.estimate, f"{metric}_ci_low": interval.low, f"{metric}_ci_high": interval.high}
-    return {**{k: math.nan if withheld else v for k, v in shown.items()}, f"{metric}_n": float(interval.n)}
+    counts = {f"{metric}_n": float(interval.n), f"{metric}_clusters": float(interval.clusters)}
+    return {**{k: math.nan if withheld else v for k, v in shown.items()}, **counts}
 
 
 def over_budget(failures: float | None, items: float | None, max_failure_rate: float) -> bool:
@@ -267,12 +270,18 @@ def budget_errors(tallies: Iterable[Tally], max_rate: float, what: str = "judgem
 
 
 def excess(
-    failures: int, total: int, max_rate: float, reason: str | None = None, what: str = "judgements"
+    failures: int,
+    total: int,
+    max_rate: float,
+    reason: str | None = None,
+    what: str = "judgements",
+    where: str = "see the failures above",
 ) -> str | None:
-    """The error line when ``failures`` of ``total`` exceed ``max_rate``, else None."""
+    """The error line when ``failures`` of ``total`` exceed ``max_rate``, else None; it ends with the
+    most common ``reason`` when known, else with ``where`` the failures are listed."""
     if failures <= 0 or total <= 0 or failures / total <= max_rate:
         return None
-    why = f"most common reason: {reason}" if reason else "see the failures above"
+    why = f"most common reason: {reason}" if reason else where
     return (
         f"error: {failures} of {total} {what} failed ({100 * failures / total:.1f}% > --max-failure-rate "
         f"{max_rate:g}); {why}"

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llamavid_eval.core.outputs import CI_PARTS
 from llamavid_eval.core.records import (
     DATA_ROOT_ENV,
     DatasetNotPreparedError,
@@ -31,7 +32,7 @@ FAMILY = "llamavid_demo"
 Record = dict[str, Any]
 SCORE_KEY = "item_value"
 """Each record's 0/100 (lmms-eval's Stderr_CLT / Stderr_Clustered columns read it)."""
-METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_n", *(f"accuracy_{q}" for q in QUESTIONS))
+METRICS = ("accuracy", *(f"accuracy_{part}" for part in CI_PARTS), *(f"accuracy_{q}" for q in QUESTIONS))
 """The demo's metrics, ``accuracy`` (its scorer: :func:`score`) first."""
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from datasets import Dataset
 from loguru import logger
 
+from llamavid_eval.core.outputs import CI_PARTS
 from llamavid_eval.core.records import qa_record, resolve_video, scored_results
 from llamavid_eval.core.scores import interval_values, mean_interval
 from llamavid_eval.core.ucf import CLASSES, NORMAL, UNMAPPED
@@ -31,10 +32,10 @@ SCORE_KEY = "item_value"
 PER_CLASS = tuple(f"acc_{c.lower()}" for c in CLASSES)
 METRICS = (
     "accuracy",
-    *(f"accuracy_{part}" for part in ("ci_low", "ci_high", "n")),
+    *(f"accuracy_{part}" for part in CI_PARTS),
     "macro_accuracy",
     "binary_accuracy",
-    *(f"binary_accuracy_{part}" for part in ("ci_low", "ci_high", "n")),
+    *(f"binary_accuracy_{part}" for part in CI_PARTS),
     "unmapped",
     *PER_CLASS,
 )
