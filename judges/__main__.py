@@ -97,7 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--judge", choices=BACKENDS, help="backend (default: $LLAMAVID_JUDGE or openai)")
     r.add_argument("--judge-model", help="judge model name or, for hf, a local model folder")
     r.add_argument("--base-url", help="OpenAI-compatible endpoint (local backend)")
-    r.add_argument("--out", help="write results here (mirroring the input folders) instead of beside the input")
+    r.add_argument(
+        "--out",
+        type=folder,
+        help="write results here (mirroring the input folders) instead of beside the input",
+    )
     _judge_options(r)
     a = sub.add_parser("agree", help="agreement between two judges on the same items")
     a.add_argument(
@@ -114,8 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="comma-separated backend[:model][@base_url] (an @ in a model name: %%40), at least two",
     )
-    w.add_argument("--reference", help="judge the others are compared against (default: the first)")
-    w.add_argument("--out", type=Path, default=Path("judge_swap"), help="report folder (default: ./judge_swap)")
+    w.add_argument(
+        "--reference",
+        help="judge the others are compared against: its --judges entry or its name, e.g. exact-match "
+        "(default: the first)",
+    )
+    w.add_argument("--out", type=folder, default=Path("judge_swap"), help="report folder (default: ./judge_swap)")
     w.add_argument("--base-url", help="endpoint for local judges that name none with @")
     w.add_argument("--examples", type=int, default=10, help="most disputed items to list (default 10)")
     w.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as stopped:  # every verdict received is in the cache; say what a rerun will ask
         print(stopped.last_line(), file=sys.stderr)
         return stopped.exit_code
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: a file that cannot be read or written, named in the message
         print(f"error: {err}", file=sys.stderr)
         return 2
     except JudgeUnfit as err:
@@ -144,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     except JudgeUnavailable as err:  # the preflight's message spans lines; the verdict comes last
         print(f"{err}\nerror: a judge failed its preflight check (above); nothing was judged", file=sys.stderr)
         return 2
+
+
+def folder(text: str) -> Path:
+    """An output folder option: refused before any judging when a file stands there (it is created if missing)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; name a folder (it is created when missing)")
+    return path
 
 
 def _transport(args: argparse.Namespace) -> dict[str, Any]:
@@ -230,6 +246,7 @@ def _swap(args: argparse.Namespace) -> int:
     from llamavid_eval.results import swap_report
 
     specs = swap.parse_judges(args.judges)
+    reference = swap.reference_index(specs, swap.judge_settings(specs, _transport(args)), args.reference)
     exams: list[dict[str, Any]] = []
 
     def check(settings: JudgeSettings) -> None:  # every judge checked and examined before any is asked
@@ -237,12 +254,9 @@ def _swap(args: argparse.Namespace) -> int:
         exams.append(examine(settings, allow_unfit=args.allow_unfit))
 
     rows = swap.run_swap(args.runs, specs, args.out, tasks=_tasks(args), common=_transport(args), check=check)
-    names = {
-        text: name for spec, name in zip(specs, rows, strict=True) for text in (spec.text, spec.text.split("@")[0])
-    }
     report = swap.analyse(
         rows,
-        names.get(args.reference, args.reference),
+        list(rows)[reference],
         examples=args.examples,
         max_failure_rate=args.max_failure_rate or None,  # unset: the judge budget ($LLAMAVID_JUDGE_MAX_FAILURE_RATE)
     )

@@ -46,6 +46,10 @@ def cache_key(backend: str, model: str, request: JudgeRequest, prompt_version: s
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+class CacheError(ValueError):
+    """The cache folder cannot be used; the message names it and why."""
+
+
 class JudgementCache:
     """Successful judgements keyed by :func:`cache_key`; ``directory`` is created on first use."""
 
@@ -57,10 +61,20 @@ class JudgementCache:
     def __repr__(self) -> str:
         return f"JudgementCache({str(self.path)!r})"
 
+    def check(self) -> None:
+        """Open (create) the database now: a folder that cannot hold it fails here, naming itself."""
+        self._connect().close()
+
     def _connect(self) -> sqlite3.Connection:
-        if not self._ready:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=60.0)
+        try:
+            if not self._ready:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=60.0)
+        except (OSError, sqlite3.Error) as err:
+            raise CacheError(
+                f"judge cache {self.path} cannot be opened ({err}): set LLAMAVID_JUDGE_CACHE (--cache) to a "
+                "folder you can write, or to off"
+            ) from None
         if not self._ready:
             try:
                 con.execute("PRAGMA journal_mode=WAL")

@@ -326,7 +326,9 @@ def exam_record(report: dict[str, Any]) -> dict[str, Any]:
 
 def unfit_message(settings: JudgeSettings, report: dict[str, Any]) -> str:
     others = ", ".join(b for b in BACKENDS if b != settings.backend)
-    spec = f"{settings.backend}:{settings.model}" + (f"#prompt={settings.prompt}" if settings.prompt else "")
+    url = f"@{settings.base_url}" if settings.base_url and settings.backend in ("local", "openai") else ""
+    model = str(settings.model).replace("@", "%40")  # the spec's escape: its first '@' starts the URL
+    spec = f"{settings.backend}:{model}{url}" + (f"#prompt={settings.prompt}" if settings.prompt else "")
     return "\n".join(
         [
             f"The judge is unfit: {report['judge']} (prompt {report['prompt_version']}) failed the judge exam.",
@@ -334,8 +336,8 @@ def unfit_message(settings: JudgeSettings, report: dict[str, Any]) -> str:
             report["verdict"],
             f"Its wrong verdicts: llamavid judge exam --judge '{spec}'",
             f"Way out: another judge (LLAMAVID_JUDGE=... ({others}), LLAMAVID_JUDGE_MODEL) or prompt "
-            "(LLAMAVID_JUDGE_PROMPT); or go on with this judge, recorded as not examined: LLAMAVID_JUDGE_EXAM=0 "
-            "(an lmms-eval run) or --allow-unfit (llamavid judge rejudge / swap).",
+            "(LLAMAVID_JUDGE_PROMPT); or go on with this judge: LLAMAVID_JUDGE_EXAM=0 in an lmms-eval run (recorded "
+            "as not examined) or --allow-unfit for llamavid judge rejudge / swap (recorded as unfit, allowed).",
         ]
     )
 

@@ -5,9 +5,11 @@ Precedence, lowest to highest: built-in defaults < ``config`` (a task YAML's ``m
 ``overrides`` (command-line flags of ``llamavid judge``). Switching the judge of an lmms-eval run
 is one variable: ``LLAMAVID_JUDGE=local lmms-eval ...``.
 
-A model or base URL belongs to the backend chosen next to it: when a higher layer switches the
-backend, a model named by a lower layer is dropped (the new backend's default applies), so the YAML's
-``judge_model: gpt-3.5-turbo`` is never sent to a local server.
+A model or base URL belongs to the backend chosen next to it: when a higher layer switches to another
+backend, a model or URL named by a lower layer is dropped (the new backend's default applies), so the
+YAML's ``judge_model: gpt-3.5-turbo`` is never sent to a local server; a layer that names the same
+backend again, or the first to name one, keeps them (``LLAMAVID_JUDGE_BASE_URL=... llamavid judge
+rejudge out/ --judge local``).
 """
 
 from __future__ import annotations
@@ -145,20 +147,19 @@ def resolve_settings(
     layers.append(over)
 
     merged: dict[str, Any] = {}
-    backend_layer = -1
-    for i, layer in enumerate(layers):
-        if "backend" in layer:
-            backend_layer = i
-    for i, layer in enumerate(layers):
-        for opt, value in layer.items():
-            if opt in ("model", "base_url") and i < backend_layer:
-                continue  # belongs to a backend that a higher layer replaced
-            merged[opt] = _convert(opt, value)
-    backend = str(merged.get("backend", JudgeSettings.backend)).strip().lower()
+    for layer in layers:
+        chosen = merged.get("backend")  # None: no layer below named one, so a model or URL follows any backend
+        if "backend" in layer and chosen is not None and _backend_name(layer["backend"]) != _backend_name(chosen):
+            merged.pop("model", None)  # they belong to the backend this layer replaces
+            merged.pop("base_url", None)
+        merged.update({opt: _convert(opt, value) for opt, value in layer.items()})
+    backend = _backend_name(merged.get("backend"))
     if backend not in BACKENDS:
         raise ValueError(f"unknown judge backend {backend!r}; valid: {', '.join(BACKENDS)}")
     merged["backend"] = backend
     merged.setdefault("model", DEFAULT_MODELS[backend])
+    if backend == "openai" and not merged.get("base_url") and env.get("OPENAI_BASE_URL"):
+        merged["base_url"] = env["OPENAI_BASE_URL"]  # the openai client would send there: records must say so
     merged.setdefault("base_url", DEFAULT_BASE_URLS.get(backend))
     merged.setdefault("concurrency", DEFAULT_CONCURRENCY.get(backend))
     from llamavid_eval.judges.backends.openai_compat import RESPONSE_FORMAT_CHOICES
@@ -175,6 +176,11 @@ def resolve_settings(
     return JudgeSettings(**merged)
 
 
+def _backend_name(value: Any) -> str:
+    """``LLAMAVID_JUDGE=Local`` and ``local`` name one backend; unset is the default one."""
+    return str(JudgeSettings.backend if value is None else value).strip().lower()
+
+
 def _convert(opt: str, value: Any) -> Any:
     key, env_name, kind = OPTIONS[opt]
     try:
@@ -184,6 +190,8 @@ def _convert(opt: str, value: Any) -> Any:
         raise ValueError(f"{env_name} / {key} must be {expected}, got {value!r}") from None
     if opt == "max_failure_rate" and converted > 1:
         raise ValueError(f"{env_name} / {key} is a share between 0 and 1 (e.g. 0.05), got {value!r}")
+    if opt == "timeout" and converted <= 0:
+        raise ValueError(f"{env_name} / {key} is seconds per request, more than 0: {value!r}")
     if kind in (int, float) and converted < (1 if opt in ("concurrency", "batch_size") else 0):
         raise ValueError(f"{env_name} / {key} is out of range: {value!r}")
     return converted

@@ -22,17 +22,19 @@ import openai
 from llamavid_eval.judges.backends import gguf
 from llamavid_eval.judges.backends.openai_compat import OpenAICompatibleJudge, is_json_object, safe_url
 from llamavid_eval.judges.base import JudgeRequest
+from llamavid_eval.judges.cache import CacheError
 from llamavid_eval.judges.factory import (
     BACKENDS,
     DEFAULT_MODELS,
     REMEMBERED_FORMATS,
     JudgeSettings,
     build_judge,
+    cache_for,
     format_key,
     remembered_format,
 )
 from llamavid_eval.judges.flow import Kind, classify
-from llamavid_eval.judges.prompt import ParseError, parse_reply
+from llamavid_eval.judges.prompt import ParseError, PromptError, parse_reply
 
 log = logging.getLogger("judges")
 
@@ -91,11 +93,14 @@ def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> 
         return None
     start = time.monotonic()
     REMEMBERED_FORMATS.pop(format_key(settings), None)  # check afresh: the server may have changed since
+    check_cache(settings)
     try:
         judge = build_judge(settings, env)
-    except ValueError as err:
-        kind = Kind.AUTH if "key" in str(err).lower() else None  # e.g. no OPENAI_API_KEY
-        raise JudgeUnavailable(_message(settings, str(err), None, kind)) from None
+    except PromptError as err:
+        raise JudgeUnavailable(_message(settings, str(err), None, first=_PROMPT_FIX)) from None
+    except ValueError as err:  # no API key, an option out of range: the settings, not the server
+        fix = None if "API_KEY" in str(err) else _SETTINGS_FIX  # None: the fix for Kind.AUTH, which names the key
+        raise JudgeUnavailable(_message(settings, str(err), None, Kind.AUTH, fix)) from None
     assert isinstance(judge, OpenAICompatibleJudge)
     try:
         timeout = min(judge.timeout, TIMEOUT)
@@ -119,12 +124,23 @@ def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> 
     return report
 
 
+def check_cache(settings: JudgeSettings) -> None:
+    """The judge cache folder can be written (else the verdicts of a whole run would fail at aggregation)."""
+    cache = cache_for(settings)
+    try:
+        if cache is not None:
+            cache.check()
+    except CacheError as err:
+        raise JudgeUnavailable(_message(settings, str(err), None, first=_CACHE_FIX)) from None
+
+
 def _check_in_process(settings: JudgeSettings) -> PreflightReport:
-    """The ``hf`` judge's config and tokenizer load and describe a causal language model."""
+    """The ``hf`` judge's config and tokenizer load (from local files) and describe a causal language model."""
     from transformers import AutoConfig, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     start = time.monotonic()
+    check_cache(settings)
     model = settings.model or DEFAULT_MODELS["hf"]
     if gguf.is_gguf(model):  # a .gguf holds no config.json: its own check (headers only)
         try:
@@ -133,8 +149,8 @@ def _check_in_process(settings: JudgeSettings) -> PreflightReport:
             raise JudgeUnavailable(_message(settings, str(err), None, first=_IN_PROCESS_FIX)) from None
         return _in_process_ok(settings, model, start)
     try:
-        config = AutoConfig.from_pretrained(model)
-        AutoTokenizer.from_pretrained(model)
+        config = AutoConfig.from_pretrained(model, local_files_only=True)
+        AutoTokenizer.from_pretrained(model, local_files_only=True)
     except Exception as err:  # OSError (no such folder or repository), ValueError (unknown model type), ...
         reason = f"cannot load its config and tokenizer: {type(err).__name__}: {str(err)[:400]}"
         raise JudgeUnavailable(_message(settings, reason, None, first=_IN_PROCESS_FIX)) from None
@@ -183,6 +199,9 @@ def _find_format(
     for fmt in formats:
         try:
             reply = judge.probe(messages, fmt, timeout)
+        except (ValueError, TypeError, AttributeError) as err:  # a 200 whose body is no chat completion
+            reason = f"its reply is not an OpenAI chat completion ({type(err).__name__}: {str(err)[:200]})"
+            raise JudgeUnavailable(_message(settings, judge.redact(reason), served, first=_NOT_OPENAI_FIX)) from None
         except openai.APIError as err:
             info = classify(err, sent_format=fmt != "none", redact=judge.redact)
             if info.kind in (Kind.FORMAT, Kind.BAD_REQUEST) and fmt != formats[-1]:
@@ -213,13 +232,17 @@ def _listing(models: tuple[str, ...], limit: int = 20) -> str:
 
 _FIRST_FIX = {  # what to try first, by what went wrong; the ways around the judge follow in every case
     Kind.CONNECTION: "start the judge server or point LLAMAVID_JUDGE_BASE_URL (--base-url) at it",
-    Kind.TRANSIENT: "check that the judge server is up and not overloaded (it did not answer in time)",
+    Kind.TRANSIENT: "check that the judge server is up and not overloaded (the reason above says what it did)",
     Kind.AUTH: "set the key: OPENAI_API_KEY for openai, LLAMAVID_JUDGE_API_KEY for a local server",
     Kind.FORBIDDEN: "use a key or account that may call this model",
     Kind.QUOTA: "add quota to the account, or use another key",
     Kind.MODEL: "pick a model the server serves with LLAMAVID_JUDGE_MODEL (--judge-model)",
     Kind.FORMAT: "pick a model whose replies follow the judge prompt (LLAMAVID_JUDGE_MODEL / --judge-model)",
 }
+_PROMPT_FIX = "fix the prompt file named above (LLAMAVID_JUDGE_PROMPT / --judge-prompt), or unset it for ours"
+_SETTINGS_FIX = "fix the judge setting named above (its LLAMAVID_JUDGE_* variable or the command's option)"
+_CACHE_FIX = "point LLAMAVID_JUDGE_CACHE (--cache) at a folder you can write, or set it to off"
+_NOT_OPENAI_FIX = "point LLAMAVID_JUDGE_BASE_URL (--base-url) at an OpenAI-compatible server's /v1 address"
 _IN_PROCESS_FIX = (
     "point LLAMAVID_JUDGE_MODEL (--judge-model) at a folder (or hub name) holding a transformers causal LM: "
     "config.json, tokenizer files and weights; or at a .gguf file"

@@ -29,6 +29,7 @@ from llamavid_eval.judges.base import Judge
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
 from llamavid_eval.judges.interrupt import Interrupted
 from llamavid_eval.judges.preflight import check_once
+from llamavid_eval.judges.prompt import load_prompt
 from llamavid_eval.judges.rejudge import rejudge
 
 MIN_RUNS_FOR_TAU = 3  # Kendall's tau over two runs is +1 or -1: no information beyond "same order or not"
@@ -87,6 +88,47 @@ def parse_judges(text: str) -> list[JudgeSpec]:
     return specs
 
 
+def judge_settings(specs: Sequence[JudgeSpec], common: dict[str, Any] | None = None) -> list[JudgeSettings]:
+    """Each spec's settings (the command's shared options under it); ValueError when two name one judge,
+    found before any judge is asked (the name a judge reports is checked again after it ran)."""
+    settings = [resolve_settings(overrides={**(common or {}), **spec.overrides()}) for spec in specs]
+    seen: dict[str, str] = {}
+    for spec, one in zip(specs, settings, strict=True):
+        name = planned_name(one)
+        if name in seen:
+            raise ValueError(f"--judges names {name} twice ({seen[name]} and {spec.text}); each judge once")
+        seen[name] = spec.text
+    return settings
+
+
+def planned_name(settings: JudgeSettings) -> str:
+    """The name the judge of ``settings`` will carry (``backend:model``, ``#prompt=<version>`` under a prompt
+    file, ``exact-match``), known before it is built; a server may still report another model name."""
+    if settings.backend == "exact":
+        return "exact-match"
+    prompt = load_prompt(settings.prompt)
+    return f"{settings.backend}:{settings.model}" + ("" if prompt.builtin else f"#prompt={prompt.version}")
+
+
+def reference_index(specs: Sequence[JudgeSpec], settings: Sequence[JudgeSettings], reference: str | None) -> int:
+    """Which judge ``--reference`` names: its ``--judges`` entry as written, or its name (``openai:gpt-4.1-mini``,
+    ``exact-match``; a judge without a prompt file before one with it); ValueError before anything is judged."""
+    if reference is None:
+        return 0
+    names = [planned_name(one) for one in settings]
+    for matches in (
+        [i for i, spec in enumerate(specs) if spec.text == reference],
+        [i for i, name in enumerate(names) if name == reference],
+        [i for i, name in enumerate(names) if name.split("#prompt=")[0] == reference and "#prompt=" not in name],
+    ):
+        if matches:
+            return matches[0]
+    raise ValueError(
+        f"--reference {reference!r} is not among the judges; name one as --judges writes it "
+        f"({', '.join(spec.text for spec in specs)}) or by its name ({', '.join(names)})"
+    )
+
+
 def run_swap(
     sources: Sequence[str | Path],
     specs: Sequence[JudgeSpec],
@@ -101,7 +143,7 @@ def run_swap(
 
     Re-judge files go under ``out/rejudge/<judge>/<source number>/`` (the inputs stay untouched)."""
     rows: dict[str, Rows] = {}
-    all_settings = [resolve_settings(overrides={**(common or {}), **spec.overrides()}) for spec in specs]
+    all_settings = judge_settings(specs, common)
     for settings in all_settings:
         check(settings)  # every judge checked before any is asked: a dead one stops the swap in seconds
     for spec, settings in zip(specs, all_settings, strict=True):

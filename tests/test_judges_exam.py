@@ -185,6 +185,8 @@ def test_the_gate_stops_an_unfit_judge_with_its_figures_and_the_way_out():
     assert "unfit: must-be-no side" in message and "LLAMAVID_JUDGE_EXAM=0" in message and "--allow-unfit" in message
     assert record["allowed_unfit"] and not record["fit"] and record["exam"] == EXAM.version
     assert len(server.calls) == len(EXAM.items)  # the second examine remembered the first report
+    # the command it names reaches the same judge: model, URL and all
+    assert f"Its wrong verdicts: llamavid judge exam --judge 'local:judge@{server.url}'" in message
 
 
 def test_the_gate_remembers_a_report_on_disk_and_skips_exact_and_a_switched_off_exam(tmp_path):
@@ -220,6 +222,14 @@ def test_swap_examines_every_judge_and_reports_the_figures(tmp_path, capsys):
     assert "unfit: must-be-no side" in markdown and "(used anyway: --allow-unfit)" in markdown
     exams = json.loads((out / "swap_report.json").read_text())["exams"]
     assert exams["local:good"]["fit"] and exams["local:yes"]["allowed_unfit"]
+    (tmp_path / "a_file").write_text("")
+    calls = len(good.calls)
+    for command in ("swap", "rejudge"):  # a file where the output folder goes: refused before any judging
+        judges = ["--judges", f"exact,local:good@{good.url}"] if command == "swap" else ["--judge", "exact"]
+        with pytest.raises(SystemExit) as refused:
+            main([command, str(source), *judges, "--out", str(tmp_path / "a_file")])
+        assert refused.value.code == 2 and "is a file; name a folder" in capsys.readouterr().err
+    assert len(good.calls) == calls
 
 
 def test_rejudge_records_the_exam(tmp_path):

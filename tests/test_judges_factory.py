@@ -47,6 +47,23 @@ def test_switching_backend_by_env_drops_the_yamls_model():
     assert s.model == "x"
 
 
+def test_naming_the_same_backend_again_keeps_its_model_and_url():
+    """``LLAMAVID_JUDGE=local LLAMAVID_JUDGE_BASE_URL=... llamavid judge rejudge out/ --judge local``: the flag
+    names the backend already chosen, so the variables still say where and which model."""
+    env = {"LLAMAVID_JUDGE": "local", "LLAMAVID_JUDGE_MODEL": "m", "LLAMAVID_JUDGE_BASE_URL": "http://h:9/v1"}
+    for overrides in ({"backend": "local"}, {"backend": "Local"}):
+        s = resolve_settings(None, env=env, overrides=overrides)
+        assert (s.backend, s.model, s.base_url) == ("local", "m", "http://h:9/v1")
+    s = resolve_settings(None, env=env, overrides={"backend": "local", "model": "other"})
+    assert (s.model, s.base_url) == ("other", "http://h:9/v1")
+    # variables given with no backend follow the one the flag chooses
+    s = resolve_settings(None, env={"LLAMAVID_JUDGE_BASE_URL": "http://h:9/v1"}, overrides={"backend": "local"})
+    assert (s.backend, s.base_url) == ("local", "http://h:9/v1")
+    # another backend than the variables' drops them
+    s = resolve_settings(None, env=env, overrides={"backend": "openai"})
+    assert (s.backend, s.model, s.base_url) == ("openai", "gpt-3.5-turbo", None)
+
+
 def test_one_env_var_switches_the_judge(monkeypatch):
     monkeypatch.setenv("LLAMAVID_JUDGE", "exact")
     judge = get_judge({"judge": "openai"})

@@ -304,3 +304,41 @@ def test_in_process_judge_preflight_rejects_a_model_that_is_not_a_causal_lm(tmp_
     report = preflight(settings)
     assert report is not None and "config and tokenizer load" in report.summary()
     assert check_once(settings) is None  # checked once per process
+
+
+def test_a_server_whose_replies_are_not_chat_completions_is_named_with_the_fix():
+    with FakeChatServer(lambda call: Response(200, body="{not json")) as server:
+        with pytest.raises(JudgeUnavailable) as caught:
+            preflight(settings(server.url))
+    message = str(caught.value)
+    assert message.startswith(f"The judge cannot work: backend 'local', URL {server.url}, model 'judge'")
+    assert "its reply is not an OpenAI chat completion" in message
+    assert "Fix: point LLAMAVID_JUDGE_BASE_URL (--base-url) at an OpenAI-compatible server's /v1" in message
+
+
+def test_the_fix_names_what_is_wrong_when_it_is_not_the_server(tmp_path, judge_env):
+    """A bad prompt file, a missing key, an unusable cache folder: not "start the judge server"."""
+    prompt = tmp_path / "p.yaml"
+    prompt.write_text("system: s\nuser: 'Q: {question} A: {answer}'\nreask: r\n")  # no {prediction}
+    with FakeChatServer() as server:
+        with pytest.raises(JudgeUnavailable) as caught:
+            preflight(settings(server.url, judge_prompt=str(prompt)))
+        assert "Fix: fix the prompt file named above" in str(caught.value) and server.preflight_calls == []
+        a_file = tmp_path / "a_file"
+        a_file.write_text("")
+        with pytest.raises(JudgeUnavailable) as caught:
+            preflight(settings(server.url, judge_cache=str(a_file)))
+        assert f"judge cache {a_file}/judgements.sqlite3 cannot be opened" in str(caught.value)
+        assert "Fix: point LLAMAVID_JUDGE_CACHE (--cache) at a folder you can write" in str(caught.value)
+    judge_env.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(JudgeUnavailable) as caught:
+        preflight(resolve_settings({"judge": "openai"}, env={}), env={})
+    assert "Fix: set the key: OPENAI_API_KEY" in str(caught.value)
+    with pytest.raises(ValueError, match="LLAMAVID_JUDGE_TIMEOUT / judge_timeout is seconds per request"):
+        resolve_settings(None, env={"LLAMAVID_JUDGE_TIMEOUT": "0"})
+
+
+def test_openai_base_url_from_the_environment_is_the_url_records_name():
+    s = resolve_settings({"judge": "openai"}, env={"OPENAI_BASE_URL": "http://proxy:1/v1"})
+    assert s.base_url == "http://proxy:1/v1" and s.public()["base_url"] == "http://proxy:1/v1"
+    assert resolve_settings({"judge": "openai"}, env={}).base_url is None

@@ -202,3 +202,30 @@ def test_confidence_summarises_the_recorded_p_yes_by_hand():
     assert got["mean_p_verdict"] == pytest.approx((0.55 + 0.9 + 0.8) / 3)
     assert got["near_coin_share"] == pytest.approx(1 / 3)
     assert confidence([{"metadata": {}}, {}]) is None
+
+
+def test_the_reference_is_found_before_anything_is_judged(tmp_path, capsys):
+    """``--reference local:m`` is the plain judge, not its prompt-file variant listed after it; a name that is
+    not among the judges stops the swap before any judge is asked."""
+    prompt = tmp_path / "p.yaml"
+    prompt.write_text(
+        "system: Judge answers.\nuser: 'Q: {question} A: {answer} P: {prediction}'\nreask: Reply with the dict only.\n"
+    )
+    specs = swap.parse_judges(f"local:m@http://h:1/v1#prompt={prompt},local:m@http://h:1/v1,exact")
+    settings = swap.judge_settings(specs)
+    assert [swap.reference_index(specs, settings, ref) for ref in ("local:m", "exact-match", "exact", None)] == [
+        1,
+        2,
+        2,
+        0,
+    ]
+    assert swap.reference_index(specs, settings, specs[0].text) == 0
+    with pytest.raises(ValueError, match=r"names local:m twice \(local:m@http://h:1/v1 and local:m@http://h:2/v1\)"):
+        swap.judge_settings(swap.parse_judges("local:m@http://h:1/v1,local:m@http://h:2/v1"))
+    source = runs_folder(tmp_path)
+    with FakeChatServer() as server:
+        judges = f"exact,local:good@{server.url}"
+        rc = main(["swap", str(source), "--judges", judges, "--out", str(tmp_path / "r"), "--reference", "bogus"])
+        assert rc == 2 and server.calls == []
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: --reference 'bogus' is not among the judges") and "exact-match" in last
