@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     a.add_argument("b", help="the same for judge B")
     a.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
-    a.add_argument("--examples", type=int, default=5, help="disagreements / failures to show (default 5)")
+    a.add_argument("--examples", type=count, default=5, help="disagreements / failures to show (default 5)")
     failures.add_argument(a)
     w = sub.add_parser("swap", help="re-judge runs with several judges and report what the swap changes")
     w.add_argument("runs", nargs="+", help="lmms-eval output folders (--log_samples) or *_samples_<task>.jsonl files")
@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--out", type=folder, default=Path("judge_swap"), help="report folder (default: ./judge_swap)")
     w.add_argument("--base-url", help="endpoint for local judges that name none with @")
-    w.add_argument("--examples", type=int, default=10, help="most disputed items to list (default 10)")
+    w.add_argument("--examples", type=count, default=10, help="most disputed items to list (default 10)")
     w.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
     _judge_options(w)
     _transport_options(exam_cli.add_parser(sub))
@@ -152,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     except JudgeUnavailable as err:  # the preflight's message spans lines; the verdict comes last
         print(f"{err}\nerror: a judge failed its preflight check (above); nothing was judged", file=sys.stderr)
         return 2
+
+
+def count(text: str) -> int:
+    """A number of things to show: a whole number, 0 or more."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number, 0 or more")
+    return int(text)
 
 
 def folder(text: str) -> Path:

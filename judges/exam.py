@@ -155,7 +155,8 @@ def _unfit_reasons(
         if math.isfinite(low) and low >= thresholds.min_lower:
             continue
         worst = sorted((k for k in kinds if k["expect"] == name and k["wrong"]), key=lambda k: -k["wrong"] / k["items"])
-        where = ", ".join(f"{k['kind']} {k['wrong']}/{k['items']}" for k in worst[:3]) or "none answered"
+        where = ", ".join(f"{k['kind']} {k['wrong']}/{k['items']}" for k in worst[:3])
+        where = where or f"none; only {side['answered']} of {side['items']} answered, too few for the bound"
         bound = f"{100 * low:.1f}%" if math.isfinite(low) else "none (no item answered)"
         reasons.append(
             f"must-be-{name} side: 95% lower bound {bound} < {100 * thresholds.min_lower:g}% (wrong: {where})"

@@ -54,6 +54,8 @@ def load_exam(path: str | Path | None = None) -> Exam:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as err:
         raise ExamError(f"judge exam {file}: cannot read it ({err.strerror or err}); check the path") from None
+    except UnicodeDecodeError as err:
+        raise ExamError(f"judge exam {file}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ExamError(f"judge exam {file}: not valid YAML: {err}") from None
     if not isinstance(data, dict) or set(data) - _TOP_KEYS or not isinstance(data.get("kinds"), dict):

@@ -14,6 +14,7 @@ rejudge out/ --judge local``).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -188,6 +189,8 @@ def _convert(opt: str, value: Any) -> Any:
     except (TypeError, ValueError):
         expected = "yes/no (1/0, on/off, true/false)" if kind is _flag else kind.__name__
         raise ValueError(f"{env_name} / {key} must be {expected}, got {value!r}") from None
+    if kind is float and not math.isfinite(converted):
+        raise ValueError(f"{env_name} / {key} must be a finite number, got {value!r}")
     if opt == "max_failure_rate" and converted > 1:
         raise ValueError(f"{env_name} / {key} is a share between 0 and 1 (e.g. 0.05), got {value!r}")
     if opt == "timeout" and converted <= 0:

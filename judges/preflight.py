@@ -244,7 +244,8 @@ _SETTINGS_FIX = "fix the judge setting named above (its LLAMAVID_JUDGE_* variabl
 _CACHE_FIX = "point LLAMAVID_JUDGE_CACHE (--cache) at a folder you can write, or set it to off"
 _NOT_OPENAI_FIX = "point LLAMAVID_JUDGE_BASE_URL (--base-url) at an OpenAI-compatible server's /v1 address"
 _IN_PROCESS_FIX = (
-    "point LLAMAVID_JUDGE_MODEL (--judge-model) at a folder (or hub name) holding a transformers causal LM: "
+    "point LLAMAVID_JUDGE_MODEL (--judge-model; hf:<path> in a judge spec) at a folder (or a hub name already in "
+    "the local cache) holding a transformers causal LM: "
     "config.json, tokenizer files and weights; or at a .gguf file"
 )
 

@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamavid_eval.core.outputs import SamplesFile, find_samples, is_qa_record, iter_samples, judge_label, run_results
+from llamavid_eval.core.outputs import (
+    SamplesFile,
+    find_samples,
+    is_qa_record,
+    iter_samples,
+    json_safe,
+    judge_label,
+    run_results,
+)
 from llamavid_eval.core.records import QA_TEXT_KEYS, VIDEO_KEY
 from llamavid_eval.core.scores import common_reason
 from llamavid_eval.core.stats import Interval
@@ -147,7 +155,9 @@ def rejudge(
         }
         summary_path = target / f"{stem}_summary.json"
         items_path = target / f"{stem}{ITEMS_SUFFIX}"
-        summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        summary_path.write_text(
+            json.dumps(json_safe(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8"
+        )
         _write_jsonl(items_path, rows)
         overview["runs"].append({"summary": str(summary_path), "items": str(items_path), **summary})
     return overview

@@ -71,7 +71,11 @@ def parse_spec(entry: str, option: str = "--judges") -> JudgeSpec:
             "with --base-url"
         )
     backend, _, model = head.partition(":")
-    model = model.replace("%40", "@")
+    backend, model = backend.strip().lower(), model.replace("%40", "@")
+    if any(c.isspace() for c in url):
+        raise ValueError(f"{option} entry {entry!r}: the URL {url!r} holds a space (one judge per entry)")
+    if backend == "exact" and (model or url or prompt.strip()):
+        raise ValueError(f"{option} entry {entry!r}: exact match takes no model, URL or prompt; write exact")
     if backend not in BACKENDS:
         raise ValueError(
             f"{option} entry {entry!r}: unknown backend {backend!r}; use one of {', '.join(BACKENDS)} "

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from llamavid_eval.core.outputs import json_safe
 from llamavid_eval.core.stats import Interval
 from llamavid_eval.results.report import data_uri, new_figure, save, slug
 
@@ -299,22 +300,10 @@ def write(report: dict[str, Any], out: Path, *, plots: bool = True) -> list[Path
     markdown = to_markdown(report)
     paths = [out / "swap_report.md", out / "swap_report.json", out / "swap_report.html"]
     paths[0].write_text(markdown, encoding="utf-8")
-    data = json.dumps(_no_nan(report), indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    data = json.dumps(json_safe(report), indent=2, ensure_ascii=False, default=str, allow_nan=False)
     paths[1].write_text(data + "\n", encoding="utf-8")
     paths[2].write_text(_html_page(markdown, figures), encoding="utf-8")
     return paths + [p for _, ps in figures for p in ps]
-
-
-def _no_nan(value: Any) -> Any:
-    """``value`` with every non-finite float as ``null``: ``NaN`` is not JSON, and an undefined number
-    (Kendall's tau against a judge that ties every run) is said in words in the Markdown."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_no_nan(v) for v in value]
-    return value
 
 
 def _html_page(markdown: str, figures: list[tuple[str, list[Path]]]) -> str:

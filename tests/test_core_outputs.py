@@ -46,6 +46,9 @@ def test_a_half_written_line_is_an_error_naming_the_line(tmp_path: Path):
     path.write_text('{"doc_id": 0}\n{"doc_id": 1, "accur\n')
     with pytest.raises(ValueError, match=r"s\.jsonl:2: not JSON"):
         list(iter_samples(path))
+    path.write_bytes('{"doc_id": 0, "q": "caf\u00e9"}\n'.encode() + b'{"doc_id": 1, "q": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"s\.jsonl:2: not UTF-8"):
+        list(iter_samples(path))
 
 
 UCF = [("Arson", "Arson"), ("Arson", "Normal"), ("Normal", "Normal"), ("Abuse", "UNMAPPED")]

@@ -138,6 +138,10 @@ def test_failures_are_not_verdicts_and_too_many_make_a_judge_unfit():
     assert report["failures"]["failed"] == len(flaky) and report["sides"]["yes"]["accuracy"]["estimate"] == 1.0
     assert "judgements failed (5.4% > 2%): no reply: scripted failure" in report["verdict"]
     assert run_exam(Policy(lambda r: None if r in flaky else truth(r)), thresholds=Thresholds(0.85, 0.06))["fit"]
+    # right on every item it answered, but only 5 of each side: the bound is low for want of items, not errors
+    answered = {i.request for i in EXAM.items[:5] + EXAM.items[-5:]}  # the file's first five are yes, last five no
+    report = run_exam(Policy(lambda r: truth(r) if r in answered else None), thresholds=Thresholds(0.85, 1.0))
+    assert "(wrong: none; only 5 of 84 answered, too few for the bound)" in report["verdict"]
 
 
 def oracle(call: Call) -> Response:

@@ -342,3 +342,14 @@ def test_openai_base_url_from_the_environment_is_the_url_records_name():
     s = resolve_settings({"judge": "openai"}, env={"OPENAI_BASE_URL": "http://proxy:1/v1"})
     assert s.base_url == "http://proxy:1/v1" and s.public()["base_url"] == "http://proxy:1/v1"
     assert resolve_settings({"judge": "openai"}, env={}).base_url is None
+
+
+def test_url_credentials_are_masked_in_every_form_a_server_may_echo():
+    """A password in the base URL travels as an ``Authorization: Basic`` header; a server that echoes the
+    header must not print it either, nor the password decoded or the query's values."""
+    import base64
+
+    judge = local("http://user:se%40cretpw@127.0.0.1:9/v1?token=tok%2Fen123")
+    basic = base64.b64encode(b"user:se@cretpw").decode()
+    echoed = f"401 for Basic {basic}; password se@cretpw (se%40cretpw); token tok/en123"
+    assert judge.redact(echoed) == "401 for Basic ***; password *** (***); token ***"

@@ -152,7 +152,9 @@ def test_rejudge_counts_failures_in_the_results(output_dir, tmp_path, monkeypatc
         and "down" in line
         for line in last
     )
-    summary = json.loads(next((tmp_path / "re").rglob("20250101_120000_*_summary.json")).read_text())
+    text = next((tmp_path / "re").rglob("20250101_120000_*_summary.json")).read_text()
+    summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))  # strict parsers
+    assert summary["results"]["msrvtt_qa"]["accuracy_ci"]["estimate"] is None  # no item judged: no interval
     assert without_ci(summary["results"]) == {
         "msrvtt_qa": {
             "n": 2,

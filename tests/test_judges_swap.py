@@ -67,6 +67,16 @@ def test_parse_judges():
         swap.parse_judges("gpt5,exact")
     with pytest.raises(ValueError, match="at least two"):
         swap.parse_judges("exact")
+    assert swap.parse_spec("Local:m", "--judge").backend == "local"  # as LLAMAVID_JUDGE=Local is
+    for entry, message in [
+        ("exact:foo", "exact match takes no model"),
+        ("exact@http://h:1/v1", "exact match takes no model"),
+        ("local:m@http://h:1/v1, exact", "holds a space"),  # a list given where one judge goes
+    ]:
+        with pytest.raises(ValueError, match=message):
+            swap.parse_spec(entry, "--judge")
+    with pytest.raises(ValueError, match="must be a finite number"):
+        swap.resolve_settings(env={"LLAMAVID_JUDGE_MAX_FAILURE_RATE": "nan"})
 
 
 def test_swap_report_with_a_failing_judge(tmp_path, capsys):

@@ -26,6 +26,7 @@ the model name must not label every verdict.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -34,7 +35,7 @@ import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import openai
 
@@ -78,6 +79,17 @@ class Completion(NamedTuple):
     text: str
     finish_reason: str | None = None
     model: str | None = None
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """Every form in which the credentials of ``url`` can come back in a server's message: the password as
+    written and decoded, the ``Authorization: Basic`` value made from user and password, query values."""
+    parts = urlsplit(url or "")
+    found = [pair.split("=", 1)[1] for pair in parts.query.split("&") if "=" in pair]
+    if parts.password:
+        user, password = unquote(parts.username or ""), unquote(parts.password)
+        found += [parts.password, password, base64.b64encode(f"{user}:{password}".encode()).decode()]
+    return found + [unquote(value) for value in found]
 
 
 def safe_url(url: str | None) -> str | None:
@@ -142,9 +154,7 @@ class OpenAICompatibleJudge(ConversationJudge):
         self._lock = threading.Lock()
         self.limit = AdaptiveLimit(concurrency)  # shared: the bound holds across concurrent judge_many calls
         self.breaker = CircuitBreaker(breaker_threshold)
-        url = urlsplit(base_url or "")
-        query_values = [pair.split("=", 1)[-1] for pair in url.query.split("&") if "=" in pair]
-        self._secrets = Secrets(s for s in (api_key, url.password, *query_values) if s and len(s) >= 6)
+        self._secrets = Secrets(s for s in (api_key, *url_secrets(base_url)) if s and len(s) >= 6)
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
 
     def __repr__(self) -> str:

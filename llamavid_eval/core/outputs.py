@@ -59,6 +59,19 @@ _NON_METRIC = {"alias", "samples", " ", ""}
 _STAMP_FORMATS = ("%Y%m%d_%H%M%S", "%Y-%m-%dT%H-%M-%S.%f", "%Y-%m-%dT%H-%M-%S", "%Y-%m-%d_%H-%M-%S")
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as ``null``: ``NaN`` is not JSON (strict parsers refuse it), and
+    a number that is undefined (an interval with no items, Kendall's tau over tied runs) is said in words
+    where people read it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def judge_label(backend: Any, model: Any) -> str:
     """How a judge is named everywhere: ``backend:model``, or ``exact-match`` for the offline matcher."""
     return "exact-match" if backend == "exact" else f"{backend}:{model}"
@@ -234,15 +247,17 @@ def run_results(folder: Path, date_id: str, tasks: Iterable[str]) -> dict[str, A
 
 def iter_samples(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Logged samples in file order; a line that is not a JSON object raises ValueError naming file and line
-    (a crashed run's half line must not be mistaken for a shorter run)."""
-    with path.open(encoding="utf-8") as handle:
-        for index, line in enumerate(handle):
+    (a crashed run's half line must not be mistaken for a shorter run) or a file that is not UTF-8."""
+    with path.open("rb") as handle:  # bytes, so a line that is not UTF-8 is named by its number
+        for index, raw in enumerate(handle):
             if limit is not None and index >= limit:
                 return
-            if not line.strip():
+            if not raw.strip():
                 continue
             try:
-                sample = json.loads(line)
+                sample = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{index + 1}: not UTF-8 ({err.reason}); lmms-eval writes UTF-8") from None
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{index + 1}: not JSON ({err}); re-run the task or delete the line") from None
             if not isinstance(sample, dict):
