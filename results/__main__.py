@@ -42,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     which.add_argument("--all", dest="latest", action="store_false", help="one row per results file")
     tab.add_argument(
-        "--sort", metavar="METRIC", help="column to sort by: 'task/metric' or a unique part ('msvd_qa', 'accuracy')"
+        "--sort",
+        metavar="METRIC",
+        help="column to sort by: 'task/metric', a task ('msvd_qa': its headline metric) or a unique metric ('accuracy')",
     )
     tab.add_argument("--ascending", action="store_true", help="sort ascending (default: best first)")
     tab.add_argument(

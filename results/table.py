@@ -205,9 +205,13 @@ def _order_columns(cols: list[str], runs: list[Run]) -> list[str]:
 
 
 def resolve_column(board: Leaderboard, name: str) -> str:
-    """An exact column, or a unique ``task/metric`` suffix/prefix match (``accuracy`` if only one task)."""
+    """An exact column, a task's name (its headline column, as the default view shows it), or a unique
+    ``task/metric`` suffix match (``accuracy`` if only one task has it)."""
     if name in board.frame.columns:
         return name
+    headline = [c for c in headline_columns(board) if c.split("/")[0] == name]
+    if headline:
+        return headline[0]
     hits = [c for c in board.metric_columns if c.endswith("/" + name) or c.startswith(name + "/")]
     if len(hits) == 1:
         return hits[0]

@@ -160,6 +160,7 @@ def test_sort_best_first_missing_last_and_errors(tmp_path: Path) -> None:
     assert (interval.low, interval.high) == pytest.approx((71.0 - 1.96 * 0.5, 71.0 + 1.96 * 0.5), abs=1e-3)
     assert "stderr" in interval.method and (1, "msvd_qa/accuracy") not in board.intervals  # reported: none
     assert table.resolve_column(board, "mean_score") == "msvd_qa/mean_score"
+    assert table.resolve_column(board, "msvd_qa") == "msvd_qa/accuracy"  # a task: its headline column, as --help says
     with pytest.raises(KeyError, match="unknown"):
         table.resolve_column(board, "nope")
 
