@@ -230,9 +230,10 @@ def _agree(args: argparse.Namespace) -> int:
         end="\n" if args.json else "",
     )
     if report["matched"] == 0:
+        tasks = f"tasks: {', '.join(report['tasks_a']) or 'none'} against {', '.join(report['tasks_b']) or 'none'}"
         print(
-            f"error: no item of {args.a} matches one of {args.b} (same task, id, question, answer and "
-            "prediction); were they judged from the same run?",
+            f"error: no item of {args.a} ({report['n_a']} items) matches one of {args.b} ({report['n_b']} items; "
+            f"{tasks}): items pair on task, id, question, answer and prediction; were both judged from one run?",
             file=sys.stderr,
         )
         return 1

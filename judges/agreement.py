@@ -169,6 +169,8 @@ def compare(a: Rows | str | Path, b: Rows | str | Path, *, examples: int = 5) ->
         "judge_b": _name(rows_b),
         "n_a": len(rows_a),
         "n_b": len(rows_b),
+        "tasks_a": sorted({str(r.get("task")) for r in rows_a}),
+        "tasks_b": sorted({str(r.get("task")) for r in rows_b}),
         "matched": len(matched),
         "only_in_a": len(ka) - len(matched),
         "only_in_b": len(kb) - len(matched),

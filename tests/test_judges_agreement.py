@@ -132,6 +132,13 @@ def test_cli_markdown_and_json(tmp_path, capsys):
     assert main(["agree", str(tmp_path), str(fb)]) == 2
     err = capsys.readouterr().err
     assert "several judges" in err and fa.name in err
+    (tmp_path / "other").mkdir()
+    other = write(tmp_path / "other" / "20250101_000000_rejudge_local-llama3_items.jsonl",
+                  [{**r, "task": "msrvtt_qa"} for r in b])  # fmt: skip
+    assert main(["agree", str(fa), str(other)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: no item of {fa} (13 items) matches one of {other} (13 items; tasks: msvd_qa ")
+    assert "against msrvtt_qa)" in last
 
 
 def test_agree_on_two_rejudge_output_folders(tmp_path, capsys, judge_env):
