@@ -44,6 +44,7 @@ from llamavid_eval.model.processing import (
     tokenize_with_image,
     vicuna_v1_prompt,
 )
+from llamavid_eval.model.video import VideoDecodeError
 
 
 @dataclass
@@ -155,8 +156,23 @@ class PlannedVideos(Dataset):
     def __len__(self) -> int:
         return len(self.loads)
 
-    def __getitem__(self, item: int) -> torch.Tensor:
-        return prepare_video(self.questions, self.loads[item], self.image_processor)
+    def __getitem__(self, item: int) -> torch.Tensor | VideoDecodeError:
+        """The video's pixels, or its decode error as a value: raised by a worker, torch would wrap it in
+        a traceback whose first line names a worker process, not the file."""
+        try:
+            return prepare_video(self.questions, self.loads[item], self.image_processor)
+        except VideoDecodeError as error:
+            return error
+
+
+def delivered(video: torch.Tensor | VideoDecodeError) -> torch.Tensor:
+    """A worker's video, or its decode error raised here, with the way out."""
+    if isinstance(video, VideoDecodeError):
+        raise VideoDecodeError(
+            f"{video}. No answer of this run was written: remove the file or replace it, or run `llamavid prepare` "
+            "again (it probes every video and leaves damaged ones out, listed in its report), then rerun"
+        )
+    return video
 
 
 def prepared_batches(
@@ -185,7 +201,7 @@ def prepared_batches(
         )
     )
     for indices, firsts in zip(plan, per_batch, strict=True):
-        yield assemble_batch(questions, indices, [next(videos) for _ in firsts], pin_memory)
+        yield assemble_batch(questions, indices, [delivered(next(videos)) for _ in firsts], pin_memory)
 
 
 class LlamaVidRunner:
@@ -399,6 +415,12 @@ def generation_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
     kwargs = {key: value for key, value in settings.items() if key in allowed}
     kwargs.setdefault("max_new_tokens", 1024)
     temperature = float(kwargs.get("temperature", 0) or 0)
+    if temperature > 0 and not kwargs.get("do_sample", False):  # greedy would ignore it, and the run's
+        raise ValueError(  # record would still say temperature=0.2
+            f"temperature={temperature:g} with do_sample=False: greedy decoding ignores the temperature. To sample "
+            "as the original evaluation did, add do_sample=True (--gen_kwargs do_sample=True,temperature=0.2); "
+            "for greedy answers, leave temperature out"
+        )
     if not kwargs.get("do_sample", False) or temperature == 0:
         kwargs["do_sample"] = False
         for key in ("temperature", "top_p", "top_k"):

@@ -16,6 +16,8 @@ process loads the model on its own GPU and lmms-eval gives it its share of the d
 from __future__ import annotations
 
 import functools
+import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +41,21 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch_dtype(dtype)
 
 
+def parse_number(value: Any, name: str, kind: type[int] | type[float], minimum: float, exclusive: bool = False) -> Any:
+    """A numeric model argument, checked before the (slow) load: a bad value must not wait minutes
+    for the weights and then blame a video or a torch internal."""
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name}={value!r} is not {what}") from None
+    if not (math.isfinite(number) and (number > minimum if exclusive else number >= minimum)):
+        raise ValueError(
+            f"{name}={value!r}: give a finite number {'above' if exclusive else 'of at least'} {minimum:g}"
+        )
+    return number
+
+
 def parse_bool(value: bool | str, name: str) -> bool:
     """lmms-eval passes model arguments as strings (``compile=True``)."""
     if isinstance(value, bool):
@@ -57,7 +74,7 @@ class LlamaVid(lmms):
 
     def __init__(
         self,
-        pretrained: str,
+        pretrained: str | None = None,
         vision_tower: str | None = None,
         qformer: str | None = None,
         qformer_tokenizer: str | None = None,
@@ -77,15 +94,28 @@ class LlamaVid(lmms):
     ) -> None:
         super().__init__()
         del max_batch_size  # lmms-eval passes it to every model; batches are exactly --batch_size here
-        if unknown:
+        if unknown or not pretrained:
+            missing = "pretrained=<checkpoint folder or hub id> is required; " if not pretrained else ""
             raise ValueError(
-                f"unknown llamavid model argument(s) {sorted(unknown)}; valid: pretrained, vision_tower, qformer, "
-                "qformer_tokenizer, lora, device, dtype, attn_implementation, batch_size, vision_batch_size, "
+                f"{missing}unknown llamavid model argument(s) {sorted(unknown)}; valid: pretrained, vision_tower, "
+                "qformer, qformer_tokenizer, lora, device, dtype, attn_implementation, batch_size, vision_batch_size, "
                 "decode_workers, compile, fps, max_frames, image_size"
             )
-        use_graphs = parse_bool(compile, "compile")  # checked before the (slow) load
+        # every argument checked before the (slow) load
+        use_graphs = parse_bool(compile, "compile")
         if attn_implementation not in ATTENTION:
             raise ValueError(f"attn_implementation={attn_implementation!r}; choose one of {ATTENTION}")
+        if str(batch_size) == "auto":
+            raise ValueError("--batch_size auto is not supported: give the questions per LLM batch, e.g. 64")
+        sizes = {
+            "batch_size": parse_number(batch_size, "batch_size", int, 1),
+            "vision_batch_size": parse_number(vision_batch_size, "vision_batch_size", int, 1),
+            "decode_workers": parse_number(decode_workers, "decode_workers", int, 0),
+        }
+        if image_size not in (None, "", "None", "none") and int(image_size) not in (224, 336):
+            raise ValueError(f"image_size={image_size!r}: the LLaMA-VID towers take 224 or 336")
+        if lora and not Path(lora).expanduser().is_dir():
+            raise FileNotFoundError(f"lora={lora}: no such folder (a LoRA adapter folder written by llamavid train)")
         accelerator = Accelerator()
         if accelerator.num_processes > 1:
             self._device = accelerator.device  # cuda:<local rank>, or the CPU with ACCELERATE_USE_CPU=true
@@ -93,8 +123,9 @@ class LlamaVid(lmms):
             self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._rank = accelerator.process_index
         self._world_size = accelerator.num_processes
-        self.fps = float(fps)
-        self.max_frames = int(max_frames) if max_frames not in (None, "None", "none", "") else None
+        self.fps = float(parse_number(fps, "fps", float, 0, exclusive=True))
+        none = max_frames in (None, "None", "none", "")
+        self.max_frames = None if none else int(parse_number(max_frames, "max_frames", int, 1))
 
         loaded = load_llamavid(
             pretrained,
@@ -108,13 +139,7 @@ class LlamaVid(lmms):
         )
         if lora:
             loaded.model = apply_lora(loaded.model, lora)
-        self.runner = LlamaVidRunner(
-            loaded,
-            batch_size=int(batch_size),
-            vision_batch_size=int(vision_batch_size),
-            decode_workers=int(decode_workers),
-            compile=use_graphs,
-        )
+        self.runner = LlamaVidRunner(loaded, compile=use_graphs, **sizes)
 
     @property
     def rank(self) -> int:

@@ -103,27 +103,45 @@ def _count_with_decord(path: Path, fps: float, max_frames: int | None) -> int:
     return len(frame_indices(len(reader), reader.get_avg_fps(), fps, max_frames))
 
 
-def _decode_with_pyav(path: Path, fps: float, max_frames: int | None) -> np.ndarray:
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-        average = float(stream.average_rate) if stream.average_rate else 0.0
-    indices = frame_indices(len(frames), average, fps, max_frames)
-    if not indices:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
-    return np.stack([frames[i] for i in indices])
+#: A file whose readable frames fall below this share of what its header declares was cut short (a
+#: partial download or copy): it opens and decodes its first part, and would be judged on that part.
+COMPLETE = 0.9
 
 
-def _count_with_pyav(path: Path, fps: float, max_frames: int | None) -> int:
+def _pyav_plan(path: Path, fps: float, max_frames: int | None) -> list[int]:
+    """The frame indices to keep, from a pass over the packets (no decoding); a file cut short raises."""
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         total = sum(1 for packet in container.demux(stream) if packet.size)
         average = float(stream.average_rate) if stream.average_rate else 0.0
-    return len(frame_indices(total, average, fps, max_frames))
+        declared = stream.frames
+    if declared > 0 and total < COMPLETE * declared:
+        raise VideoDecodeError(
+            f"cut short: its header declares {declared} frames, only {total} can be read; copy or download it again"
+        )
+    return frame_indices(total, average, fps, max_frames)
+
+
+def _decode_with_pyav(path: Path, fps: float, max_frames: int | None) -> np.ndarray:
+    """Only the planned frames are kept while decoding: an hour of video never sits in memory whole."""
+    import av
+
+    indices = _pyav_plan(path, fps, max_frames)
+    keep, frames = set(indices), []
+    if indices:
+        with av.open(str(path)) as container:
+            for index, frame in enumerate(container.decode(container.streams.video[0])):
+                if index in keep:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                if index >= indices[-1]:
+                    break
+    return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), dtype=np.uint8)
+
+
+def _count_with_pyav(path: Path, fps: float, max_frames: int | None) -> int:
+    return len(_pyav_plan(path, fps, max_frames))
 
 
 # (name, decode, count) in order of preference: decord first (what the original evaluation used).

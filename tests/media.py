@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 1) -> Path:
-    """Write ``[T, H, W, 3]`` uint8 frames as an MP4 (mpeg4) with PyAV."""
+def write_video(path: Path, frames: np.ndarray, fps: int = 1, faststart: bool = False) -> Path:
+    """Write ``[T, H, W, 3]`` uint8 frames as an MP4 (mpeg4) with PyAV; ``faststart``: the index (with the
+    frame count) first, as streamed downloads are, so a file cut short still opens."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"

@@ -110,6 +110,33 @@ def test_unknown_model_argument_is_rejected_by_name(tiny_release):
         LlamaVid(pretrained=str(tiny_release.checkpoint), compile="maybe")
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"pretrained": None, "pretraind": "x"},
+            r"pretrained=<checkpoint folder or hub id> is required; unknown .*\['pretraind'\]",
+        ),
+        ({"fps": "0"}, "fps='0': give a finite number above 0"),
+        ({"fps": "inf"}, "fps='inf': give a finite number above 0"),
+        ({"max_frames": "0"}, "max_frames='0': give a finite number of at least 1"),
+        ({"decode_workers": "-1"}, "decode_workers='-1': give a finite number of at least 0"),
+        ({"vision_batch_size": "0"}, "vision_batch_size='0'"),
+        ({"batch_size": "auto"}, "--batch_size auto is not supported"),
+        ({"batch_size": "0"}, "batch_size='0'"),
+        ({"image_size": "300"}, "image_size='300': the LLaMA-VID towers take 224 or 336"),
+        ({"lora": "/no/such/adapter"}, "lora=/no/such/adapter: no such folder"),
+    ],
+)
+def test_bad_model_arguments_are_refused_before_the_weights_load(arguments, message, monkeypatch):
+    """A bad value must not wait for minutes of loading and then blame a video or a torch internal."""
+    import llamavid_eval.model.lmms_backend as backend
+
+    monkeypatch.setattr(backend, "load_llamavid", lambda *a, **k: pytest.fail("the weights were loaded"))
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        backend.LlamaVid(**{"pretrained": "/ckpt", **arguments})
+
+
 def test_entry_point_registers_model_and_tasks():
     from lmms_eval.models import MODEL_REGISTRY_V2
     from lmms_eval.tasks import TaskManager

@@ -12,6 +12,7 @@ from media import coloured_frames
 from llamavid_eval.generation.decoding import GraphDecoder, LlmInputs, generate_eager, prefix_kv
 from llamavid_eval.model.inference import LlamaVidRunner, Question, plan_batches, prepare_batch, prepared_batches
 from llamavid_eval.model.loading import decode_answer, load_llamavid
+from llamavid_eval.model.video import VideoDecodeError
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,21 @@ def test_a_broken_video_in_a_worker_process_is_named(loaded):
     questions = [*_questions({"max_new_tokens": 2}), Question("what?", "broken", broken, {"max_new_tokens": 2})]
     with pytest.raises(ValueError, match="broken.mp4"):
         LlamaVidRunner(loaded, batch_size=2, decode_workers=2).answer(questions)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_video_that_cannot_be_decoded_is_raised_as_itself_with_the_way_out(loaded, workers):
+    """Not as torch's "Caught VideoDecodeError in DataLoader worker process 1" with the file further down."""
+
+    def damaged():
+        raise VideoDecodeError("cannot decode video /data/damaged.mp4: pyav: cut short")
+
+    questions = [*_questions({"max_new_tokens": 2}), Question("what?", "damaged", damaged, {"max_new_tokens": 2})]
+    with pytest.raises(VideoDecodeError) as caught:
+        LlamaVidRunner(loaded, batch_size=2, decode_workers=workers).answer(questions)
+    message = str(caught.value)
+    assert message.startswith("cannot decode video /data/damaged.mp4: pyav: cut short. No answer of this run")
+    assert "run `llamavid prepare` again" in message and "DataLoader worker" not in message
 
 
 def test_the_heap_is_frozen_while_batches_run_and_unfrozen_after(loaded):
@@ -298,3 +314,13 @@ def test_the_qformer_mask_built_here_gives_the_library_masks_tokens(loaded, impl
         monkeypatch.setattr(visual_tokens, "_prepared_mask", lambda mask, *_: mask)
         library = runner.visual_tokens(questions, batch)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours, library, strict=True))
+
+
+def test_a_temperature_without_sampling_is_refused_not_silently_greedy():
+    """lmms-eval records gen_kwargs as given: a greedy run must not be written down as temperature=0.2."""
+    from llamavid_eval.model.inference import generation_kwargs
+
+    with pytest.raises(ValueError, match=r"temperature=0.2 with do_sample=False: .* add do_sample=True"):
+        generation_kwargs({"temperature": 0.2, "do_sample": False})
+    assert generation_kwargs({"temperature": 0.2, "do_sample": True})["do_sample"] is True
+    assert generation_kwargs({"temperature": 0, "do_sample": False}) == {"do_sample": False, "max_new_tokens": 1024}

@@ -96,3 +96,17 @@ def test_decoding_and_counting_share_one_fallback_rule(two_fps_video, monkeypatc
             read(garbage)
     with pytest.raises(FileNotFoundError, match="absent.mp4"):
         count_frames(tmp_path / "absent.mp4")
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_a_video_cut_short_is_refused_not_judged_on_its_first_part(tmp_path, decoder, monkeypatch):
+    """A partial download opens, and its first seconds decode; its header still says how long it is."""
+    if decoder == "pyav":
+        monkeypatch.setitem(sys.modules, "decord", None)
+    whole = write_video(tmp_path / "whole.mp4", coloured_frames(40, size=32, seed=1), fps=2, faststart=True)
+    assert load_video(whole, fps=1).shape[0] == count_frames(whole, fps=1) == 20
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    for read in (load_video, count_frames):  # count_frames is what prepare probes with
+        with pytest.raises(VideoDecodeError, match=r"cut\.mp4.*cut short: its header declares 40 frames, only \d+"):
+            read(cut, fps=1)
