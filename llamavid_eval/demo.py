@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"    {release.checkpoint} in {time.perf_counter() - t:.0f} s")
 
     t = step(f"3/5 fine-tune (full, {args.epochs} epochs) with the training module")
+    shutil.rmtree(work / "finetuned", ignore_errors=True)  # the demo's own run folder: a rerun trains afresh
     tuned = train(TrainConfig(
         base=str(release.checkpoint), qformer_tokenizer=str(release.bert_tokenizer),
         train_data=str(data_root / FAMILY / "train_conversations.json"), data_root=str(data_root),

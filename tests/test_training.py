@@ -359,3 +359,70 @@ def test_train_and_merge_commands_fail_with_the_reason_last(tmp_path, capsys):
     with pytest.raises(SystemExit) as usage:
         main(["train", "--override", "train_data=x.json", "--override", "fps=fast"])
     assert usage.value.code == 2 and "fps='fast'" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("learning_rate=0", "learning_rate=0.0: expected a finite number above 0"),
+        ("learning_rate=.nan", "learning_rate=nan: expected a finite number above 0"),
+        ("weight_decay=-0.1", "weight_decay=-0.1: expected a finite number of at least 0"),
+        ("adam_betas=[0.9, 1.5]", r"adam_betas=\[0.9, 1.5\]: expected two numbers in \[0, 1\)"),
+        ("lora_dropout=1.5", r"lora_dropout=1.5: expected a probability in \[0, 1\)"),
+        ("max_frames=0", "max_frames=0: expected a whole number of at least 1"),
+        ("num_workers=-1", "num_workers=-1: expected a finite number of at least 0"),
+        ("lora_target_modules=[]", "lora_target_modules is empty"),
+        ("keep_checkpoints=0", "keep_checkpoints=0: expected a whole number of at least 1"),
+    ],
+)
+def test_values_out_of_range_are_refused_before_the_model_loads(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["train_data=train.json", override])
+
+
+def test_an_output_folder_is_the_runs_own_and_a_resumed_checkpoint_its_config(tiny_release, colour_qa, tmp_path):
+    """Checked before anything is written or loaded: no finished or foreign run in the folder, not the base,
+    and a resumed checkpoint made with the same config (what it computes; not where it writes)."""
+    from llamavid_eval.training.checkpointing import check_output_dir
+
+    out = tmp_path / "run"
+    config = tiny_config(tiny_release, colour_qa, out, resume="auto", save_every=2)
+    check_output_dir(config, out)  # empty: fine
+    step = out / "checkpoints" / "step_0000002"
+    step.mkdir(parents=True)
+    (step / "progress.json").write_text('{"step": 2, "epoch": 0, "batches": 2}')
+    (step / "train_config.yaml").write_text(config.to_yaml())
+    check_output_dir(tiny_config(tiny_release, colour_qa, out, resume="auto", save_every=4, log_every=5), out)
+    changed = tiny_config(tiny_release, colour_qa, out, resume="auto", save_every=2, learning_rate=0.5)
+    with pytest.raises(ConfigError, match=r"the config changed since that checkpoint \(learning_rate: 0.002 -> 0.5\)"):
+        check_output_dir(changed, out)
+    with pytest.raises(ConfigError, match="holds another run's checkpoints and resume=never"):
+        check_output_dir(tiny_config(tiny_release, colour_qa, out, resume="never"), out)
+    (out / "model").mkdir()
+    with pytest.raises(ConfigError, match=r"holds a finished run \(model/\)"):
+        check_output_dir(config, out)
+    own_base = tiny_config(tiny_release, colour_qa, tiny_release.checkpoint.parent, resume="never")
+    with pytest.raises(ConfigError, match="lies in output_dir"):
+        check_output_dir(own_base, tiny_release.checkpoint.parent)
+
+
+def test_malformed_training_data_is_named_by_file_and_line(tmp_path):
+    from llamavid_eval.training.data import read_records
+
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text(json.dumps(record(0, "red")) + "\n" + '{"id": "clip1", "video": \n')
+    with pytest.raises(DataError, match=r"train\.jsonl:2: not valid JSON"):
+        read_records(jsonl)
+    listing = tmp_path / "train.json"
+    listing.write_text("[1, 2]")
+    with pytest.raises(DataError, match="a JSON list .* of record objects"):
+        read_records(listing)
+    listing.write_bytes(b'[{"id": "caf\xe9"}]')
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        read_records(listing)
+
+
+def test_merge_refuses_to_write_over_its_base(tiny_release, capsys):
+    base = str(tiny_release.checkpoint)
+    assert main(["merge", "--base", base, "--lora", base, "--out", base]) == 1
+    assert "is the base checkpoint: merging there would overwrite it" in capsys.readouterr().err

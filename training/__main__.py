@@ -59,7 +59,13 @@ def expected_errors() -> tuple[type[Exception], ...]:
 def _train(config: TrainConfig) -> None:
     from llamavid_eval.training.recipe import train
 
-    print(train(config))
+    try:
+        print(train(config))
+    except FileNotFoundError as err:  # the loader names lmms-eval's model arguments; say this command's keys
+        raise FileNotFoundError(
+            f"{err} Here the model arguments are config keys: pretrained= is base, vision_tower= vision_tower, "
+            "qformer_tokenizer= qformer_tokenizer."
+        ) from None
 
 
 def _merge(args: argparse.Namespace) -> None:

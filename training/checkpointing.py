@@ -14,15 +14,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 from llamavid_eval.model.loading import LoadedLlamaVid, load_llamavid, torch_dtype
 from llamavid_eval.model.lora import apply_lora
 from llamavid_eval.model.saving import save_released
-from llamavid_eval.training.config import TrainConfig
+from llamavid_eval.training.config import ConfigError, TrainConfig
 
 PROGRESS = "progress.json"
+CONFIG = "train_config.yaml"
+#: What a resumed run may change: where it writes and how it reports, not what it computes.
+MAY_CHANGE = ("output_dir", "resume", "log_every", "report_to", "keep_checkpoints", "save_every", "eval_every",
+              "num_workers")  # fmt: skip
 
 
 @dataclass
@@ -53,6 +58,34 @@ def resume_dir(config: TrainConfig, output_dir: Path) -> Path | None:
     return path
 
 
+def check_output_dir(config: TrainConfig, output_dir: Path) -> None:
+    """Before anything is written: the folder is this run's own (not its base, no finished or foreign run
+    in it), and a checkpoint it resumes was made with this config (else the schedule, the data order or
+    the optimizer state would silently belong to another run)."""
+    base, output = Path(config.base).expanduser(), output_dir.expanduser().resolve()
+    if base.exists() and (base.resolve() == output or output in base.resolve().parents):
+        raise ConfigError(f"base={config.base} lies in output_dir={output_dir}: the run would overwrite its base; "
+                          "choose another output_dir")  # fmt: skip
+    finished = [name for name in ("model", "adapter") if (output_dir / name).exists()]
+    if finished:
+        raise ConfigError(f"output_dir={output_dir} holds a finished run ({', '.join(finished)}/); choose a new "
+                          "output_dir (the finished run stays as it is)")  # fmt: skip
+    if config.resume == "never" and checkpoint_dirs(output_dir):
+        raise ConfigError(f"output_dir={output_dir} holds another run's checkpoints and resume=never: choose a new "
+                          "output_dir, or resume=auto to continue that run")  # fmt: skip
+    start = resume_dir(config, output_dir)
+    saved = next((p for p in (start / CONFIG, start.parent.parent / CONFIG) if p.is_file()), None) if start else None
+    if saved is None:
+        return
+    before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    now = yaml.safe_load(config.to_yaml())
+    changed = [f"{key}: {before.get(key)!r} -> {value!r}" for key, value in now.items()
+               if key not in MAY_CHANGE and before.get(key) != value]  # fmt: skip
+    if changed:
+        raise ConfigError(f"resume from {start}: the config changed since that checkpoint ({'; '.join(changed)}). "
+                          "Restore those values, or start afresh: resume=never and a new output_dir")  # fmt: skip
+
+
 def keep_trainable_only(accelerator: Accelerator) -> None:
     """Checkpoints hold the weights that change; frozen ones (vision tower, LoRA's base) come from ``base``."""
 
@@ -65,11 +98,13 @@ def keep_trainable_only(accelerator: Accelerator) -> None:
     accelerator.register_save_state_pre_hook(drop_frozen)
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, progress: Progress, keep: int) -> Path:
-    """Save a resumable state and drop all but the newest ``keep`` checkpoints."""
+def save_checkpoint(accelerator: Accelerator, config: TrainConfig, output_dir: Path, progress: Progress) -> Path:
+    """Save a resumable state with the config that made it; drop all but the newest ``keep_checkpoints``."""
     path = output_dir / "checkpoints" / f"step_{progress.step:07d}"
     accelerator.save_state(str(path))
+    keep = config.keep_checkpoints
     if accelerator.is_main_process:
+        (path / CONFIG).write_text(config.to_yaml(), encoding="utf-8")
         (path / PROGRESS).write_text(json.dumps(asdict(progress)))
         for old in checkpoint_dirs(output_dir)[: -max(keep, 1)]:
             shutil.rmtree(old)
@@ -124,6 +159,8 @@ def merge_lora(
     dtype: str = "bfloat16",
 ) -> Path:
     """Base + adapter -> a full checkpoint in the released layout (what ``pretrained=`` loads)."""
+    if Path(base).expanduser().exists() and Path(out).expanduser().resolve() == Path(base).expanduser().resolve():
+        raise ConfigError(f"--out {out} is the base checkpoint: merging there would overwrite it; name a new folder")
     loaded = load_llamavid(base, vision_tower=vision_tower, qformer_tokenizer=qformer_tokenizer)
     merged = apply_lora(loaded.model, lora)
     return save_released(

@@ -8,8 +8,10 @@ appears once in the printed config. Defaults are the original stage-2 short-vide
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,41 @@ from llamavid_eval.core.dtypes import dtype_name
 METHODS = ("full", "lora", "stage1")
 VISUAL_PARTS = ("qformer", "attention", "projector")
 LLAMA_LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _above(low: float) -> Callable[[float], bool]:
+    return lambda value: low < value < math.inf
+
+
+def _at_least(low: float) -> Callable[[float], bool]:
+    return lambda value: low <= value < math.inf
+
+
+#: key -> (test, what it accepts); NaN fails every test. None passes where the key allows it (max_steps).
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    **dict.fromkeys(("fps", "learning_rate", "adam_epsilon"), (_above(0), "a finite number above 0")),
+    **dict.fromkeys(
+        (
+            "max_length",
+            "per_device_batch_size",
+            "gradient_accumulation_steps",
+            "num_epochs",
+            "log_every",
+            "lora_rank",
+            "max_steps",
+            "max_frames",
+            "keep_checkpoints",
+        ),
+        (_at_least(1), "a whole number of at least 1"),
+    ),  # fmt: skip
+    **dict.fromkeys(
+        ("weight_decay", "max_grad_norm", "save_every", "eval_every", "num_workers"),
+        (_at_least(0), "a finite number of at least 0 (0: off)"),
+    ),
+    "eval_fraction": (lambda value: 0 <= value < 1, "a share in [0, 1)"),
+    "warmup_ratio": (lambda value: 0 <= value <= 1, "a share in [0, 1]"),
+    "lora_dropout": (lambda value: 0 <= value < 1, "a probability in [0, 1)"),
+}
 
 
 class ConfigError(ValueError):
@@ -102,26 +139,16 @@ class TrainConfig:
             raise ConfigError(f"train_visual={self.train_visual!r}: expected 'auto' or a list out of {VISUAL_PARTS}")
         if isinstance(self.train_visual, list) and not set(self.train_visual) <= set(VISUAL_PARTS):
             raise ConfigError(f"train_visual={self.train_visual}: parts must be out of {list(VISUAL_PARTS)}")
-        positive = (
-            "fps",
-            "max_length",
-            "per_device_batch_size",
-            "gradient_accumulation_steps",
-            "num_epochs",
-            "log_every",
-            "lora_rank",
-        )
-        for key in positive:
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key}={getattr(self, key)} must be positive")
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise ConfigError(f"max_steps={self.max_steps} must be positive (or null to use num_epochs)")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ConfigError(f"eval_fraction={self.eval_fraction} must be in [0, 1)")
-        if not 0.0 <= self.warmup_ratio <= 1.0:
-            raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1]")
-        if len(self.adam_betas) != 2:
-            raise ConfigError(f"adam_betas={self.adam_betas} must be two numbers")
+        for key, (inside, accepted) in RANGES.items():
+            value = getattr(self, key)
+            if value is not None and not inside(value):
+                raise ConfigError(f"{key}={value}: expected {accepted}")
+        if len(self.adam_betas) != 2 or not all(0 <= beta < 1 for beta in self.adam_betas):
+            raise ConfigError(f"adam_betas={self.adam_betas}: expected two numbers in [0, 1)")
+        if not self.lora_target_modules:
+            raise ConfigError(
+                "lora_target_modules is empty: name the linear layers LoRA adapts (e.g. [q_proj, v_proj])"
+            )
         reporters = [self.report_to] if isinstance(self.report_to, str) else self.report_to
         if not set(reporters) <= {"auto", "none", "tensorboard", "wandb"}:
             raise ConfigError(f"report_to={self.report_to!r}: expected auto, none or a list of tensorboard, wandb")

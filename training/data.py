@@ -55,12 +55,24 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     """A JSON list (LLaVA style) or JSONL file of records."""
     if not path.is_file():
         raise DataError(f"training data {path} not found (run `llamavid prepare ...` or fix the path)")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    records = json.loads(text)
-    if not isinstance(records, list):
-        raise DataError(f"{path}: expected a JSON list of records")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    chunks = lines if path.suffix == ".jsonl" else [(1, text)]
+    parsed = []
+    for number, chunk in chunks:
+        try:
+            parsed.append(json.loads(chunk))
+        except json.JSONDecodeError as error:
+            line = number + error.lineno - 1
+            raise DataError(
+                f"{path}:{line}: not valid JSON ({error.msg}); fix the line or prepare the data again"
+            ) from None
+    records = parsed if path.suffix == ".jsonl" else parsed[0]
+    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+        raise DataError(f"{path}: expected a JSON list (or JSONL lines) of record objects")
     return records
 
 
@@ -73,6 +85,10 @@ def conversation_turns(record: dict[str, Any], source: str) -> tuple[tuple[str, 
     sequence, so multi-turn records see the frames once, before the first question.
     """
     messages = record.get("conversations") or []
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and m.get("value") is not None for m in messages):
+        raise DataError(
+            f"{source}: record {record.get('id')!r}: conversations must be a list of {{from, value}} objects"
+        )
     roles = [ROLES.get(str(m.get("from", "")).lower()) for m in messages]
     if len(messages) < 2 or len(messages) % 2 or roles != ["user", "assistant"] * (len(messages) // 2):
         raise DataError(

@@ -23,6 +23,7 @@ from transformers import get_cosine_schedule_with_warmup
 from llamavid_eval.model.loading import LoadedLlamaVid, load_llamavid, torch_dtype
 from llamavid_eval.training.checkpointing import (
     Progress,
+    check_output_dir,
     keep_trainable_only,
     load_checkpoint,
     resume_dir,
@@ -74,6 +75,7 @@ def run_training(config: TrainConfig) -> TrainingRun:
     """Setup, the loop, the final evaluation and save; the order of the setup calls fixes the RNG use."""
     config.validate()
     output = Path(config.output_dir)
+    check_output_dir(config, output)
     accelerator = setup_accelerator(config, output)
     loaded, module = setup_model(config, accelerator)
     train_loader, eval_loader = setup_data(config, loaded, accelerator, output)
@@ -124,7 +126,7 @@ def run_training(config: TrainConfig) -> TrainingRun:
             if eval_loader is not None and config.eval_every and progress.step % config.eval_every == 0:
                 logger.log(progress.step, {"eval_loss": evaluate(accelerator, module, eval_loader)})
             if config.save_every and progress.step % config.save_every == 0 and progress.step < total_steps:
-                save_checkpoint(accelerator, output, progress, config.keep_checkpoints)
+                save_checkpoint(accelerator, config, output, progress)
             if progress.step >= total_steps:
                 break
         else:
