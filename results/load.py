@@ -145,11 +145,12 @@ class Run:
 
 
 def short_checkpoint(path: str) -> str:
-    """Readable checkpoint name: HF repo name or folder name (``run/checkpoint-500`` keeps its parent)."""
+    """Readable checkpoint name: HF repo name or folder name; a folder named by what it holds keeps its run's
+    name (``run/checkpoint-500``; ``run/model`` and ``run/adapter``, as ``llamavid train`` writes them)."""
     parts = [p for p in path.rstrip("/").split("/") if p]
     if not parts:
         return ""
-    if re.fullmatch(r"checkpoint-\d+", parts[-1]) and len(parts) > 1:
+    if re.fullmatch(r"checkpoint-\d+|model|adapter", parts[-1]) and len(parts) > 1:
         return "/".join(parts[-2:])
     return parts[-1]
 
@@ -197,6 +198,8 @@ def load_run(path: Path, max_failure_rate: float | None = None) -> Run:
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
     args = parse_model_args(config.get("model_args", ""))
     ckpt_path = args.pop("pretrained", "") or str(data.get("model_name") or "")
+    lora = args.pop("lora", "")  # a LoRA run is named by base and adapter, never by the base alone
+    name = short_checkpoint(ckpt_path) + (f" + LoRA {short_checkpoint(lora)}" if lora else "")
     fps, max_frames = _as_float(args.pop("fps", None)), _as_int(args.pop("max_frames", None))
     extra = [f"{k}={v}" for k, v in sorted(args.items())]
     if config.get("gen_kwargs"):
@@ -205,8 +208,8 @@ def load_run(path: Path, max_failure_rate: float | None = None) -> Run:
         kind="measured",
         source=str(path),
         model=str(config.get("model") or data.get("model_source") or "?"),
-        checkpoint=short_checkpoint(ckpt_path) or "?",
-        checkpoint_path=ckpt_path,
+        checkpoint=name or "?",
+        checkpoint_path=ckpt_path + (f",lora={lora}" if lora else ""),
         fps=fps,
         max_frames=max_frames,
         date=run_date_utc(data.get("date"), results_stamp(path), config, path).strftime(DATE_FORMAT),

@@ -116,3 +116,24 @@ def test_wheel_installs_under_one_namespace_and_lmms_eval_finds_model_and_tasks(
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "clean install ok" in done.stdout
+
+
+def test_an_error_from_a_dataloader_worker_ends_in_its_own_message():
+    """torch re-raises a worker's error with the worker's traceback in its message; one line of that
+    would bury the reason behind "Caught ... in DataLoader worker process 1. Original Traceback ..."."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from llamavid_eval.core.exits import one_line
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, index: int) -> None:
+            raise ValueError("cannot decode video /data/v.mp4: found zero frames")
+
+    with pytest.raises(ValueError) as caught:
+        next(iter(DataLoader(Broken(), num_workers=1, multiprocessing_context="fork")))
+    assert one_line(caught.value) == "ValueError: cannot decode video /data/v.mp4: found zero frames"
+    assert one_line(ValueError("a\nb")) == "a b"

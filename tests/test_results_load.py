@@ -81,6 +81,8 @@ def test_model_args_and_checkpoint_names() -> None:
     assert parse_model_args({"pretrained": "x", "fps": 1}) == {"pretrained": "x", "fps": "1"}
     assert short_checkpoint("YanweiLi/llama-vid-13b-full-224-video-fps-1") == "llama-vid-13b-full-224-video-fps-1"
     assert short_checkpoint("/ckpt/ucf-ft/checkpoint-500") == "ucf-ft/checkpoint-500"
+    assert short_checkpoint("/runs/ucf-lora/adapter") == "ucf-lora/adapter"  # llamavid train's output folders
+    assert short_checkpoint("/runs/ucf-full/model/") == "ucf-full/model"
 
 
 def test_failed_partial_and_broken_runs(tmp_path: Path) -> None:
@@ -482,3 +484,15 @@ def test_per_type_columns_get_intervals_from_the_one_logged_record(tmp_path: Pat
     write_run(tmp_path / "other", "20250101_100000", {"demo": block}, samples={"demo": lines})
     (other,), _ = load_runs([tmp_path / "other"])
     assert "accuracy_colour" not in other.intervals["demo"]
+
+
+def test_a_lora_run_is_named_by_base_and_adapter(tmp_path: Path) -> None:
+    """Not by its base alone (it would read as the zero-shot model), and two adapters stay two rows."""
+    for i, adapter in enumerate(("/runs/a/adapter", "/runs/b/adapter")):
+        write_run(
+            tmp_path / str(i), "20250101_100000", {"msvd_qa": msvd(50.0 + i)}, model_args=f"{CKPT},lora={adapter}"
+        )
+    runs, _ = load_runs([tmp_path])
+    names = sorted(run.checkpoint for run in runs)
+    assert names == [f"{short_checkpoint(CKPT)} + LoRA a/adapter", f"{short_checkpoint(CKPT)} + LoRA b/adapter"]
+    assert len(table.build(runs, [], reference_mode="none").frame) == 2

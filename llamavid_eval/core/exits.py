@@ -13,12 +13,17 @@ import traceback
 from collections.abc import Callable
 
 FAILED = 1
+WORKER_TRACEBACK = "Original Traceback (most recent call last):"  # torch.utils.data's ExceptionWrapper
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message on one line (a multi-line message would put its reason above the end)."""
-    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
-    return text or type(error).__name__
+    """The error's message on one line (a multi-line message would put its reason above the end). An
+    error that torch re-raised from a DataLoader worker carries the worker's whole traceback in its
+    message: only its last line, the original error, is the reason."""
+    lines = [part.strip() for part in str(error).splitlines() if part.strip()]
+    if any(line.startswith(WORKER_TRACEBACK) for line in lines):
+        return lines[-1]
+    return " ".join(lines) or type(error).__name__
 
 
 def run_command(body: Callable[[], int | None], expected: tuple[type[BaseException], ...], prog: str) -> int:
