@@ -171,7 +171,7 @@ def test_too_long_examples_are_skipped_and_counted_or_raise(tiny_release, colour
     assert len(datasets(max_length=longest - 1, max_frames=2)[0]) == 6  # 2 frames x 2 tokens fit again
     with pytest.raises(DataError, match="too_long=skip"):
         datasets(max_length=longest - 1, too_long="error")
-    with pytest.raises(DataError, match="no usable training records"):
+    with pytest.raises(DataError, match=r"no usable training records .*: 6 skipped as too long .*; first: .*clip0"):
         datasets(max_length=min(lengths) - 1)
     (tmp_path / "absent.json").write_text(json.dumps([record(99, "red")]))  # clip99.mp4 was never written
     with pytest.raises(DataError, match=r"record 'clip99': Video .*clip99\.mp4 not found .*under the data root"):
@@ -420,6 +420,16 @@ def test_malformed_training_data_is_named_by_file_and_line(tmp_path):
     listing.write_bytes(b'[{"id": "caf\xe9"}]')
     with pytest.raises(DataError, match="not UTF-8 text"):
         read_records(listing)
+
+
+def test_ctrl_c_ends_a_command_in_one_line_with_the_shells_status(capsys):
+    from llamavid_eval.core.exits import run_command
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    assert run_command(interrupted, (ValueError,), "llamavid train") == 130
+    assert capsys.readouterr().err == "error: llamavid train: interrupted (Ctrl-C)\n"
 
 
 def test_merge_refuses_to_write_over_its_base(tiny_release, capsys):

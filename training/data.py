@@ -264,7 +264,11 @@ def load_datasets(
     train, held_out = split_holdout(train, config.eval_fraction, config.seed)
     evaluation = held_out + (examples_of(config.eval_data) if config.eval_data else [])
     if not train:
-        raise DataError(f"no usable training records in {config.train_data} ({len(skipped)} skipped as too long)")
+        first = f"; first: {skipped[0]}" if skipped else ""
+        raise DataError(
+            f"no usable training records in {config.train_data}: {len(skipped)} skipped as too long for "
+            f"max_length={config.max_length}{first}; {len(held_out)} held out by eval_fraction={config.eval_fraction:g}"
+        )
 
     def dataset(examples: list[Example]) -> ConversationDataset:
         return ConversationDataset(examples, tokenizer, image_processor, config, tokens_per_frame)

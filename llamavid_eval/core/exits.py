@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable
 
 FAILED = 1
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 WORKER_TRACEBACK = "Original Traceback (most recent call last):"  # torch.utils.data's ExceptionWrapper
 
 
@@ -30,6 +31,10 @@ def run_command(body: Callable[[], int | None], expected: tuple[type[BaseExcepti
     """Run a command's body; return its exit status, ``FAILED`` with the reason printed last on failure."""
     try:
         return int(body() or 0)
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; the shell's convention for SIGINT
+        sys.stdout.flush()
+        print(f"error: {prog}: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        return INTERRUPTED
     except expected as error:
         reason = one_line(error)
     except Exception as error:  # unforeseen: keep the traceback for the bug report, reason still last
