@@ -112,7 +112,8 @@ class LlamaVid(lmms):
             "vision_batch_size": parse_number(vision_batch_size, "vision_batch_size", int, 1),
             "decode_workers": parse_number(decode_workers, "decode_workers", int, 0),
         }
-        if image_size not in (None, "", "None", "none") and int(image_size) not in (224, 336):
+        size = None if image_size in (None, "", "None", "none") else parse_number(image_size, "image_size", int, 1)
+        if size not in (None, 224, 336):
             raise ValueError(f"image_size={image_size!r}: the LLaMA-VID towers take 224 or 336")
         if lora and not Path(lora).expanduser().is_dir():
             raise FileNotFoundError(f"lora={lora}: no such folder (a LoRA adapter folder written by llamavid train)")
@@ -132,7 +133,7 @@ class LlamaVid(lmms):
             vision_tower=vision_tower,
             qformer=qformer,
             qformer_tokenizer=qformer_tokenizer,
-            image_size=int(image_size) if image_size else None,
+            image_size=size,
             dtype=resolve_dtype(str(dtype), self._device),
             device=self._device,
             attn_implementation=attn_implementation,
