@@ -436,3 +436,19 @@ def test_merge_refuses_to_write_over_its_base(tiny_release, capsys):
     base = str(tiny_release.checkpoint)
     assert main(["merge", "--base", base, "--lora", base, "--out", base]) == 1
     assert "is the base checkpoint: merging there would overwrite it" in capsys.readouterr().err
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    """The interrupted run logged steps past its last checkpoint; the resumed run logs them again."""
+    from accelerate import Accelerator
+
+    from llamavid_eval.training.metrics import RunLogger
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": step, "loss": 1.0}) + "\n" for step in range(1, 9)))
+    config = TrainConfig(train_data="train.json", report_to="none")
+    logger = RunLogger(Accelerator(cpu=True), tmp_path, config, resumed_at=4)
+    logger.log(5, {"loss": 0.5})
+    assert [row["step"] for row in read_log(tmp_path)] == [1, 2, 3, 4, 5]
+    RunLogger(Accelerator(cpu=True), tmp_path, config, resumed_at=None)  # a fresh run starts a fresh log
+    assert not log.exists()

@@ -35,12 +35,17 @@ def trackers(config: TrainConfig) -> list[str]:
 class RunLogger:
     """Writes metric rows to stdout (through tqdm, so the bar stays intact), JSONL and the trackers."""
 
-    def __init__(self, accelerator: Accelerator, output: Path, config: TrainConfig, resumed: bool) -> None:
+    def __init__(self, accelerator: Accelerator, output: Path, config: TrainConfig, resumed_at: int | None) -> None:
+        """``resumed_at``: the step of the checkpoint a resumed run starts from; the rows an interrupted run
+        logged after it are dropped (the resumed run logs those steps again), the earlier ones kept."""
         self.accelerator = accelerator
         self.path = output / "train_log.jsonl"
         self.start = time.perf_counter()
-        if accelerator.is_main_process and not resumed:
+        if accelerator.is_main_process and resumed_at is None:
             self.path.unlink(missing_ok=True)
+        elif accelerator.is_main_process and self.path.is_file():
+            kept = [row for row in read_log(output) if row.get("step", 0) <= resumed_at]
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
         if accelerator.log_with:
             flat = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in config.to_dict().items()}
             accelerator.init_trackers(PROJECT, config=flat)

@@ -87,7 +87,7 @@ def run_training(config: TrainConfig) -> TrainingRun:
     total_steps = config.max_steps or steps_per_epoch * config.num_epochs
     scheduler = setup_scheduler(config, accelerator, optimizer, total_steps)
     progress, start_from = setup_progress(config, accelerator, output, len(train_loader))
-    logger = RunLogger(accelerator, output, config, resumed=start_from is not None)
+    logger = RunLogger(accelerator, output, config, resumed_at=progress.step if start_from else None)
     logger.info(f"trainable parameters: {trained / 1e6:.2f}M ({config.method}); {total_steps} optimizer steps "
                 f"({steps_per_epoch} per epoch); " + (f"resuming at step {progress.step} from {start_from}"
                                                       if start_from else "starting at step 0"))  # fmt: skip
