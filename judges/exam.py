@@ -301,6 +301,8 @@ def examine(
 
 def judge_name(settings: JudgeSettings) -> str:
     """The name the judge's verdicts carry (``Judge.name``), without building it."""
+    if settings.backend == "exact":
+        return "exact-match"
     prompt = load_prompt(settings.prompt)
     return f"{settings.backend}:{settings.model}" + ("" if prompt.builtin else f"#prompt={prompt.version}")
 

@@ -87,13 +87,13 @@ def preflight(settings: JudgeSettings, env: Mapping[str, str] | None = None) -> 
 
     Returns None for the ``exact`` judge, which needs nothing.
     """
+    if settings.backend not in ("openai", "local", "hf"):
+        return None
+    check_cache(settings)
     if settings.backend == "hf":
         return _check_in_process(settings)
-    if settings.backend not in ("openai", "local"):
-        return None
     start = time.monotonic()
     REMEMBERED_FORMATS.pop(format_key(settings), None)  # check afresh: the server may have changed since
-    check_cache(settings)
     try:
         judge = build_judge(settings, env)
     except PromptError as err:
@@ -140,7 +140,6 @@ def _check_in_process(settings: JudgeSettings) -> PreflightReport:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     start = time.monotonic()
-    check_cache(settings)
     model = settings.model or DEFAULT_MODELS["hf"]
     if gguf.is_gguf(model):  # a .gguf holds no config.json: its own check (headers only)
         try:

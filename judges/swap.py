@@ -26,10 +26,10 @@ from llamavid_eval.core.scores import HEADLINE, JudgedScores, Tally, Verdict, co
 from llamavid_eval.core.stats import kendall_tau
 from llamavid_eval.judges.agreement import clusters_of, compare, ok
 from llamavid_eval.judges.base import Judge
+from llamavid_eval.judges.exam import judge_name
 from llamavid_eval.judges.factory import BACKENDS, JudgeSettings, build_judge, resolve_settings
 from llamavid_eval.judges.interrupt import Interrupted
 from llamavid_eval.judges.preflight import check_once
-from llamavid_eval.judges.prompt import load_prompt
 from llamavid_eval.judges.rejudge import rejudge
 
 MIN_RUNS_FOR_TAU = 3  # Kendall's tau over two runs is +1 or -1: no information beyond "same order or not"
@@ -98,20 +98,11 @@ def judge_settings(specs: Sequence[JudgeSpec], common: dict[str, Any] | None = N
     settings = [resolve_settings(overrides={**(common or {}), **spec.overrides()}) for spec in specs]
     seen: dict[str, str] = {}
     for spec, one in zip(specs, settings, strict=True):
-        name = planned_name(one)
+        name = judge_name(one)
         if name in seen:
             raise ValueError(f"--judges names {name} twice ({seen[name]} and {spec.text}); each judge once")
         seen[name] = spec.text
     return settings
-
-
-def planned_name(settings: JudgeSettings) -> str:
-    """The name the judge of ``settings`` will carry (``backend:model``, ``#prompt=<version>`` under a prompt
-    file, ``exact-match``), known before it is built; a server may still report another model name."""
-    if settings.backend == "exact":
-        return "exact-match"
-    prompt = load_prompt(settings.prompt)
-    return f"{settings.backend}:{settings.model}" + ("" if prompt.builtin else f"#prompt={prompt.version}")
 
 
 def reference_index(specs: Sequence[JudgeSpec], settings: Sequence[JudgeSettings], reference: str | None) -> int:
@@ -119,11 +110,10 @@ def reference_index(specs: Sequence[JudgeSpec], settings: Sequence[JudgeSettings
     ``exact-match``; a judge without a prompt file before one with it); ValueError before anything is judged."""
     if reference is None:
         return 0
-    names = [planned_name(one) for one in settings]
+    names = [judge_name(one) for one in settings]
     for matches in (
         [i for i, spec in enumerate(specs) if spec.text == reference],
-        [i for i, name in enumerate(names) if name == reference],
-        [i for i, name in enumerate(names) if name.split("#prompt=")[0] == reference and "#prompt=" not in name],
+        [i for i, name in enumerate(names) if name == reference],  # a prompt-file variant's name has a #prompt=
     ):
         if matches:
             return matches[0]

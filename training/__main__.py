@@ -56,16 +56,19 @@ def expected_errors() -> tuple[type[Exception], ...]:
     return ConfigError, DataError, WeightFileError, VideoDecodeError, FileNotFoundError, ImportError
 
 
+def in_our_terms(error: FileNotFoundError, names: str) -> FileNotFoundError:
+    """The loader's message names lmms-eval's model arguments; this command calls them ``names``."""
+    return FileNotFoundError(f"{error} Here the model arguments are {names}.")
+
+
 def _train(config: TrainConfig) -> None:
     from llamavid_eval.training.recipe import train
 
     try:
         print(train(config))
-    except FileNotFoundError as err:  # the loader names lmms-eval's model arguments; say this command's keys
-        raise FileNotFoundError(
-            f"{err} Here the model arguments are config keys: pretrained= is base, vision_tower= vision_tower, "
-            "qformer_tokenizer= qformer_tokenizer."
-        ) from None
+    except FileNotFoundError as err:
+        raise in_our_terms(err, "config keys: pretrained= is base, vision_tower= vision_tower, qformer_tokenizer= "
+                                "qformer_tokenizer") from None  # fmt: skip
 
 
 def _merge(args: argparse.Namespace) -> None:
@@ -74,11 +77,9 @@ def _merge(args: argparse.Namespace) -> None:
     try:
         print(merge_lora(args.base, args.lora, args.out, vision_tower=args.vision_tower,
                          qformer_tokenizer=args.qformer_tokenizer, dtype=args.dtype))  # fmt: skip
-    except FileNotFoundError as err:  # the loader names lmms-eval's model arguments; say this command's options
-        raise FileNotFoundError(
-            f"{err} Here the model arguments are options: pretrained= is --base, vision_tower= --vision-tower, "
-            "qformer_tokenizer= --qformer-tokenizer."
-        ) from None
+    except FileNotFoundError as err:
+        raise in_our_terms(err, "options: pretrained= is --base, vision_tower= --vision-tower, qformer_tokenizer= "
+                                "--qformer-tokenizer") from None  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -59,21 +59,25 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    chunks = lines if path.suffix == ".jsonl" else [(1, text)]
-    parsed = []
-    for number, chunk in chunks:
-        try:
-            parsed.append(json.loads(chunk))
-        except json.JSONDecodeError as error:
-            line = number + error.lineno - 1
-            raise DataError(
-                f"{path}:{line}: not valid JSON ({error.msg}); fix the line or prepare the data again"
-            ) from None
-    records = parsed if path.suffix == ".jsonl" else parsed[0]
+    if path.suffix == ".jsonl":
+        lines = enumerate(text.splitlines(), start=1)
+        records = [_json(line, path, number) for number, line in lines if line.strip()]
+    else:
+        records = _json(text, path, 1)
     if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
         raise DataError(f"{path}: expected a JSON list (or JSONL lines) of record objects")
     return records
+
+
+def _json(text: str, path: Path, first_line: int) -> Any:
+    """``text`` (which starts on line ``first_line`` of ``path``) parsed; DataError naming file and line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        line = first_line + error.lineno - 1
+        raise DataError(
+            f"{path}:{line}: not valid JSON ({error.msg}); fix the line or prepare the data again"
+        ) from None
 
 
 def conversation_turns(record: dict[str, Any], source: str) -> tuple[tuple[str, str], ...]:

@@ -178,8 +178,8 @@ class VideoLinker:
             return self._placed[source]
         relative = Path(self.family) / "videos" / source.name
         target, real = self.root / relative, source.resolve(strict=True)
-        in_place = target.exists() and os.path.samefile(target, real)
-        if not (in_place and (not self.copy or not target.is_symlink())):
+        there = target.exists() and os.path.samefile(target, real) and not (self.copy and target.is_symlink())
+        if not there:  # (a link where --copy asks for a copy is replaced by one)
             temporary = target.with_name(f".{target.name}.{os.getpid()}.partial")
             temporary.unlink(missing_ok=True)
             if self.copy:
@@ -205,9 +205,9 @@ def write_split(
     if records:
         written.append(folder / f"{report.split}.jsonl")
         written[-1].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    if records and instruct is not None:
-        written.append(folder / f"{report.split}_instruct.json")
-        written[-1].write_text(json.dumps(instruct, indent=1, ensure_ascii=False), encoding="utf-8")
+        if instruct is not None:
+            written.append(folder / f"{report.split}_instruct.json")
+            written[-1].write_text(json.dumps(instruct, indent=1, ensure_ascii=False), encoding="utf-8")
     written.append(folder / f"prepare_report_{report.split}.json")
     summary = {
         "family": report.family,
